@@ -1,0 +1,106 @@
+//! The public device topic contract (docs/device-contract.md):
+//!
+//! - `devices/{id}/telemetry`                      device → platform
+//! - `devices/{id}/events/{name}`                  device → platform
+//! - `devices/{id}/commands/{name}`                platform → device
+//! - `devices/{id}/commands/{name}/response`       device → platform (MQTT 3.1.1 replies; MQTT 5
+//!   devices reply on the response topic they were given, which is this same topic)
+//!
+//! Parsing lives here so the broker wiring, the ingest pipeline and the command service agree.
+
+/// What a topic under `devices/{id}/` means to the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceTopic<'a> {
+    Telemetry,
+    Event {
+        name: &'a str,
+    },
+    Command {
+        name: &'a str,
+    },
+    CommandResponse {
+        name: &'a str,
+    },
+    /// Any other topic under the device's own namespace: routed, not interpreted.
+    Other,
+}
+
+/// Splits `devices/{id}/rest` into the device id and the meaning of `rest`.
+/// Returns `None` for topics outside `devices/`.
+pub fn parse_device_topic(topic: &str) -> Option<(&str, DeviceTopic<'_>)> {
+    let rest = topic.strip_prefix("devices/")?;
+    let (device_id, rest) = rest.split_once('/')?;
+    if device_id.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let kind = match parts.as_slice() {
+        ["telemetry"] => DeviceTopic::Telemetry,
+        ["events", name] if !name.is_empty() => DeviceTopic::Event { name },
+        ["commands", name] if !name.is_empty() => DeviceTopic::Command { name },
+        ["commands", name, "response"] if !name.is_empty() => DeviceTopic::CommandResponse { name },
+        _ => DeviceTopic::Other,
+    };
+    Some((device_id, kind))
+}
+
+pub fn telemetry_topic(device_id: &str) -> String {
+    format!("devices/{device_id}/telemetry")
+}
+
+pub fn command_topic(device_id: &str, name: &str) -> String {
+    format!("devices/{device_id}/commands/{name}")
+}
+
+pub fn command_response_topic(device_id: &str, name: &str) -> String {
+    format!("devices/{device_id}/commands/{name}/response")
+}
+
+/// The namespace a device may publish and subscribe in, as an MQTT filter.
+pub fn device_namespace_filter(device_id: &str) -> String {
+    format!("devices/{device_id}/#")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_topics() {
+        assert_eq!(
+            parse_device_topic("devices/d1/telemetry"),
+            Some(("d1", DeviceTopic::Telemetry))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/events/fall"),
+            Some(("d1", DeviceTopic::Event { name: "fall" }))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/commands/reboot"),
+            Some(("d1", DeviceTopic::Command { name: "reboot" }))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/commands/reboot/response"),
+            Some(("d1", DeviceTopic::CommandResponse { name: "reboot" }))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/twin/reported"),
+            Some(("d1", DeviceTopic::Other))
+        );
+        assert_eq!(parse_device_topic("devices//telemetry"), None);
+        assert_eq!(parse_device_topic("other/d1/telemetry"), None);
+        assert_eq!(parse_device_topic("devices/d1"), None);
+    }
+
+    #[test]
+    fn builders_round_trip() {
+        let t = command_response_topic("d1", "open");
+        assert_eq!(
+            parse_device_topic(&t),
+            Some(("d1", DeviceTopic::CommandResponse { name: "open" }))
+        );
+        assert_eq!(telemetry_topic("x"), "devices/x/telemetry");
+        assert_eq!(command_topic("x", "y"), "devices/x/commands/y");
+        assert_eq!(device_namespace_filter("x"), "devices/x/#");
+    }
+}

@@ -1,0 +1,183 @@
+//! Who a client is and what it may do.
+//!
+//! The broker knows nothing about devices, keys or tenants' storage: it hands the CONNECT
+//! credentials to an [`Authenticator`] and gets back an [`Identity`] (tenant + principal +
+//! topic policy), and it hands every authorised PUBLISH to a [`MessageSink`] before
+//! acknowledging it. Both are traits so the server wiring, tests and later issues
+//! (applications, ACL changes) plug in without touching the protocol code.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use wulian_mqtt::{Properties, Protocol, QoS, ReasonCode, topic};
+
+/// The credentials of a CONNECT, as handed to the [`Authenticator`].
+#[derive(Clone, Debug)]
+pub struct ConnectRequest {
+    pub protocol: Protocol,
+    /// May be empty (the broker assigns one after successful authentication).
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    pub remote_addr: SocketAddr,
+}
+
+/// An authenticated client.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Routing namespace: messages never cross tenants.
+    pub tenant: String,
+    pub principal: Principal,
+    pub policy: TopicPolicy,
+}
+
+/// What kind of party is connected.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Device { device_id: String },
+}
+
+/// MQTT topic filters a client may publish to and subscribe to.
+///
+/// A PUBLISH topic must match one of `publish`; a SUBSCRIBE filter must be covered by one of
+/// `subscribe`, i.e. every topic the requested filter can match is matched by the allowed
+/// filter (`devices/d1/#` covers `devices/d1/commands/+`, not `devices/+/commands/#`).
+#[derive(Clone, Debug, Default)]
+pub struct TopicPolicy {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+impl TopicPolicy {
+    /// The policy of a device: everything below `devices/{device_id}/`.
+    pub fn device(device_id: &str) -> TopicPolicy {
+        let own = format!("devices/{device_id}/#");
+        TopicPolicy {
+            publish: vec![own.clone()],
+            subscribe: vec![own],
+        }
+    }
+
+    /// May a PUBLISH to `topic` (a valid topic name) go through?
+    pub fn allows_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|f| topic::matches(f, topic))
+    }
+
+    /// May a subscription to `filter` (a valid topic filter) be granted?
+    pub fn allows_subscribe(&self, filter: &str) -> bool {
+        self.subscribe.iter().any(|f| filter_covers(f, filter))
+    }
+}
+
+/// Rejection from a [`MessageSink`].
+#[derive(Clone, Debug)]
+pub struct SinkError {
+    /// Reason code returned to MQTT 5.0 clients (PUBACK / PUBREC).
+    pub code: ReasonCode,
+    /// Human readable reason (MQTT 5.0 reason string).
+    pub reason: String,
+}
+
+/// Details of an accepted connection, for presence notifications.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub protocol: Protocol,
+    pub client_id: String,
+    pub remote_addr: SocketAddr,
+    /// Effective keep alive in seconds (after the broker's cap).
+    pub keep_alive: u16,
+}
+
+/// An authorised PUBLISH from a client (topic already alias-rewritten).
+#[derive(Clone, Debug)]
+pub struct InboundMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5.0 properties (response topic, correlation data, user properties, content type,
+    /// payload format indicator, message expiry); empty for 3.1.1.
+    pub properties: Properties,
+}
+
+/// Decides who may connect.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Err(code): BadUserNameOrPassword, NotAuthorized, ServerUnavailable... sent back in
+    /// CONNACK (mapped to the nearest return code for 3.1.1).
+    async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ReasonCode>;
+}
+
+/// Where client messages go (storage, rules...).
+#[async_trait::async_trait]
+pub trait MessageSink: Send + Sync + 'static {
+    /// Called for every authorised PUBLISH before it is acknowledged (PUBACK is sent only
+    /// after Ok — the sink makes it durable).
+    async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError>;
+    /// A client finished CONNECT successfully.
+    async fn on_connect(&self, _identity: &Identity, _info: &ConnectionInfo) {}
+    /// A client's connection ended.
+    async fn on_disconnect(&self, _identity: &Identity, _reason: &str) {}
+}
+
+/// Rewrites the `devices/me/...` alias of a device to its own `devices/{device_id}/...`.
+pub(crate) fn rewrite_me(principal: &Principal, topic: &str) -> Option<String> {
+    let Principal::Device { device_id } = principal;
+    let rest = topic.strip_prefix("devices/me")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        Some(format!("devices/{device_id}{rest}"))
+    } else {
+        None
+    }
+}
+
+/// Is every topic matched by `filter` also matched by `allowed`? Both must be valid filters.
+pub(crate) fn filter_covers(allowed: &str, filter: &str) -> bool {
+    let mut a = allowed.split('/');
+    let mut f = filter.split('/');
+    loop {
+        match (a.next(), f.next()) {
+            // `#` covers whatever remains, including the parent level itself.
+            (Some("#"), _) => return true,
+            (_, Some("#")) => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(al), Some(fl)) if al == fl && fl != "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers() {
+        assert!(filter_covers("devices/d1/#", "devices/d1/commands/+"));
+        assert!(filter_covers("devices/d1/#", "devices/d1/#"));
+        assert!(filter_covers("devices/d1/#", "devices/d1"));
+        assert!(!filter_covers("devices/d1/#", "devices/+/commands/#"));
+        assert!(!filter_covers("devices/d1/#", "#"));
+        assert!(!filter_covers("devices/d1/#", "devices/d2/x"));
+        assert!(filter_covers("a/+/c", "a/b/c"));
+        assert!(filter_covers("a/+/c", "a/+/c"));
+        assert!(!filter_covers("a/b/c", "a/+/c"));
+        assert!(!filter_covers("a/+", "a/#"));
+        assert!(!filter_covers("a/+", "a/b/c"));
+    }
+
+    #[test]
+    fn me_alias() {
+        let p = Principal::Device {
+            device_id: "d1".into(),
+        };
+        assert_eq!(
+            rewrite_me(&p, "devices/me/telemetry").as_deref(),
+            Some("devices/d1/telemetry")
+        );
+        assert_eq!(rewrite_me(&p, "devices/me").as_deref(), Some("devices/d1"));
+        assert_eq!(rewrite_me(&p, "devices/meter/x"), None);
+        assert_eq!(rewrite_me(&p, "other/me/x"), None);
+    }
+}

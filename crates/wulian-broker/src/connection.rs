@@ -1,0 +1,1052 @@
+//! One task per client connection: read and decode, run the MQTT state machine, encode and
+//! write.
+//!
+//! A single task owns the socket, so there is no lock between reading and writing and the
+//! order of acknowledgements is the order of the packets they answer. The task waits on the
+//! socket, its outgoing delivery queue (only while the in-flight window has room), control
+//! messages (session takeover), the shutdown token and the keep alive timer. PUBLISH
+//! handling awaits the message sink before acknowledging, which applies backpressure to that
+//! client only. The transport is generic so TLS and WebSocket streams can reuse it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+use wulian_mqtt::{
+    Ack, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+};
+
+use crate::Shared;
+use crate::auth::{ConnectRequest, ConnectionInfo, Identity, InboundMessage, rewrite_me};
+use crate::error::{Close, ConnectionError, truncate_reason};
+use crate::metrics::Metrics;
+use crate::router::{Delivery, MAX_FILTER_LEVELS, RoutedMessage, SubscriberId};
+use crate::session::{Control, OutState, Session};
+
+/// A client that stops reading gets this long per write before we give up on it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Write buffer size at which we stop batching deliveries and flush.
+const MAX_WRITE_BATCH: usize = 64 * 1024;
+/// Initial read buffer capacity.
+const READ_CHUNK: usize = 8 * 1024;
+/// Time left to send the last DISCONNECT and close the socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one accepted connection until it ends; never panics on input and logs its end.
+pub(crate) async fn run<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "mqtt_connection",
+        %remote,
+        conn_id,
+        client_id = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+    );
+    async move {
+        let _permit = permit;
+        Metrics::inc(&shared.metrics.connections_total);
+        // A guard, so the gauge is right even when shutdown aborts this task.
+        let _current = CurrentConnection::new(Arc::clone(&shared));
+        let transport = Transport {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+            protocol: Protocol::V311,
+            shared: Arc::clone(&shared),
+        };
+        match serve(transport, remote, conn_id, &shutdown).await {
+            Ok(()) => {}
+            Err(ConnectionError::Io(e)) => debug!(error = %e, "connection failed before CONNECT"),
+            Err(e) => warn!(error = %e, "connection refused during CONNECT"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Keeps `connections_current` up to date for the lifetime of a connection task.
+struct CurrentConnection(Arc<Shared>);
+
+impl CurrentConnection {
+    fn new(shared: Arc<Shared>) -> CurrentConnection {
+        Metrics::inc(&shared.metrics.connections_current);
+        CurrentConnection(shared)
+    }
+}
+
+impl Drop for CurrentConnection {
+    fn drop(&mut self) {
+        Metrics::dec(&self.0.metrics.connections_current);
+    }
+}
+
+/// Socket plus buffers; encodes and decodes at the negotiated protocol level.
+struct Transport<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    protocol: Protocol,
+    shared: Arc<Shared>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    fn try_decode(&mut self) -> Result<Option<Packet>, wulian_mqtt::DecodeError> {
+        wulian_mqtt::decode(
+            &mut self.rbuf,
+            self.protocol,
+            self.shared.config.max_packet_size,
+        )
+    }
+
+    /// Reads more bytes; Ok(0) at end of stream. Cancel safe.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        Metrics::add(&self.shared.metrics.bytes_received_total, n as u64);
+        Ok(n)
+    }
+
+    fn queue(&mut self, packet: &Packet) -> Result<(), ConnectionError> {
+        wulian_mqtt::encode(packet, self.protocol, &mut self.wbuf)?;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.wbuf))
+            .await
+            .map_err(|_| ConnectionError::WriteTimeout)??;
+        Metrics::add(
+            &self.shared.metrics.bytes_sent_total,
+            self.wbuf.len() as u64,
+        );
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    async fn send(&mut self, packet: &Packet) -> Result<(), ConnectionError> {
+        self.queue(packet)?;
+        self.flush().await
+    }
+
+    /// Best effort: flush what is queued and close the socket, bounded in time.
+    async fn close(&mut self) {
+        let closing = async {
+            if let Err(e) = self.flush().await {
+                debug!(error = %e, "final flush failed");
+            }
+            if let Err(e) = self.stream.shutdown().await {
+                debug!(error = %e, "socket shutdown failed");
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            debug!("closing the socket timed out");
+        }
+    }
+}
+
+fn connack(code: ReasonCode, properties: Properties) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties,
+    })
+}
+
+/// Protocol level byte of a (possibly incomplete or malformed) CONNECT at the start of
+/// `buf`, used to answer a CONNECT we cannot decode in the client's own protocol.
+fn peek_connect_level(buf: &[u8]) -> Option<u8> {
+    if buf.first()? >> 4 != 1 {
+        return None;
+    }
+    // Remaining length: 1 to 4 bytes, high bit = continuation.
+    let mut pos = 1;
+    loop {
+        let b = *buf.get(pos)?;
+        pos += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if pos > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(pos)?, *buf.get(pos + 1)?]));
+    buf.get(pos + 2 + name_len).copied()
+}
+
+/// Handshake: CONNECT within the timeout, authentication, CONNACK; then the session loop.
+async fn serve<S>(
+    mut t: Transport<S>,
+    remote: SocketAddr,
+    conn_id: SubscriberId,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let shared = Arc::clone(&t.shared);
+    let config = &shared.config;
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        read = tokio::time::timeout(config.connect_timeout, read_connect(&mut t)) => match read {
+            Err(_) => {
+                debug!("no CONNECT within the connect timeout");
+                t.close().await;
+                return Err(ConnectionError::ConnectTimeout);
+            }
+            Ok(read) => read?,
+        },
+    };
+    let connect = match first {
+        None => {
+            debug!("connection closed before CONNECT");
+            return Ok(());
+        }
+        Some(Packet::Connect(c)) => c,
+        Some(other) => {
+            Metrics::inc(&shared.metrics.malformed_packets_total);
+            debug!(packet = packet_name(&other), "first packet was not CONNECT");
+            t.close().await;
+            return Err(ConnectionError::FirstPacketNotConnect);
+        }
+    };
+    t.protocol = connect.protocol;
+    let v5 = connect.protocol == Protocol::V5;
+
+    if connect.client_id.is_empty() && !connect.clean_start && !v5 {
+        // MQTT-3.1.3-8: a 3.1.1 client without id must ask for a clean session.
+        t.send(&connack(
+            ReasonCode::ClientIdentifierNotValid,
+            Properties::default(),
+        ))
+        .await?;
+        t.close().await;
+        debug!("empty client id without clean session refused");
+        return Ok(());
+    }
+
+    let request = ConnectRequest {
+        protocol: connect.protocol,
+        client_id: connect.client_id.clone(),
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        remote_addr: remote,
+    };
+    let authenticated = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        auth = tokio::time::timeout(config.connect_timeout, shared.auth.authenticate(&request)) => auth,
+    };
+    let identity = match authenticated {
+        Ok(Ok(identity)) => identity,
+        Ok(Err(code)) => {
+            let code = if code.is_error() {
+                code
+            } else {
+                ReasonCode::NotAuthorized
+            };
+            Metrics::inc(&shared.metrics.auth_failed_total);
+            info!(
+                client_id = %connect.client_id,
+                username = connect.username.as_deref().unwrap_or(""),
+                ?code,
+                "authentication failed"
+            );
+            t.send(&connack(code, Properties::default())).await?;
+            t.close().await;
+            return Ok(());
+        }
+        Err(_) => {
+            warn!(client_id = %connect.client_id, "authenticator timed out");
+            t.send(&connack(
+                ReasonCode::ServerUnavailable,
+                Properties::default(),
+            ))
+            .await?;
+            t.close().await;
+            return Ok(());
+        }
+    };
+
+    let mut active = Active::accept(t, connect, identity, remote, conn_id)?;
+    let close = active.run(shutdown).await;
+    active.finish(close).await;
+    Ok(())
+}
+
+/// Reads the first packet, answering undecodable CONNECTs as well as the protocol allows.
+async fn read_connect<S>(t: &mut Transport<S>) -> Result<Option<Packet>, ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let level = peek_connect_level(&t.rbuf);
+        match t.try_decode() {
+            Ok(Some(packet)) => return Ok(Some(packet)),
+            Ok(None) => {}
+            Err(e) => {
+                Metrics::inc(&t.shared.metrics.malformed_packets_total);
+                let code = e.reason_code();
+                warn!(error = %e, ?level, "undecodable CONNECT");
+                let reply = if code == ReasonCode::UnsupportedProtocolVersion {
+                    // 3.1.1 return code 1 for old levels, the 5.0 reason code for newer ones.
+                    Some(if level.is_some_and(|l| l > 5) {
+                        Protocol::V5
+                    } else {
+                        Protocol::V311
+                    })
+                } else if level == Some(5) {
+                    Some(Protocol::V5)
+                } else {
+                    None
+                };
+                if let Some(protocol) = reply {
+                    t.protocol = protocol;
+                    t.queue(&connack(code, Properties::default()))?;
+                }
+                t.close().await;
+                return Err(e.into());
+            }
+        }
+        if t.read_more().await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Unregisters the connection from the router and registry, also on panic.
+struct Registration {
+    shared: Arc<Shared>,
+    tenant: String,
+    client_id: String,
+    conn_id: SubscriberId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.router.unregister(&self.tenant, self.conn_id);
+        self.shared
+            .sessions
+            .unregister(&self.tenant, &self.client_id, self.conn_id);
+    }
+}
+
+/// A connection past CONNACK.
+struct Active<S> {
+    t: Transport<S>,
+    shared: Arc<Shared>,
+    identity: Identity,
+    client_id: String,
+    conn_id: SubscriberId,
+    info: ConnectionInfo,
+    session: Session,
+    /// Maximum Packet Size the client announced (5.0).
+    client_max_packet: Option<usize>,
+    /// False when a 5.0 client asked for no reason strings.
+    problem_info: bool,
+    deliveries: mpsc::Receiver<Delivery>,
+    control: mpsc::Receiver<Control>,
+    registration: Option<Registration>,
+    /// The sink was told about this connection (so it must hear about its end).
+    notified_connect: bool,
+}
+
+impl<S> Active<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Registers the client (taking over an older connection with the same id) and queues
+    /// CONNACK.
+    fn accept(
+        mut t: Transport<S>,
+        connect: Connect,
+        identity: Identity,
+        remote: SocketAddr,
+        conn_id: SubscriberId,
+    ) -> Result<Active<S>, ConnectionError> {
+        let shared = Arc::clone(&t.shared);
+        let config = &shared.config;
+        let v5 = connect.protocol == Protocol::V5;
+        let mut props = Properties::default();
+
+        let client_id = if connect.client_id.is_empty() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+            let assigned = format!("wulian-{conn_id:x}-{nanos:08x}");
+            if v5 {
+                props.assigned_client_identifier = Some(assigned.clone());
+            }
+            assigned
+        } else {
+            connect.client_id
+        };
+
+        let cap = config.max_keep_alive;
+        let keep_alive = if v5 && cap > 0 && (connect.keep_alive == 0 || connect.keep_alive > cap) {
+            props.server_keep_alive = Some(cap);
+            cap
+        } else {
+            connect.keep_alive
+        };
+
+        let span = tracing::Span::current();
+        span.record("client_id", client_id.as_str());
+        span.record("tenant", identity.tenant.as_str());
+
+        let window = if v5 {
+            connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(config.max_inflight)
+        } else {
+            config.max_inflight
+        };
+        let client_max_packet = if v5 {
+            connect
+                .properties
+                .maximum_packet_size
+                .and_then(|m| usize::try_from(m).ok())
+        } else {
+            None
+        };
+
+        let (delivery_tx, deliveries) = mpsc::channel(config.outgoing_queue.max(1));
+        let (control_tx, control) = mpsc::channel(2);
+        shared
+            .router
+            .register(&identity.tenant, conn_id, delivery_tx);
+        let took_over = shared
+            .sessions
+            .register(&identity.tenant, &client_id, conn_id, control_tx);
+        let registration = Registration {
+            shared: Arc::clone(&shared),
+            tenant: identity.tenant.clone(),
+            client_id: client_id.clone(),
+            conn_id,
+        };
+
+        if v5 {
+            props.receive_maximum = Some(config.max_inflight.max(1));
+            props.maximum_packet_size = u32::try_from(config.max_packet_size).ok();
+            props.topic_alias_maximum = Some(0);
+            props.retain_available = Some(0);
+            props.wildcard_subscription_available = Some(1);
+            props.shared_subscription_available = Some(0);
+            props.subscription_identifier_available = Some(0);
+            // Maximum QoS is left out: absent means 2 (sending 2 is a protocol error).
+            if connect
+                .properties
+                .session_expiry_interval
+                .is_some_and(|s| s > 0)
+            {
+                // Sessions are not persisted yet: tell the client.
+                props.session_expiry_interval = Some(0);
+            }
+        }
+        t.queue(&connack(ReasonCode::Success, props))?;
+        info!(
+            protocol = ?connect.protocol,
+            keep_alive,
+            took_over,
+            username = connect.username.as_deref().unwrap_or(""),
+            "client connected"
+        );
+
+        let info = ConnectionInfo {
+            protocol: connect.protocol,
+            client_id: client_id.clone(),
+            remote_addr: remote,
+            keep_alive,
+        };
+        Ok(Active {
+            t,
+            shared,
+            identity,
+            client_id,
+            conn_id,
+            info,
+            session: Session::new(window, connect.will),
+            client_max_packet,
+            problem_info: connect.properties.request_problem_information != Some(0),
+            deliveries,
+            control,
+            registration: Some(registration),
+            notified_connect: false,
+        })
+    }
+
+    fn v5(&self) -> bool {
+        self.t.protocol == Protocol::V5
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Reason string for acks, unless the client asked not to get them.
+    fn reason(&self, reason: impl Into<String>) -> Option<String> {
+        (self.v5() && self.problem_info).then(|| truncate_reason(reason.into()))
+    }
+
+    /// The session loop; returns why it ended.
+    async fn run(&mut self, shutdown: &CancellationToken) -> Close {
+        if let Err(e) = self.t.flush().await {
+            return e.into();
+        }
+        let sink = Arc::clone(&self.shared.sink);
+        sink.on_connect(&self.identity, &self.info).await;
+        self.notified_connect = true;
+
+        let keep_alive = (self.info.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(self.info.keep_alive) * 1500));
+        let far = Duration::from_secs(86_400 * 365);
+        let idle = tokio::time::sleep(keep_alive.unwrap_or(far));
+        tokio::pin!(idle);
+
+        // Packets pipelined behind CONNECT are already buffered.
+        if let Err(close) = self.drain_inbound(&mut idle, keep_alive).await {
+            return close;
+        }
+        loop {
+            let window_open = self.session.outgoing.has_room();
+            // Unbiased: a busy socket must not starve deliveries, nor the other way round.
+            let step: Result<(), Close> = tokio::select! {
+                _ = shutdown.cancelled() => Err(Close::Shutdown),
+                Some(control) = self.control.recv() => match control {
+                    Control::Kick(ReasonCode::SessionTakenOver) => Err(Close::TakenOver),
+                    Control::Kick(code) => Err(Close::refused(code, "closed by the server")),
+                },
+                read = self.t.read_more() => match read {
+                    Ok(0) => Err(Close::ConnectionLost),
+                    Ok(_) => self.drain_inbound(&mut idle, keep_alive).await,
+                    Err(e) => Err(Close::Failed(e.into())),
+                },
+                Some(delivery) = self.deliveries.recv(), if window_open => {
+                    self.deliver_batch(delivery)
+                }
+                _ = &mut idle, if keep_alive.is_some() => Err(Close::KeepAliveTimeout),
+            };
+            if let Err(close) = step {
+                return close;
+            }
+            if let Err(e) = self.t.flush().await {
+                return e.into();
+            }
+        }
+    }
+
+    /// Handles every complete packet in the read buffer.
+    async fn drain_inbound(
+        &mut self,
+        idle: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+        keep_alive: Option<Duration>,
+    ) -> Result<(), Close> {
+        loop {
+            match self.t.try_decode() {
+                Ok(Some(packet)) => {
+                    if let Some(ka) = keep_alive {
+                        idle.as_mut().reset(Instant::now() + ka);
+                    }
+                    self.handle(packet).await?;
+                    // Answer promptly even when the sink was slow.
+                    self.t.flush().await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    Metrics::inc(&self.metrics().malformed_packets_total);
+                    warn!(error = %e, "malformed packet");
+                    return Err(Close::refused(e.reason_code(), e.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(a) => {
+                match self.session.outgoing.state(a.packet_id) {
+                    Some(OutState::Qos1Sent) => {
+                        self.session.outgoing.complete(a.packet_id);
+                    }
+                    state => debug!(packet_id = a.packet_id, ?state, "unexpected PUBACK ignored"),
+                }
+                Ok(())
+            }
+            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubComp(a) => {
+                match self.session.outgoing.state(a.packet_id) {
+                    Some(OutState::Released) => {
+                        self.session.outgoing.complete(a.packet_id);
+                    }
+                    state => debug!(
+                        packet_id = a.packet_id,
+                        ?state,
+                        "unexpected PUBCOMP ignored"
+                    ),
+                }
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let code = if self.session.inbound_qos2.remove(&a.packet_id) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.queue(&Packet::PubComp(ack(a.packet_id, code, None)))
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.queue(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                let with_will = self.v5() && d.code != ReasonCode::NORMAL_DISCONNECTION;
+                Err(Close::ClientDisconnect { with_will })
+            }
+            Packet::Connect(_) => {
+                Err(self.protocol_error(ReasonCode::ProtocolError, "second CONNECT"))
+            }
+            Packet::Auth(_) => Err(self.protocol_error(
+                ReasonCode::ProtocolError,
+                "enhanced authentication is not supported",
+            )),
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => Err(self.protocol_error(
+                ReasonCode::ProtocolError,
+                format!("{} is not sent by clients", packet_name(&other)),
+            )),
+        }
+    }
+
+    fn protocol_error(&self, code: ReasonCode, reason: impl Into<String>) -> Close {
+        let reason = reason.into();
+        Metrics::inc(&self.metrics().malformed_packets_total);
+        warn!(?code, %reason, "protocol violation");
+        Close::refused(code, reason)
+    }
+
+    fn queue(&mut self, packet: &Packet) -> Result<(), Close> {
+        self.t.queue(packet).map_err(Close::Failed)
+    }
+
+    async fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        Metrics::inc(&self.metrics().publish_received_total);
+        if p.properties.topic_alias.is_some() {
+            return Err(self.protocol_error(
+                ReasonCode::TopicAliasInvalid,
+                "topic aliases are not supported",
+            ));
+        }
+        if p.qos == QoS::ExactlyOnce {
+            if self.session.inbound_qos2.contains(&p.packet_id) {
+                // Retransmission of a message already handed to the sink: exactly once.
+                return self.queue(&Packet::PubRec(ack(p.packet_id, ReasonCode::Success, None)));
+            }
+            if self.session.inbound_qos2.len()
+                >= usize::from(self.shared.config.max_inflight.max(1))
+            {
+                return Err(self.protocol_error(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "too many unacknowledged QoS 2 publishes",
+                ));
+            }
+        }
+        let topic = rewrite_me(&self.identity.principal, &p.topic).unwrap_or(p.topic);
+        if !topic::is_valid_topic_name(&topic) {
+            return Err(self.protocol_error(
+                ReasonCode::TopicNameInvalid,
+                format!("invalid topic name {topic:?}"),
+            ));
+        }
+        if !self.identity.policy.allows_publish(&topic) {
+            Metrics::inc(&self.metrics().publish_denied_total);
+            warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %topic, "publish not authorised");
+            let reason = format!("not authorised to publish to {topic}");
+            return match (self.v5(), p.qos) {
+                (true, QoS::AtMostOnce) | (false, _) => {
+                    Err(Close::refused(ReasonCode::NotAuthorized, reason))
+                }
+                (true, qos) => {
+                    let reason = self.reason(reason);
+                    self.queue(&publish_ack(
+                        qos,
+                        p.packet_id,
+                        ReasonCode::NotAuthorized,
+                        reason,
+                    ))
+                }
+            };
+        }
+
+        let msg = InboundMessage {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: inbound_properties(p.properties),
+        };
+        let sink = Arc::clone(&self.shared.sink);
+        match sink.on_publish(&self.identity, &msg).await {
+            Ok(()) => {
+                let routed = RoutedMessage::new(
+                    msg.topic,
+                    msg.payload,
+                    msg.qos,
+                    msg.retain,
+                    &msg.properties,
+                    Some(self.conn_id),
+                );
+                self.shared.route(&self.identity.tenant, routed);
+                match p.qos {
+                    QoS::AtMostOnce => Ok(()),
+                    QoS::AtLeastOnce => {
+                        self.queue(&Packet::PubAck(ack(p.packet_id, ReasonCode::Success, None)))
+                    }
+                    QoS::ExactlyOnce => {
+                        self.session.inbound_qos2.insert(p.packet_id);
+                        self.queue(&Packet::PubRec(ack(p.packet_id, ReasonCode::Success, None)))
+                    }
+                }
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics().publish_rejected_total);
+                let code = if e.code.is_error() {
+                    e.code
+                } else {
+                    ReasonCode::UnspecifiedError
+                };
+                warn!(topic = %msg.topic, ?code, reason = %e.reason, "message sink rejected publish");
+                match (self.v5(), p.qos) {
+                    (true, QoS::AtMostOnce) => Ok(()),
+                    (true, qos) => {
+                        let reason = self.reason(e.reason);
+                        self.queue(&publish_ack(qos, p.packet_id, code, reason))
+                    }
+                    // 3.1.1 has no negative PUBACK: closing is the only refusal.
+                    (false, _) => Err(Close::refused(code, e.reason)),
+                }
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, a: Ack) -> Result<(), Close> {
+        match self.session.outgoing.state(a.packet_id) {
+            Some(OutState::Qos2Sent) if a.code.is_error() => {
+                self.session.outgoing.complete(a.packet_id);
+                Ok(())
+            }
+            Some(OutState::Qos2Sent | OutState::Released) => {
+                self.session.outgoing.set(a.packet_id, OutState::Released);
+                self.queue(&Packet::PubRel(ack(a.packet_id, ReasonCode::Success, None)))
+            }
+            _ => self.queue(&Packet::PubRel(ack(
+                a.packet_id,
+                ReasonCode::PacketIdentifierNotFound,
+                None,
+            ))),
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        if !s.properties.subscription_identifiers.is_empty() {
+            return Err(self.protocol_error(
+                ReasonCode::SubscriptionIdentifiersNotSupported,
+                "subscription identifiers are not supported",
+            ));
+        }
+        let mut codes = Vec::with_capacity(s.filters.len());
+        for f in s.filters {
+            let filter = rewrite_me(&self.identity.principal, &f.filter).unwrap_or(f.filter);
+            let code = if filter.starts_with("$share/") {
+                ReasonCode::SharedSubscriptionsNotSupported
+            } else if !topic::is_valid_topic_filter(&filter)
+                || filter.split('/').count() > MAX_FILTER_LEVELS
+            {
+                debug!(%filter, "invalid topic filter");
+                ReasonCode::TopicFilterInvalid
+            } else if !self.identity.policy.allows_subscribe(&filter) {
+                Metrics::inc(&self.metrics().subscribe_denied_total);
+                warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %filter, "subscribe not authorised");
+                ReasonCode::NotAuthorized
+            } else {
+                let mut options = f.options;
+                options.qos = options.qos.min(QoS::ExactlyOnce);
+                self.shared
+                    .router
+                    .subscribe(&self.identity.tenant, self.conn_id, &filter, options);
+                debug!(%filter, qos = ?options.qos, "subscribed");
+                let code = match options.qos {
+                    QoS::AtMostOnce => ReasonCode::GRANTED_QOS0,
+                    QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                    QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+                };
+                self.session.subscriptions.insert(filter, options);
+                code
+            };
+            codes.push(code);
+        }
+        self.queue(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+            properties: Properties::default(),
+        }))
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in u.filters {
+            let filter = rewrite_me(&self.identity.principal, &filter).unwrap_or(filter);
+            let existed = self.session.subscriptions.remove(&filter).is_some()
+                && self
+                    .shared
+                    .router
+                    .unsubscribe(&self.identity.tenant, self.conn_id, &filter);
+            codes.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        self.queue(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            codes,
+            properties: Properties::default(),
+        }))
+    }
+
+    /// Encodes `first` and whatever else is queued, while the in-flight window has room
+    /// and the write buffer is not too large.
+    fn deliver_batch(&mut self, first: Delivery) -> Result<(), Close> {
+        self.deliver(first)?;
+        while self.session.outgoing.has_room() && self.t.wbuf.len() < MAX_WRITE_BATCH {
+            match self.deliveries.try_recv() {
+                Ok(d) => self.deliver(d)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, d: Delivery) -> Result<(), Close> {
+        let msg = &d.msg;
+        let v5 = self.v5();
+        let mut properties = if v5 {
+            msg.properties.clone()
+        } else {
+            Properties::default()
+        };
+        if let Some(expiry) = msg.properties.message_expiry_interval {
+            let waited = u32::try_from(msg.received_at.elapsed().as_secs()).unwrap_or(u32::MAX);
+            if waited >= expiry {
+                Metrics::inc(&self.metrics().messages_dropped_total);
+                debug!(topic = %msg.topic, "message expired before delivery");
+                return Ok(());
+            }
+            if v5 {
+                properties.message_expiry_interval = Some(expiry - waited);
+            }
+        }
+        let packet_id = match d.qos {
+            QoS::AtMostOnce => 0,
+            _ => self.session.outgoing.next_packet_id(),
+        };
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.clone(),
+            packet_id,
+            payload: msg.payload.clone(),
+            properties,
+        });
+        let before = self.t.wbuf.len();
+        if let Err(e) = self.t.queue(&packet) {
+            self.t.wbuf.truncate(before);
+            Metrics::inc(&self.metrics().messages_dropped_total);
+            warn!(topic = %msg.topic, error = %e, "could not encode message for client, dropped");
+            return Ok(());
+        }
+        let size = self.t.wbuf.len() - before;
+        if self.client_max_packet.is_some_and(|max| size > max) {
+            self.t.wbuf.truncate(before);
+            Metrics::inc(&self.metrics().messages_dropped_total);
+            debug!(topic = %msg.topic, size, "message larger than the client's maximum packet size, dropped");
+            return Ok(());
+        }
+        if d.qos != QoS::AtMostOnce {
+            self.session.outgoing.commit(packet_id, d.qos);
+        }
+        Metrics::inc(&self.metrics().messages_delivered_total);
+        Ok(())
+    }
+
+    /// Tells the client why (5.0), closes the socket, publishes the will if due and notifies
+    /// the sink.
+    async fn finish(&mut self, close: Close) {
+        let description = close.describe();
+        match &close {
+            Close::ClientDisconnect { .. } | Close::ConnectionLost | Close::Shutdown => {
+                debug!(reason = %description, "connection closed")
+            }
+            Close::Failed(ConnectionError::Io(_)) => {
+                debug!(reason = %description, "connection closed")
+            }
+            _ => info!(reason = %description, "connection closed"),
+        }
+        if let (true, Some(code)) = (self.v5(), close.disconnect_code()) {
+            // Always carry a reason string: besides helping the client, it makes the packet
+            // include a property length, which some clients (rumqttc 0.25) require.
+            let reason = match &close {
+                Close::Refused { reason, .. } => reason.clone(),
+                other => other.describe(),
+            };
+            let disconnect = Packet::Disconnect(Disconnect {
+                code,
+                properties: Properties {
+                    reason_string: Some(reason),
+                    ..Properties::default()
+                },
+            });
+            if let Err(e) = self.t.queue(&disconnect) {
+                debug!(error = %e, "could not encode DISCONNECT");
+            }
+        }
+        if !matches!(close, Close::Failed(_)) {
+            self.t.close().await;
+        }
+        // Stop routing to this connection before anything slow happens.
+        self.registration.take();
+        if close.publishes_will()
+            && let Some(will) = self.session.will.take()
+        {
+            self.publish_will(will).await;
+        }
+        let sink = Arc::clone(&self.shared.sink);
+        if self.notified_connect {
+            sink.on_disconnect(&self.identity, &description).await;
+        }
+    }
+
+    async fn publish_will(&self, will: wulian_mqtt::LastWill) {
+        let topic = rewrite_me(&self.identity.principal, &will.topic).unwrap_or(will.topic);
+        if !topic::is_valid_topic_name(&topic) || !self.identity.policy.allows_publish(&topic) {
+            Metrics::inc(&self.metrics().publish_denied_total);
+            warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %topic, "will not authorised, dropped");
+            return;
+        }
+        let msg = InboundMessage {
+            topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: inbound_properties(will.properties),
+        };
+        match self.shared.sink.on_publish(&self.identity, &msg).await {
+            Ok(()) => {
+                debug!(topic = %msg.topic, "will published");
+                let routed = RoutedMessage::new(
+                    msg.topic,
+                    msg.payload,
+                    msg.qos,
+                    msg.retain,
+                    &msg.properties,
+                    Some(self.conn_id),
+                );
+                self.shared.route(&self.identity.tenant, routed);
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics().publish_rejected_total);
+                warn!(topic = %msg.topic, code = ?e.code, reason = %e.reason, "message sink rejected will");
+            }
+        }
+    }
+}
+
+/// Properties of a client PUBLISH as handed to the sink (connection-scoped ones removed).
+fn inbound_properties(mut p: Properties) -> Properties {
+    p.topic_alias = None;
+    p.subscription_identifiers.clear();
+    p
+}
+
+fn ack(packet_id: u16, code: ReasonCode, reason: Option<String>) -> Ack {
+    Ack {
+        packet_id,
+        code,
+        properties: Properties {
+            reason_string: reason,
+            ..Properties::default()
+        },
+    }
+}
+
+/// PUBACK (QoS 1) or PUBREC (QoS 2) for an inbound publish.
+fn publish_ack(qos: QoS, packet_id: u16, code: ReasonCode, reason: Option<String>) -> Packet {
+    match qos {
+        QoS::ExactlyOnce => Packet::PubRec(ack(packet_id, code, reason)),
+        _ => Packet::PubAck(ack(packet_id, code, reason)),
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth(_) => "AUTH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_level() {
+        // CONNECT, remaining length 0x10, "MQTT", level 5
+        let buf = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
+        assert_eq!(peek_connect_level(&buf), Some(5));
+        assert_eq!(peek_connect_level(&buf[..8]), None);
+        assert_eq!(peek_connect_level(&[0x30, 0x00]), None);
+        assert_eq!(
+            peek_connect_level(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            None
+        );
+        assert_eq!(peek_connect_level(&[]), None);
+    }
+}

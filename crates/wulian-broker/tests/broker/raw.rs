@@ -1,0 +1,387 @@
+//! Raw-socket cases: malformed input, timeouts, limits, windows, wills, QoS 2 dedup.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use wulian_broker::{BrokerConfig, OutboundMessage, Properties, Protocol, QoS, ReasonCode};
+use wulian_mqtt::{
+    Ack, Disconnect, Packet, Publish, Subscribe, SubscribeFilter, SubscriptionOptions,
+};
+
+use crate::common::*;
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        packet_id,
+        payload: Bytes::from_static(payload),
+        properties: Properties::default(),
+    })
+}
+
+fn subscribe(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+        }],
+        properties: Properties::default(),
+    })
+}
+
+fn command(topic: &str, qos: QoS, payload: Bytes) -> OutboundMessage {
+    OutboundMessage {
+        topic: topic.into(),
+        payload,
+        qos,
+        retain: false,
+        properties: Properties::default(),
+    }
+}
+
+async fn still_serves(b: &TestBroker) {
+    Raw::connect(b.addr, connect_packet(Protocol::V311, "after", "dev1", 0)).await;
+}
+
+#[tokio::test]
+async fn garbage_after_connect_closes_v311() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V311, "c", "dev1", 0)).await;
+    // PUBLISH with a remaining length longer than 4 bytes.
+    raw.send_bytes(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).await;
+    assert!(raw.until_closed().await.is_empty());
+    assert_eq!(b.broker.metrics().malformed_packets_total, 1);
+    still_serves(&b).await;
+}
+
+#[tokio::test]
+async fn garbage_after_connect_gets_disconnect_v5() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    // Reserved packet type 0.
+    raw.send_bytes(&[0x00, 0x00, 0xde, 0xad]).await;
+    match raw.until_closed().await.as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.code, ReasonCode::MalformedPacket),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    still_serves(&b).await;
+}
+
+#[tokio::test]
+async fn oversized_packet_gets_packet_too_large() {
+    let b = start(BrokerConfig {
+        max_packet_size: 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    let big: &'static [u8] = Box::leak(vec![0u8; 2048].into_boxed_slice());
+    raw.send(&publish("devices/dev1/t", QoS::AtMostOnce, 0, big))
+        .await;
+    match raw.until_closed().await.as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.code, ReasonCode::PacketTooLarge),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert_eq!(b.sink.count(), 0);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_connect() {
+    let b = start_default().await;
+    let mut raw = Raw::open(b.addr, Protocol::V311).await;
+    raw.send_bytes(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(raw.until_closed().await.is_empty());
+    // First packet valid but not CONNECT.
+    let mut raw = Raw::open(b.addr, Protocol::V311).await;
+    raw.send(&Packet::PingReq).await;
+    assert!(raw.until_closed().await.is_empty());
+    still_serves(&b).await;
+}
+
+#[tokio::test]
+async fn unsupported_protocol_version() {
+    let b = start_default().await;
+    let mut raw = Raw::open(b.addr, Protocol::V311).await;
+    // CONNECT, MQIsdp level 3 (MQTT 3.1).
+    raw.send_bytes(&[
+        0x10, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x3c, 0x00,
+        0x01, b'c',
+    ])
+    .await;
+    // 3.1.1 CONNACK with return code 1, then close.
+    raw.until_closed().await;
+    let mut raw = Raw::open(b.addr, Protocol::V311).await;
+    raw.send_bytes(&[
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x03, 0x02, 0x00, 0x3c, 0x00, 0x01, b'c',
+    ])
+    .await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    loop {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(WAIT, raw.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("not closed"),
+        }
+    }
+    assert_eq!(got, vec![0x20, 0x02, 0x00, 0x01]);
+
+    // A future level gets the 5.0 reason code.
+    let mut raw = Raw::open(b.addr, Protocol::V5).await;
+    raw.send_bytes(&[
+        0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01,
+        b'c',
+    ])
+    .await;
+    match raw.until_closed().await.as_slice() {
+        [Packet::ConnAck(c)] => assert_eq!(c.code, ReasonCode::UnsupportedProtocolVersion),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert_eq!(b.broker.metrics().malformed_packets_total, 3);
+}
+
+#[tokio::test]
+async fn connect_timeout_closes() {
+    let b = start(BrokerConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut raw = Raw::open(b.addr, Protocol::V311).await;
+    let started = tokio::time::Instant::now();
+    assert!(raw.until_closed().await.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(wait_until(|| b.broker.metrics().connections_current == 0).await);
+}
+
+#[tokio::test]
+async fn keep_alive_timeout() {
+    let b = start_default().await;
+    let mut v5 = Raw::connect(b.addr, connect_packet(Protocol::V5, "a", "dev1", 1)).await;
+    let mut v3 = Raw::connect(b.addr, connect_packet(Protocol::V311, "b", "dev1", 1)).await;
+    // Pings keep it alive for a while.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        v5.send(&Packet::PingReq).await;
+        assert_eq!(v5.recv().await, Some(Packet::PingResp));
+    }
+    let started = tokio::time::Instant::now();
+    match v5.until_closed().await.as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.code, ReasonCode::KeepAliveTimeout),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert!(v3.until_closed().await.is_empty());
+}
+
+#[tokio::test]
+async fn connection_limit() {
+    let b = start(BrokerConfig {
+        max_connections: 1,
+        ..Default::default()
+    })
+    .await;
+    let _first = Raw::connect(b.addr, connect_packet(Protocol::V311, "a", "dev1", 0)).await;
+    let mut second = Raw::open(b.addr, Protocol::V311).await;
+    second
+        .send(&Packet::Connect(connect_packet(
+            Protocol::V311,
+            "b",
+            "dev1",
+            0,
+        )))
+        .await;
+    assert!(second.until_closed().await.is_empty());
+    assert_eq!(b.broker.metrics().connections_refused_total, 1);
+    drop(_first);
+    assert!(wait_until(|| b.broker.metrics().connections_current == 0).await);
+    still_serves(&b).await;
+}
+
+#[tokio::test]
+async fn qos2_exactly_once_with_retransmission() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    let p = publish("devices/dev1/telemetry", QoS::ExactlyOnce, 7, b"once");
+    raw.send(&p).await;
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubRec(a)) if a.packet_id == 7 && a.code == ReasonCode::Success)
+    );
+    // Retransmission with DUP before PUBREL: acknowledged, not delivered again.
+    if let Packet::Publish(mut p) = p {
+        p.dup = true;
+        raw.send(&Packet::Publish(p)).await;
+    }
+    assert!(matches!(raw.recv().await, Some(Packet::PubRec(a)) if a.packet_id == 7));
+    raw.send(&Packet::PubRel(Ack {
+        packet_id: 7,
+        code: ReasonCode::Success,
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubComp(a)) if a.packet_id == 7 && a.code == ReasonCode::Success)
+    );
+    assert_eq!(b.sink.count(), 1);
+    // Unknown PUBREL.
+    raw.send(&Packet::PubRel(Ack {
+        packet_id: 9,
+        code: ReasonCode::Success,
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubComp(a)) if a.code == ReasonCode::PacketIdentifierNotFound)
+    );
+}
+
+#[tokio::test]
+async fn inflight_window_and_queue_overflow() {
+    let b = start(BrokerConfig {
+        outgoing_queue: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut connect = connect_packet(Protocol::V5, "c", "dev1", 0);
+    connect.properties.receive_maximum = Some(1);
+    let mut raw = Raw::connect(b.addr, connect).await;
+    raw.send(&subscribe("devices/dev1/commands/#", QoS::AtLeastOnce))
+        .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+
+    let cmd = |i: u8| {
+        command(
+            &format!("devices/dev1/commands/{i}"),
+            QoS::AtLeastOnce,
+            Bytes::from(vec![i]),
+        )
+    };
+    assert_eq!(b.broker.publish("t1", cmd(0)), 1);
+    let first = match raw.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    };
+    // Window of 1 is full: the next two wait in the queue, the fourth is dropped.
+    assert_eq!(b.broker.publish("t1", cmd(1)), 1);
+    assert_eq!(b.broker.publish("t1", cmd(2)), 1);
+    assert_eq!(b.broker.publish("t1", cmd(3)), 0);
+    assert_eq!(b.broker.metrics().messages_dropped_total, 1);
+    assert!(raw.recv_within(Duration::from_millis(200)).await.is_err());
+
+    let mut next = first;
+    for expected in 1..=2u8 {
+        raw.send(&Packet::PubAck(Ack {
+            packet_id: next.packet_id,
+            code: ReasonCode::Success,
+            properties: Properties::default(),
+        }))
+        .await;
+        next = match raw.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        };
+        assert_eq!(next.payload.as_ref(), &[expected]);
+    }
+}
+
+#[tokio::test]
+async fn client_maximum_packet_size_is_respected() {
+    let b = start_default().await;
+    let mut connect = connect_packet(Protocol::V5, "c", "dev1", 0);
+    connect.properties.maximum_packet_size = Some(100);
+    let mut raw = Raw::connect(b.addr, connect).await;
+    raw.send(&subscribe("devices/dev1/commands/#", QoS::AtMostOnce))
+        .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    b.broker.publish(
+        "t1",
+        command(
+            "devices/dev1/commands/big",
+            QoS::AtMostOnce,
+            Bytes::from(vec![0u8; 200]),
+        ),
+    );
+    b.broker.publish(
+        "t1",
+        command(
+            "devices/dev1/commands/small",
+            QoS::AtMostOnce,
+            Bytes::from_static(b"ok"),
+        ),
+    );
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "devices/dev1/commands/small"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    assert_eq!(b.broker.metrics().messages_dropped_total, 1);
+}
+
+#[tokio::test]
+async fn will_published_on_abnormal_disconnect_only() {
+    let b = start_default().await;
+    let mut connect = connect_packet(Protocol::V311, "w1", "dev1", 0);
+    connect.will = will("devices/me/status", b"offline");
+    let raw = Raw::connect(b.addr, connect).await;
+    drop(raw);
+    assert!(wait_until(|| b.sink.count() == 1).await);
+    assert_eq!(
+        b.sink.topics(),
+        vec![("t1".to_string(), "devices/dev1/status".to_string())]
+    );
+
+    let mut connect = connect_packet(Protocol::V311, "w2", "dev1", 0);
+    connect.will = will("devices/me/status", b"offline");
+    let mut raw = Raw::connect(b.addr, connect).await;
+    raw.send(&Packet::Disconnect(Disconnect {
+        code: ReasonCode::Success,
+        properties: Properties::default(),
+    }))
+    .await;
+    raw.until_closed().await;
+    assert!(wait_until(|| b.sink.disconnects.lock().len() == 2).await);
+    assert_eq!(b.sink.count(), 1);
+}
+
+#[tokio::test]
+async fn v5_subscription_identifier_is_refused() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    let mut sub = subscribe("devices/dev1/x", QoS::AtMostOnce);
+    if let Packet::Subscribe(s) = &mut sub {
+        s.properties.subscription_identifiers = vec![5];
+    }
+    raw.send(&sub).await;
+    match raw.until_closed().await.as_slice() {
+        [Packet::Disconnect(d)] => {
+            assert_eq!(d.code, ReasonCode::SubscriptionIdentifiersNotSupported)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_filter_gets_topic_filter_invalid() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    raw.send(&subscribe("devices/dev1/a#", QoS::AtMostOnce))
+        .await;
+    match raw.recv().await {
+        Some(Packet::SubAck(s)) => assert_eq!(s.codes, vec![ReasonCode::TopicFilterInvalid]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V311, "d", "dev1", 0)).await;
+    raw.send(&subscribe("devices/dev1/a#", QoS::AtMostOnce))
+        .await;
+    match raw.recv().await {
+        Some(Packet::SubAck(s)) => assert!(s.codes[0].is_error()),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}

@@ -1,0 +1,292 @@
+//! The in-memory head: every series' points, the per-device index and the last-value cache.
+//!
+//! Layout: tenant → device → key → [`Series`]. The nesting is the per-device index: `keys()`
+//! and `latest()` touch one device's map and nothing else, and lookups borrow `&str` without
+//! building owned keys. A series keeps its points in a `Vec` sorted by timestamp with unique
+//! timestamps; in-order appends (the common case for telemetry) are a push, late points are a
+//! binary search and an insert, a duplicate timestamp replaces the value (last write wins).
+//! Each series also carries its latest point (the last-value cache), updated on every insert,
+//! so that `latest()` never scans points; a late point never replaces it.
+//!
+//! The head is only ever mutated by the WAL writer thread (after a batch is logged) and by
+//! open (snapshot load and replay); readers share it behind a `RwLock` in [`crate::Tsdb`].
+//! Later work will move old points into compressed blocks; the head then holds the recent
+//! window only, which is why the latest point is kept apart from the point vector.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::value::{Point, SeriesKey, Value, ValueKind, coerce};
+
+/// A value whose kind differs from its series' kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KindConflict {
+    pub expected: ValueKind,
+    pub actual: ValueKind,
+}
+
+/// One series: kind, sorted points, latest point.
+#[derive(Debug)]
+pub(crate) struct Series {
+    kind: ValueKind,
+    points: Vec<Point>,
+    latest: Point,
+}
+
+impl Series {
+    fn new(ts: i64, value: Value) -> Series {
+        let point = Point { ts, value };
+        Series {
+            kind: point.value.kind(),
+            points: vec![point.clone()],
+            latest: point,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> ValueKind {
+        self.kind
+    }
+
+    pub(crate) fn latest(&self) -> &Point {
+        &self.latest
+    }
+
+    /// All points, ascending by timestamp, unique timestamps.
+    pub(crate) fn points(&self) -> &[Point] {
+        &self.points
+    }
+
+    /// Points with `from <= ts < to`.
+    pub(crate) fn range(&self, from: i64, to: i64) -> &[Point] {
+        if from >= to {
+            return &[];
+        }
+        let start = self.points.partition_point(|p| p.ts < from);
+        let end = self.points.partition_point(|p| p.ts < to);
+        &self.points[start..end.max(start)]
+    }
+
+    /// Inserts or replaces the point at `ts`. Returns whether the point is new. The value must
+    /// already have the series' kind.
+    fn upsert(&mut self, ts: i64, value: Value) -> bool {
+        if ts >= self.latest.ts {
+            // The newest point so far (or a rewrite of it): the cache follows.
+            self.latest = Point {
+                ts,
+                value: value.clone(),
+            };
+        }
+        match self.points.last_mut() {
+            Some(last) if last.ts < ts => {
+                self.points.push(Point { ts, value });
+                true
+            }
+            Some(last) if last.ts == ts => {
+                last.value = value;
+                false
+            }
+            _ => match self.points.binary_search_by_key(&ts, |p| p.ts) {
+                Ok(i) => {
+                    self.points[i].value = value;
+                    false
+                }
+                Err(i) => {
+                    self.points.insert(i, Point { ts, value });
+                    true
+                }
+            },
+        }
+    }
+}
+
+/// One device's series, sorted by key.
+#[derive(Debug, Default)]
+pub(crate) struct Device {
+    series: BTreeMap<String, Series>,
+}
+
+impl Device {
+    pub(crate) fn series(&self) -> impl Iterator<Item = (&str, &Series)> {
+        self.series.iter().map(|(k, s)| (k.as_str(), s))
+    }
+}
+
+/// All series in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    tenants: HashMap<String, HashMap<String, Device>>,
+    series: usize,
+    points: u64,
+}
+
+impl Head {
+    pub(crate) fn device(&self, tenant: &str, device: &str) -> Option<&Device> {
+        self.tenants.get(tenant)?.get(device)
+    }
+
+    pub(crate) fn series(&self, key: &SeriesKey) -> Option<&Series> {
+        self.device(&key.tenant, &key.device)?.series.get(&key.key)
+    }
+
+    pub(crate) fn kind(&self, key: &SeriesKey) -> Option<ValueKind> {
+        self.series(key).map(Series::kind)
+    }
+
+    pub(crate) fn series_count(&self) -> usize {
+        self.series
+    }
+
+    pub(crate) fn point_count(&self) -> u64 {
+        self.points
+    }
+
+    pub(crate) fn device_count(&self) -> usize {
+        self.tenants.values().map(HashMap::len).sum()
+    }
+
+    /// Stores one point, creating the series (with the value's kind) if needed. An integer for
+    /// a float series is stored as a float; any other kind difference is refused and nothing
+    /// changes.
+    pub(crate) fn upsert(
+        &mut self,
+        key: &SeriesKey,
+        ts: i64,
+        value: Value,
+    ) -> Result<(), KindConflict> {
+        let devices = match self.tenants.get_mut(&key.tenant) {
+            Some(devices) => devices,
+            None => self.tenants.entry(key.tenant.clone()).or_default(),
+        };
+        let device = match devices.get_mut(&key.device) {
+            Some(device) => device,
+            None => devices.entry(key.device.clone()).or_default(),
+        };
+        match device.series.get_mut(&key.key) {
+            Some(series) => {
+                let value = coerce(series.kind, value).map_err(|actual| KindConflict {
+                    expected: series.kind,
+                    actual,
+                })?;
+                if series.upsert(ts, value) {
+                    self.points += 1;
+                }
+            }
+            None => {
+                device
+                    .series
+                    .insert(key.key.clone(), Series::new(ts, value));
+                self.series += 1;
+                self.points += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every series of a device. Returns (series, points) removed.
+    pub(crate) fn delete_device(&mut self, tenant: &str, device: &str) -> (usize, u64) {
+        let Some(devices) = self.tenants.get_mut(tenant) else {
+            return (0, 0);
+        };
+        let Some(removed) = devices.remove(device) else {
+            return (0, 0);
+        };
+        if devices.is_empty() {
+            self.tenants.remove(tenant);
+        }
+        let series = removed.series.len();
+        let points: u64 = removed.series.values().map(|s| s.points.len() as u64).sum();
+        self.series -= series;
+        self.points -= points;
+        (series, points)
+    }
+
+    /// Every series with its key parts, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, &Series)> {
+        self.tenants.iter().flat_map(|(tenant, devices)| {
+            devices.iter().flat_map(move |(device, d)| {
+                d.series
+                    .iter()
+                    .map(move |(key, s)| (tenant.as_str(), device.as_str(), key.as_str(), s))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> SeriesKey {
+        SeriesKey::new("t", "d", k)
+    }
+
+    #[test]
+    fn out_of_order_and_duplicates_stay_sorted_and_unique() {
+        let mut head = Head::default();
+        for (ts, v) in [
+            (10, 1.0),
+            (30, 3.0),
+            (20, 2.0),
+            (30, 3.5),
+            (5, 0.5),
+            (20, 2.5),
+        ] {
+            head.upsert(&key("x"), ts, Value::F64(v)).unwrap();
+        }
+        let s = head.series(&key("x")).unwrap();
+        let got: Vec<(i64, Value)> = s.points().iter().map(|p| (p.ts, p.value.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (5, Value::F64(0.5)),
+                (10, Value::F64(1.0)),
+                (20, Value::F64(2.5)),
+                (30, Value::F64(3.5)),
+            ]
+        );
+        assert_eq!(
+            s.latest(),
+            &Point {
+                ts: 30,
+                value: Value::F64(3.5)
+            }
+        );
+        assert_eq!(head.point_count(), 4);
+        assert_eq!(head.series_count(), 1);
+        assert_eq!(s.range(10, 30).len(), 2);
+        assert_eq!(s.range(30, 10).len(), 0);
+    }
+
+    #[test]
+    fn kinds_are_enforced_and_integers_widen_to_floats() {
+        let mut head = Head::default();
+        head.upsert(&key("f"), 1, Value::F64(1.0)).unwrap();
+        head.upsert(&key("f"), 2, Value::I64(2)).unwrap();
+        assert_eq!(
+            head.series(&key("f")).unwrap().latest().value,
+            Value::F64(2.0)
+        );
+        assert_eq!(
+            head.upsert(&key("f"), 3, Value::Bool(true)),
+            Err(KindConflict {
+                expected: ValueKind::Float,
+                actual: ValueKind::Bool
+            })
+        );
+        assert_eq!(head.point_count(), 2);
+    }
+
+    #[test]
+    fn delete_device_updates_counts() {
+        let mut head = Head::default();
+        head.upsert(&key("a"), 1, Value::I64(1)).unwrap();
+        head.upsert(&key("b"), 1, Value::I64(1)).unwrap();
+        head.upsert(&key("b"), 2, Value::I64(1)).unwrap();
+        head.upsert(&SeriesKey::new("t", "other", "a"), 1, Value::I64(1))
+            .unwrap();
+        assert_eq!(head.delete_device("t", "d"), (2, 3));
+        assert_eq!(head.series_count(), 1);
+        assert_eq!(head.point_count(), 1);
+        assert_eq!(head.device_count(), 1);
+        assert_eq!(head.delete_device("t", "d"), (0, 0));
+    }
+}

@@ -1,0 +1,415 @@
+//! Embedded time-series engine for wulian: a write-ahead log, an in-memory head, range and
+//! aggregate queries, and checkpoints that keep the log short.
+//!
+//! # Data model
+//!
+//! A series is `(tenant, device, key)` ([`SeriesKey`]) and holds points `(ts ms, value)`. Its
+//! value kind ([`ValueKind`]) is fixed by its first write; a write of another kind is refused
+//! with [`Error::TypeMismatch`], except that an integer written to a float series is stored as
+//! a float. Timestamps must be in `0..=MAX_TIMESTAMP` (year 9999), floats finite. A write
+//! call is all-or-nothing: every check runs before anything is logged. A second write at the
+//! same series and timestamp replaces the first (last write wins); late and out-of-order points
+//! are accepted and queried in timestamp order.
+//!
+//! # Storage (see DESIGN.md)
+//!
+//! ```text
+//! <dir>/LOCK                       advisory lock: one engine per directory
+//! <dir>/wal/000000000001.wal ...   WAL segments: header, then [len][crc32][payload] records
+//! <dir>/snapshot/000000000007.snap the head as of the start of WAL segment 7
+//! ```
+//!
+//! - Writes go to one writer thread (`wal::writer`) that group-commits: everything queued is
+//!   validated, appended with one write(2), fsynced once ([`Durability::Sync`]) or at least
+//!   every interval ([`Durability::Async`]), applied to the head, then acknowledged.
+//! - The head (`head`) keeps every series sorted in memory, with a per-device index and a
+//!   last-value cache.
+//! - When the WAL passes `checkpoint_bytes`, and on close, the head is written as a snapshot
+//!   (`snapshot`) and the WAL segments it covers are deleted.
+//! - Open loads the newest snapshot and replays the later segments (`wal::replay`). A torn
+//!   record at the tail of the last segment (never acknowledged) is cut off with a warning;
+//!   damage anywhere else refuses to open with [`Error::Corrupt`].
+//!
+//! # Using it from async code
+//!
+//! [`Tsdb::open`] blocks (replay); call it at startup or in `spawn_blocking`. Writes are async
+//! and wait for the group commit. Reads take a read lock briefly and never wait on I/O. No
+//! lock is held across an `.await`. Dropping the last handle without [`Tsdb::close`] stops the
+//! writer (joining its thread, which may take as long as an ongoing checkpoint) without a
+//! checkpoint; the next open replays the WAL.
+
+mod codec;
+mod error;
+mod fsutil;
+mod head;
+mod query;
+mod snapshot;
+mod stats;
+mod value;
+mod wal;
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::{Error, Result};
+pub use stats::Stats;
+pub use value::{
+    Aggregation, Bucket, MAX_NAME_BYTES, MAX_TIMESTAMP, MIN_TIMESTAMP, ParseAggregationError,
+    Point, RangeResult, SeriesKey, Value, ValueKind, WriteEntry, WriteSummary,
+};
+
+use crate::head::Head;
+use crate::stats::Counters;
+use crate::wal::segment::SegmentLog;
+use crate::wal::writer::{self, Request};
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After the WAL is fsynced: an acknowledged write survives power loss.
+    Sync,
+    /// After the write(2) to the WAL: survives a process crash; a power loss may lose up to
+    /// `interval` of acknowledged writes. The WAL is fsynced at least every `interval`.
+    Async { interval: Duration },
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory of the store; created if missing.
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Size at which a WAL segment is sealed and the next one started. Default 64 MiB.
+    pub wal_segment_bytes: u64,
+    /// WAL size that triggers a checkpoint (snapshot + WAL cut). Default 256 MiB.
+    pub checkpoint_bytes: u64,
+}
+
+impl Config {
+    /// Defaults: [`Durability::Sync`], 64 MiB segments, checkpoint at 256 MiB of WAL.
+    pub fn new(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            dir: dir.into(),
+            durability: Durability::Sync,
+            wal_segment_bytes: 64 * 1024 * 1024,
+            checkpoint_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// State shared by the handles (readers) and the writer thread (the only mutator).
+pub(crate) struct Shared {
+    pub head: RwLock<Head>,
+    pub counters: Counters,
+}
+
+/// A handle to an open store. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Tsdb {
+    inner: Arc<Inner>,
+}
+
+/// Field order matters: `tx` is dropped before `_writer`, so that when the last handle goes
+/// the writer sees its channel close and `WriterThread::drop` can join it.
+struct Inner {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    closed: AtomicBool,
+    dir: PathBuf,
+    _writer: WriterThread,
+}
+
+struct WriterThread(Mutex<Option<JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.get_mut().take()
+            && handle.join().is_err()
+        {
+            tracing::error!("The WAL writer thread panicked.");
+        }
+    }
+}
+
+impl fmt::Debug for Tsdb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tsdb")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tsdb {
+    /// Opens (creating the directory if needed): loads the newest snapshot, replays the WAL,
+    /// starts the writer thread. Blocking; call from startup or `spawn_blocking`.
+    pub fn open(config: Config) -> Result<Tsdb> {
+        let started = Instant::now();
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(Error::io("create the store directory"))?;
+        let lock = fsutil::lock_dir(&dir)?;
+        let wal_dir = dir.join("wal");
+        let snapshot_dir = dir.join("snapshot");
+        for d in [&wal_dir, &snapshot_dir] {
+            fs::create_dir_all(d).map_err(Error::io("create the store directory"))?;
+        }
+        fsutil::sync_dir(&dir).map_err(Error::io("sync the store directory"))?;
+
+        let mut head = Head::default();
+        let snapshot = snapshot::load_latest(&snapshot_dir, &mut head)?;
+        let start = snapshot.as_ref().map_or(1, |s| s.next_segment);
+        let replayed = wal::replay::replay(&wal_dir, start, &mut head)?;
+        let log = match replayed.segments.split_last() {
+            Some((&(last, len), sealed)) => {
+                SegmentLog::resume(&wal_dir, last, len, sealed.to_vec())
+            }
+            None => SegmentLog::start(&wal_dir, start, Vec::new()),
+        }
+        .map_err(Error::io("open the WAL"))?;
+
+        let counters = Counters::default();
+        Counters::set(&counters.wal_bytes, log.total_bytes());
+        Counters::set(&counters.wal_segments, log.segment_count() as u64);
+        Counters::set(
+            &counters.snapshot_bytes,
+            snapshot.as_ref().map_or(0, |s| s.bytes),
+        );
+        counters
+            .recovered_torn_tail
+            .store(replayed.truncated_tail, Ordering::Relaxed);
+        tracing::info!(
+            dir = %dir.display(),
+            snapshot = snapshot.as_ref().map(|s| s.path.display().to_string()),
+            wal_records = replayed.records,
+            wal_segments = log.segment_count(),
+            wal_bytes = log.total_bytes(),
+            torn_tail = replayed.truncated_tail,
+            series = head.series_count(),
+            points = head.point_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Time-series store opened."
+        );
+        let shared = Arc::new(Shared {
+            head: RwLock::new(head),
+            counters,
+        });
+
+        let (tx, rx) = mpsc::channel(writer::CHANNEL_CAPACITY);
+        let handle = writer::spawn(writer::Writer {
+            rx,
+            log,
+            shared: Arc::clone(&shared),
+            snapshot_dir,
+            durability: config.durability,
+            segment_bytes: config.wal_segment_bytes,
+            checkpoint_bytes: config.checkpoint_bytes,
+            lock,
+        })
+        .map_err(Error::io("start the WAL writer thread"))?;
+        if let Durability::Async { interval } = config.durability {
+            spawn_ticker(&tx, interval).map_err(Error::io("start the WAL fsync thread"))?;
+        }
+        Ok(Tsdb {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                closed: AtomicBool::new(false),
+                dir,
+                _writer: WriterThread(Mutex::new(Some(handle))),
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Writes a batch. When the future resolves `Ok`, the batch is durable per the durability
+    /// policy and visible to reads. All-or-nothing: key names, timestamp range, finite floats
+    /// and series kinds are checked before anything is logged. Dropping the future after the
+    /// batch was queued does not cancel it.
+    pub async fn write(&self, entries: Vec<WriteEntry>) -> Result<WriteSummary> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if entries.is_empty() {
+            return Ok(WriteSummary { points: 0 });
+        }
+        for entry in &entries {
+            entry.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Write { entries, reply }).await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes all series of a device. Logged as a tombstone, so it survives restart.
+    pub async fn delete_device(&self, tenant: &str, device: &str) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::DeleteDevice {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Writes a snapshot now and cuts the WAL (normally automatic, see
+    /// [`Config::checkpoint_bytes`]).
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Checkpoint { reply }).await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Flushes and fsyncs everything, writes a checkpoint, stops the writer. Later writes fail
+    /// with [`Error::Closed`]; reads keep working on what is in memory. Closing again is a
+    /// no-op that returns once the first close has finished.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let (reply, answer) = oneshot::channel();
+        if self.inner.tx.send(Request::Close { reply }).await.is_err() {
+            return Ok(());
+        }
+        // A dropped reply means an earlier close already stopped the writer.
+        answer.await.unwrap_or(Ok(()))
+    }
+
+    async fn request(&self, request: Request) -> Result<()> {
+        self.inner.tx.send(request).await.map_err(|_| Error::Closed)
+    }
+
+    /// Points with `from <= ts < to`, ascending, at most `limit`; `truncated` says whether
+    /// more were left out. An unknown series has no points.
+    pub fn range(&self, series: &SeriesKey, from: i64, to: i64, limit: usize) -> RangeResult {
+        let head = self.inner.shared.head.read();
+        match head.series(series) {
+            Some(s) => query::range(s.range(from, to), limit),
+            None => RangeResult {
+                points: Vec::new(),
+                truncated: false,
+            },
+        }
+    }
+
+    /// Points with `from <= ts < to` folded into buckets aligned to multiples of
+    /// `interval_ms` since the epoch; only non-empty buckets, ascending. Min/Max/Avg/Sum on a
+    /// string or bool series is [`Error::NotNumeric`]; an interval below 1 ms is
+    /// [`Error::InvalidInterval`]. An unknown series has no buckets.
+    pub fn aggregate(
+        &self,
+        series: &SeriesKey,
+        from: i64,
+        to: i64,
+        interval_ms: i64,
+        agg: Aggregation,
+    ) -> Result<Vec<Bucket>> {
+        if interval_ms < 1 {
+            return Err(Error::InvalidInterval);
+        }
+        let head = self.inner.shared.head.read();
+        let Some(s) = head.series(series) else {
+            return Ok(Vec::new());
+        };
+        query::check(&series.key, s.kind(), interval_ms, agg)?;
+        Ok(query::aggregate(s.range(from, to), interval_ms, agg))
+    }
+
+    /// The latest point of each key of a device, sorted by key, from the last-value cache.
+    pub fn latest(&self, tenant: &str, device: &str) -> Vec<(String, Point)> {
+        let head = self.inner.shared.head.read();
+        head.device(tenant, device)
+            .map(|d| {
+                d.series()
+                    .map(|(k, s)| (k.to_string(), s.latest().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The keys (series) of a device, sorted.
+    pub fn keys(&self, tenant: &str, device: &str) -> Vec<String> {
+        let head = self.inner.shared.head.read();
+        head.device(tenant, device)
+            .map(|d| d.series().map(|(k, _)| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The kind of a series, `None` if it does not exist.
+    pub fn series_kind(&self, series: &SeriesKey) -> Option<ValueKind> {
+        self.inner.shared.head.read().kind(series)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let (series, devices, points) = {
+            let head = self.inner.shared.head.read();
+            (head.series_count(), head.device_count(), head.point_count())
+        };
+        let c = &self.inner.shared.counters;
+        Stats {
+            series,
+            devices,
+            points,
+            wal_bytes: Counters::get(&c.wal_bytes),
+            wal_segments: Counters::get(&c.wal_segments),
+            snapshot_bytes: Counters::get(&c.snapshot_bytes),
+            checkpoints: Counters::get(&c.checkpoints),
+            commit_groups: Counters::get(&c.commit_groups),
+            commit_requests: Counters::get(&c.commit_requests),
+            recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Async mode: a thread that asks the writer to fsync every `interval`. It holds only a weak
+/// sender, so it neither keeps the writer alive nor outlives it by more than one interval.
+fn spawn_ticker(tx: &mpsc::Sender<Request>, interval: Duration) -> std::io::Result<()> {
+    let weak = tx.downgrade();
+    let period = interval.max(Duration::from_millis(1));
+    std::thread::Builder::new()
+        .name("wulian-tsdb-fsync".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                let Some(tx) = weak.upgrade() else { return };
+                if tx.blocking_send(Request::Tick).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Tsdb>();
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = Config::new("/tmp/x");
+        assert_eq!(c.durability, Durability::Sync);
+        assert_eq!(c.wal_segment_bytes, 64 << 20);
+        assert_eq!(c.checkpoint_bytes, 256 << 20);
+    }
+}

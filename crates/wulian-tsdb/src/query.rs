@@ -1,0 +1,159 @@
+//! Range and aggregate queries over one series' points.
+//!
+//! Both work on a slice of points sorted by timestamp (what the head holds today); when
+//! compressed blocks arrive, these functions take an iterator that merges blocks and head.
+
+use crate::error::{Error, Result};
+use crate::value::{Aggregation, Bucket, Point, RangeResult, Value, ValueKind};
+
+/// Points with `from <= ts < to` (already cut out of the series), at most `limit`.
+pub(crate) fn range(points: &[Point], limit: usize) -> RangeResult {
+    let truncated = points.len() > limit;
+    RangeResult {
+        points: points[..points.len().min(limit)].to_vec(),
+        truncated,
+    }
+}
+
+/// Checks that `agg` applies to a series of `kind`.
+pub(crate) fn check(key: &str, kind: ValueKind, interval_ms: i64, agg: Aggregation) -> Result<()> {
+    if interval_ms < 1 {
+        return Err(Error::InvalidInterval);
+    }
+    if agg.needs_numbers() && !kind.is_numeric() {
+        return Err(Error::NotNumeric {
+            key: key.to_string(),
+            kind,
+        });
+    }
+    Ok(())
+}
+
+/// Folds points (already cut to the range, sorted ascending) into epoch-aligned buckets of
+/// `interval_ms`; only non-empty buckets are returned, ascending. The first bucket may start
+/// before the range's `from` (it is the bucket `from` falls in) but holds only points in range.
+/// `check` must have passed.
+pub(crate) fn aggregate(points: &[Point], interval_ms: i64, agg: Aggregation) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    let mut rest = points;
+    while let Some(first) = rest.first() {
+        // Timestamps are >= 0, so truncating division is flooring.
+        let start = first.ts - first.ts.rem_euclid(interval_ms);
+        let end = start.saturating_add(interval_ms);
+        let n = rest.partition_point(|p| p.ts < end);
+        let (bucket, tail) = rest.split_at(n);
+        out.push(Bucket {
+            ts: start,
+            value: fold(bucket, agg),
+            count: bucket.len() as u64,
+        });
+        rest = tail;
+    }
+    out
+}
+
+/// One bucket's value. `points` is non-empty.
+fn fold(points: &[Point], agg: Aggregation) -> Value {
+    let numbers = || points.iter().filter_map(|p| p.value.as_f64());
+    match agg {
+        Aggregation::Min => Value::F64(numbers().fold(f64::INFINITY, f64::min)),
+        Aggregation::Max => Value::F64(numbers().fold(f64::NEG_INFINITY, f64::max)),
+        Aggregation::Sum => Value::F64(numbers().sum()),
+        Aggregation::Avg => Value::F64(numbers().sum::<f64>() / points.len() as f64),
+        Aggregation::Count => Value::I64(i64::try_from(points.len()).unwrap_or(i64::MAX)),
+        // Non-empty by construction: buckets are only made for points that exist.
+        Aggregation::First => points
+            .first()
+            .map(|p| p.value.clone())
+            .unwrap_or(Value::I64(0)),
+        Aggregation::Last => points
+            .last()
+            .map(|p| p.value.clone())
+            .unwrap_or(Value::I64(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(v: &[(i64, f64)]) -> Vec<Point> {
+        v.iter()
+            .map(|&(ts, x)| Point {
+                ts,
+                value: Value::F64(x),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buckets_are_epoch_aligned_and_sparse() {
+        let p = pts(&[(5, 1.0), (9, 3.0), (10, 10.0), (35, 7.0)]);
+        let b = aggregate(&p, 10, Aggregation::Avg);
+        assert_eq!(
+            b,
+            vec![
+                Bucket {
+                    ts: 0,
+                    value: Value::F64(2.0),
+                    count: 2
+                },
+                Bucket {
+                    ts: 10,
+                    value: Value::F64(10.0),
+                    count: 1
+                },
+                Bucket {
+                    ts: 30,
+                    value: Value::F64(7.0),
+                    count: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_aggregation() {
+        let p = pts(&[(0, 4.0), (1, -2.0), (2, 7.0)]);
+        let one = |agg| aggregate(&p, 100, agg).remove(0).value;
+        assert_eq!(one(Aggregation::Min), Value::F64(-2.0));
+        assert_eq!(one(Aggregation::Max), Value::F64(7.0));
+        assert_eq!(one(Aggregation::Sum), Value::F64(9.0));
+        assert_eq!(one(Aggregation::Avg), Value::F64(3.0));
+        assert_eq!(one(Aggregation::Count), Value::I64(3));
+        assert_eq!(one(Aggregation::First), Value::F64(4.0));
+        assert_eq!(one(Aggregation::Last), Value::F64(7.0));
+    }
+
+    #[test]
+    fn checks() {
+        assert!(matches!(
+            check("k", ValueKind::Float, 0, Aggregation::Avg),
+            Err(Error::InvalidInterval)
+        ));
+        assert!(matches!(
+            check("k", ValueKind::String, 10, Aggregation::Sum),
+            Err(Error::NotNumeric {
+                kind: ValueKind::String,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check("k", ValueKind::Bool, 10, Aggregation::Max),
+            Err(Error::NotNumeric {
+                kind: ValueKind::Bool,
+                ..
+            })
+        ));
+        assert!(check("k", ValueKind::Bool, 10, Aggregation::Count).is_ok());
+        assert!(check("k", ValueKind::Integer, 10, Aggregation::Avg).is_ok());
+    }
+
+    #[test]
+    fn range_limit() {
+        let p = pts(&[(0, 1.0), (1, 2.0), (2, 3.0)]);
+        assert!(range(&p, 2).truncated);
+        assert_eq!(range(&p, 2).points.len(), 2);
+        assert!(!range(&p, 3).truncated);
+    }
+}

@@ -1,0 +1,51 @@
+//! Counters for `/metrics` and startup logs. The writer thread updates them after each group
+//! commit and checkpoint; `Tsdb::stats` reads them together with the head's counts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A point-in-time view of the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    pub series: usize,
+    pub devices: usize,
+    pub points: u64,
+    /// Bytes in WAL segments on disk (everything since the last checkpoint).
+    pub wal_bytes: u64,
+    pub wal_segments: u64,
+    /// Size of the current snapshot, 0 if none.
+    pub snapshot_bytes: u64,
+    /// Checkpoints completed since open.
+    pub checkpoints: u64,
+    /// Group commits since open, and the write/delete calls they carried; their ratio is how
+    /// many calls share one WAL write (and, in `Sync` mode, one fsync).
+    pub commit_groups: u64,
+    pub commit_requests: u64,
+    /// Whether the last open cut a torn record off the tail of the WAL (logged as a warning).
+    pub recovered_torn_tail: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub wal_bytes: AtomicU64,
+    pub wal_segments: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub commit_groups: AtomicU64,
+    pub commit_requests: AtomicU64,
+    pub recovered_torn_tail: std::sync::atomic::AtomicBool,
+}
+
+impl Counters {
+    pub(crate) fn set(counter: &AtomicU64, v: u64) {
+        counter.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, v: u64) {
+        counter.fetch_add(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,116 @@
+//! The registry: tenants, API keys, devices with their credentials, and commands, kept in one
+//! SQLite file.
+//!
+//! Why SQLite: the registry is small, relational and read-mostly, and an embedded database keeps
+//! the platform a single binary. WAL mode lets readers in other processes (backups, `sqlite3`)
+//! run alongside the writer; `busy_timeout` makes short lock waits invisible to callers.
+//!
+//! Every method is synchronous (async callers use `spawn_blocking`). [`Registry`] is `Send +
+//! Sync`: one connection behind a mutex, held only for the SQL itself — secrets are generated
+//! and hashed before the lock is taken. Tenant isolation is enforced here, not by callers: every
+//! query that takes a `tenant` filters by it, and a record of another tenant is `NotFound`.
+
+mod api_keys;
+mod commands;
+mod devices;
+mod error;
+mod migrations;
+mod secret;
+mod tenants;
+pub mod test_support;
+mod validate;
+
+use std::path::Path;
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use api_keys::{ApiKey, NewApiKey, Scope};
+pub use commands::{Command, CommandStatus};
+pub use devices::{Device, DeviceIdentity, DevicePage, DevicePatch, DeviceQuery, NewDevice};
+pub use error::{Error, Result};
+pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, new_command_id};
+pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant};
+pub use validate::{
+    MAX_ATTRIBUTES_BYTES, MAX_COMMAND_PARAMS_BYTES, MAX_DEVICE_ID_LEN, MAX_LABEL_KEY_LEN,
+    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN, RESERVED_DEVICE_ID,
+};
+
+/// How long a statement waits for another process's write lock before failing with `BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The registry database. Cheap to share behind an `Arc`.
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+// The API layer shares one registry across tasks; keep that a compile-time guarantee.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Registry>();
+};
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL mode and applies
+    /// pending migrations.
+    pub fn open(path: &Path) -> Result<Registry> {
+        Registry::init(Connection::open(path)?)
+    }
+
+    /// A private in-memory database (tests, ephemeral runs). Same schema and rules.
+    pub fn open_in_memory() -> Result<Registry> {
+        Registry::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Registry> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // In-memory databases answer "memory"; files answer "wal".
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        // In WAL mode NORMAL loses no integrity on power loss, only the last commits.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version = migrations::run(&mut conn)?;
+        tracing::debug!(schema_version = version, "Registry opened.");
+        Ok(Registry {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock()
+    }
+
+    /// Runs `f` in an immediate (write-locking) transaction; commits on `Ok`, rolls back on `Err`.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// Milliseconds since the Unix epoch; a clock before 1970 reads as 0.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

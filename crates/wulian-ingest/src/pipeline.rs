@@ -1,0 +1,202 @@
+//! The one ingest pipeline every transport feeds (MQTT through the broker's `MessageSink`, HTTP
+//! through the API): decide what a device message means, validate it, and make it durable
+//! before the transport acknowledges it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use wulian_broker::{Identity, InboundMessage, MessageSink, Principal, SinkError};
+use wulian_common::time::now_ms;
+use wulian_common::topics::{DeviceTopic, parse_device_topic};
+use wulian_mqtt::ReasonCode;
+use wulian_tsdb::{SeriesKey, Tsdb, WriteEntry};
+
+use crate::commands::CommandService;
+use crate::telemetry::{self, PayloadError};
+
+/// Why a device message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("{0}")]
+    Rejected(wulian_tsdb::Error),
+    #[error("telemetry store unavailable: {0}")]
+    Store(wulian_tsdb::Error),
+}
+
+impl IngestError {
+    /// Stable machine-readable name, shared by HTTP problem documents and MQTT reason strings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Payload(e) => e.code(),
+            IngestError::Rejected(wulian_tsdb::Error::TypeMismatch { .. }) => "type_mismatch",
+            IngestError::Rejected(_) => "invalid_value",
+            IngestError::Store(_) => "store_unavailable",
+        }
+    }
+
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, IngestError::Store(_))
+    }
+
+    fn from_store(error: wulian_tsdb::Error) -> IngestError {
+        match error {
+            wulian_tsdb::Error::TypeMismatch { .. }
+            | wulian_tsdb::Error::NonFiniteValue { .. }
+            | wulian_tsdb::Error::TimestampOutOfRange { .. } => IngestError::Rejected(error),
+            other => IngestError::Store(other),
+        }
+    }
+
+    fn reason_code(&self) -> ReasonCode {
+        if self.is_client_error() {
+            ReasonCode::PayloadFormatInvalid
+        } else {
+            ReasonCode::ImplementationSpecificError
+        }
+    }
+}
+
+/// Counters for /metrics. No per-device labels: device-level numbers belong in the TSDB.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    pub messages_accepted: AtomicU64,
+    pub messages_rejected: AtomicU64,
+    pub points_written: AtomicU64,
+    pub command_answers: AtomicU64,
+    pub command_answers_unmatched: AtomicU64,
+}
+
+pub struct Pipeline {
+    tsdb: Tsdb,
+    // Set once at wiring time: the command service publishes through the broker, and the
+    // broker delivers to this pipeline, so one of the two has to be attached after creation.
+    commands: OnceLock<Arc<CommandService>>,
+    pub metrics: IngestMetrics,
+}
+
+impl Pipeline {
+    pub fn new(tsdb: Tsdb) -> Arc<Pipeline> {
+        Arc::new(Pipeline {
+            tsdb,
+            commands: OnceLock::new(),
+            metrics: IngestMetrics::default(),
+        })
+    }
+
+    /// Connects the command service that device answers are handed to. A second call is ignored.
+    pub fn attach_commands(&self, commands: Arc<CommandService>) {
+        if self.commands.set(commands).is_err() {
+            tracing::warn!("Command service attached twice; keeping the first.");
+        }
+    }
+
+    /// Parses and stores a telemetry payload of `device` in `tenant`. Resolves once the points
+    /// are durable under the store's durability policy. Returns the number of points stored.
+    pub async fn ingest_telemetry(
+        &self,
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<usize, IngestError> {
+        let result = self.store(tenant, device, payload).await;
+        match &result {
+            Ok(points) => {
+                self.metrics
+                    .messages_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .points_written
+                    .fetch_add(*points as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.metrics
+                    .messages_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant, device, code = error.code(), error = %error, "Telemetry refused.");
+            }
+        }
+        result
+    }
+
+    async fn store(
+        &self,
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<usize, IngestError> {
+        let readings = telemetry::parse(payload, now_ms())?;
+        if readings.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<WriteEntry> = readings
+            .into_iter()
+            .map(|r| WriteEntry {
+                series: SeriesKey {
+                    tenant: tenant.to_string(),
+                    device: device.to_string(),
+                    key: r.key,
+                },
+                ts: r.ts,
+                value: r.value,
+            })
+            .collect();
+        let count = entries.len();
+        self.tsdb
+            .write(entries)
+            .await
+            .map_err(IngestError::from_store)?;
+        Ok(count)
+    }
+
+    fn command_answer(&self, tenant: &str, device: &str, msg: &InboundMessage) {
+        let correlation = msg.properties.correlation_data.as_deref();
+        let resolved = self
+            .commands
+            .get()
+            .is_some_and(|c| c.resolve(tenant, device, correlation, &msg.payload));
+        if resolved {
+            self.metrics.command_answers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics
+                .command_answers_unmatched
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(tenant, device, topic = %msg.topic, "Command answer matches no waiting command.");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageSink for Pipeline {
+    async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError> {
+        let Principal::Device { device_id } = &identity.principal;
+        let Some((topic_device, kind)) = parse_device_topic(&msg.topic) else {
+            // Outside the device namespace: the broker's policy decides; nothing to store.
+            return Ok(());
+        };
+        // The broker's policy already confines a device to its own namespace; checking again
+        // here keeps a policy mistake from writing into another device's series.
+        if topic_device != device_id {
+            return Err(SinkError {
+                code: ReasonCode::NotAuthorized,
+                reason: "devices may only publish under their own devices/{id}/".to_string(),
+            });
+        }
+        match kind {
+            DeviceTopic::Telemetry => self
+                .ingest_telemetry(&identity.tenant, device_id, &msg.payload)
+                .await
+                .map(|_| ())
+                .map_err(|error| SinkError {
+                    code: error.reason_code(),
+                    reason: format!("{}: {error}", error.code()),
+                }),
+            DeviceTopic::CommandResponse { .. } => {
+                self.command_answer(&identity.tenant, device_id, msg);
+                Ok(())
+            }
+            DeviceTopic::Event { .. } | DeviceTopic::Command { .. } | DeviceTopic::Other => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Handlers, one module per resource.
+
+pub mod commands;
+pub mod devices;
+pub mod system;
+pub mod telemetry;
+pub mod tenants;

@@ -1,0 +1,313 @@
+//! `/api/v1/devices/{id}/telemetry`: ingest over HTTP (device token), range and aggregate
+//! queries, and latest values.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use wulian_common::blocking::run_blocking;
+use wulian_common::time::now_ms;
+use wulian_tsdb::{Aggregation, Point, SeriesKey, Value};
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiBytes, ApiQuery, Caller, bearer};
+use crate::routes::devices::load_device;
+use crate::state::AppState;
+
+/// Most points one raw query returns; beyond it the answer says `truncated`.
+pub const MAX_QUERY_POINTS: usize = 100_000;
+pub const DEFAULT_QUERY_POINTS: usize = 10_000;
+/// Most buckets one aggregate query may ask for per key.
+pub const MAX_BUCKETS: i64 = 100_000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryQuery {
+    /// Comma-separated keys; all of the device's keys when absent.
+    pub keys: Option<String>,
+    /// Start, inclusive, ms since the epoch. Default: 24 hours before `to`.
+    pub from: Option<i64>,
+    /// End, exclusive, ms since the epoch. Default: now (plus one ms, so that now is included).
+    pub to: Option<i64>,
+    /// Aggregate per time bucket: min, max, avg, sum, count, first, last. Needs `interval`.
+    pub agg: Option<String>,
+    /// Bucket width in ms (buckets are aligned to the epoch). Needs `agg`.
+    pub interval: Option<i64>,
+    /// Most points per key for raw queries (default 10,000, at most 100,000).
+    pub limit: Option<usize>,
+}
+
+/// One point or bucket.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PointView {
+    /// Milliseconds since the epoch (bucket start for aggregates).
+    pub ts: i64,
+    /// A number, boolean or string.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Points in the bucket (aggregates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TelemetryView {
+    pub device_id: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
+    /// Points per key, ascending by time.
+    pub series: BTreeMap<String, Vec<PointView>>,
+    /// Keys whose points were cut at `limit`.
+    pub truncated: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LatestView {
+    pub device_id: String,
+    /// The newest point of each key.
+    pub values: BTreeMap<String, PointView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IngestView {
+    /// Points stored (durable when this response is sent).
+    pub accepted: usize,
+}
+
+pub(crate) fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::F64(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::I64(i) => serde_json::Value::from(*i),
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Str(s) => serde_json::Value::String(s.clone()),
+    }
+}
+
+fn point_view(point: &Point) -> PointView {
+    PointView {
+        ts: point.ts,
+        value: value_json(&point.value),
+        count: None,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/devices/{id}/telemetry", tag = "telemetry",
+    params(("id" = String, Path, description = "Device id"), TelemetryQuery), security(("api_key" = [])),
+    responses((status = 200, body = TelemetryView), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn query_telemetry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<TelemetryQuery>,
+) -> ApiResult<Json<TelemetryView>> {
+    load_device(&state, caller.tenant(), &id).await?;
+    let to = q.to.unwrap_or_else(|| now_ms().saturating_add(1));
+    let from = q.from.unwrap_or_else(|| to.saturating_sub(DAY_MS));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must be before to",
+        ));
+    }
+    let keys: Vec<String> = match &q.keys {
+        Some(keys) => keys
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => state.tsdb.keys(caller.tenant(), &id),
+    };
+    let series_key = |key: &str| SeriesKey {
+        tenant: caller.tenant().to_string(),
+        device: id.clone(),
+        key: key.to_string(),
+    };
+    let mut series = BTreeMap::new();
+    let mut truncated = Vec::new();
+    match (&q.agg, q.interval) {
+        (None, None) => {
+            let limit = q.limit.unwrap_or(DEFAULT_QUERY_POINTS);
+            if !(1..=MAX_QUERY_POINTS).contains(&limit) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be between 1 and {MAX_QUERY_POINTS}"),
+                ));
+            }
+            for key in keys {
+                let result = state.tsdb.range(&series_key(&key), from, to, limit);
+                if result.truncated {
+                    truncated.push(key.clone());
+                }
+                series.insert(key, result.points.iter().map(point_view).collect());
+            }
+        }
+        (Some(agg_name), Some(interval)) => {
+            let agg: Aggregation = agg_name.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "agg {agg_name:?} is not one of min, max, avg, sum, count, first, last"
+                    ),
+                )
+            })?;
+            if interval < 1 {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "interval must be at least 1 ms",
+                ));
+            }
+            if (to - from) / interval > MAX_BUCKETS {
+                return Err(ApiError::bad_request(
+                    "too_many_buckets",
+                    format!(
+                        "the range holds more than {MAX_BUCKETS} buckets of {interval} ms; widen interval or narrow the range"
+                    ),
+                ));
+            }
+            if q.limit.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "limit applies to raw queries only",
+                ));
+            }
+            for key in keys {
+                let buckets = state
+                    .tsdb
+                    .aggregate(&series_key(&key), from, to, interval, agg)
+                    .map_err(|e| match e {
+                        wulian_tsdb::Error::NotNumeric { .. } => {
+                            ApiError::bad_request("not_numeric", e.to_string())
+                        }
+                        other => ApiError::internal("Aggregate query failed.", &other),
+                    })?;
+                let points = buckets
+                    .iter()
+                    .map(|b| PointView {
+                        ts: b.ts,
+                        value: value_json(&b.value),
+                        count: Some(b.count),
+                    })
+                    .collect();
+                series.insert(key, points);
+            }
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "missing_parameter",
+                "agg needs interval (ms)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "missing_parameter",
+                "interval needs agg",
+            ));
+        }
+    }
+    Ok(Json(TelemetryView {
+        device_id: id,
+        from,
+        to,
+        agg: q.agg,
+        interval: q.interval,
+        series,
+        truncated,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/devices/{id}/telemetry/latest", tag = "telemetry",
+    params(("id" = String, Path, description = "Device id")), security(("api_key" = [])),
+    responses((status = 200, body = LatestView), (status = 404, body = Problem)))]
+pub async fn latest_telemetry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LatestView>> {
+    load_device(&state, caller.tenant(), &id).await?;
+    let values = state
+        .tsdb
+        .latest(caller.tenant(), &id)
+        .into_iter()
+        .map(|(key, point)| (key, point_view(&point)))
+        .collect();
+    Ok(Json(LatestView {
+        device_id: id,
+        values,
+    }))
+}
+
+/// Who may post telemetry for a device: the device itself (its token), or an application key
+/// with write scope in the device's tenant (gateways that relay for devices).
+async fn telemetry_writer(
+    state: &AppState,
+    headers: &HeaderMap,
+    device_id: &str,
+) -> ApiResult<String> {
+    let Some(secret) = bearer(headers)? else {
+        return Err(ApiError::unauthorized(
+            "missing_credentials",
+            "posting telemetry needs Authorization: Bearer <device token>",
+        ));
+    };
+    let (id, secret) = (device_id.to_string(), secret.to_string());
+    let registry = &state.registry;
+    if secret.starts_with(wulian_registry::API_KEY_PREFIX) {
+        let key = run_blocking(registry, move |r| r.authenticate_api_key(&secret))
+            .await
+            .map_err(|e| ApiError::internal("API key lookup failed.", &e))?
+            .ok_or_else(|| {
+                ApiError::unauthorized("invalid_credentials", "unknown or revoked API key")
+            })?;
+        let caller = Caller { key };
+        caller.require_write()?;
+        load_device(state, caller.tenant(), &id).await?;
+        return Ok(caller.key.tenant);
+    }
+    let identity = run_blocking(registry, move |r| r.authenticate_device(&id, &secret))
+        .await
+        .map_err(|e| ApiError::internal("Device lookup failed.", &e))?;
+    match identity {
+        Some(identity) => Ok(identity.tenant),
+        None => Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "unknown device or wrong token",
+        )),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/telemetry", tag = "telemetry",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Object, description = "`{\"temp\": 21.5}`, `{\"ts\": 1700000000000, \"values\": {...}}` or an array of these"),
+    security(("device_token" = []), ("api_key" = [])),
+    responses((status = 200, body = IngestView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem, description = "A value does not fit its series' type")))]
+pub async fn post_telemetry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Json<IngestView>> {
+    let tenant = telemetry_writer(&state, &headers, &id).await?;
+    match state.pipeline.ingest_telemetry(&tenant, &id, &body).await {
+        Ok(accepted) => Ok(Json(IngestView { accepted })),
+        Err(error) if error.is_client_error() => {
+            let status = if error.code() == "type_mismatch" {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Err(ApiError::new(status, error.code(), error.to_string()))
+        }
+        Err(error) => Err(ApiError::internal("Storing telemetry failed.", &error)),
+    }
+}

@@ -1,0 +1,46 @@
+//! The command line: `wulian serve`, `wulian config`, and the API clients (`devices`,
+//! `tenants`, `keys`) that call the same REST API applications use.
+
+mod client;
+mod config;
+mod devices;
+mod serve;
+mod tenants;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wulian",
+    version,
+    about = "wulian: an IoT platform in one binary (MQTT broker, device registry, telemetry store, REST API)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform: MQTT broker, REST API and embedded storage in one process.
+    Serve(serve::ServeArgs),
+    /// Print or check configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Manage devices, their tokens, telemetry and commands (calls the REST API).
+    Devices(devices::DevicesArgs),
+    /// Manage tenants (installation admin key).
+    Tenants(tenants::TenantsArgs),
+    /// Manage API keys.
+    Keys(tenants::KeysArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(cmd) => config::run(cmd),
+        Command::Devices(args) => devices::run(args),
+        Command::Tenants(args) => tenants::run_tenants(args),
+        Command::Keys(args) => tenants::run_keys(args),
+    }
+}

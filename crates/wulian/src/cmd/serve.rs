@@ -1,0 +1,73 @@
+//! `wulian serve`: flags and environment on top of the configuration file, then startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, DurabilityMode};
+use crate::startup;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see `wulian config default`).
+    #[arg(long, env = "WULIAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the registry and the telemetry store [default: ./wulian-data].
+    #[arg(long, env = "WULIAN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// REST API address; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "WULIAN_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// MQTT address; port 0 picks a free port [default: 127.0.0.1:1883].
+    #[arg(long, env = "WULIAN_MQTT_ADDR")]
+    mqtt_addr: Option<SocketAddr>,
+    /// Telemetry durability: sync (fsync before acknowledging) or async [default: sync].
+    #[arg(long, env = "WULIAN_DURABILITY", value_parser = ["sync", "async"])]
+    durability: Option<String>,
+    /// Log filter, e.g. "debug" or "wulian_broker=debug,info" [default: info].
+    #[arg(long, env = "WULIAN_LOG")]
+    log_filter: Option<String>,
+    /// More logging (-v debug, -vv trace); overrides the filter.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.storage.data_dir = dir;
+    }
+    if let Some(addr) = args.http_addr {
+        config.http.addr = addr;
+    }
+    if let Some(addr) = args.mqtt_addr {
+        config.mqtt.addr = addr;
+    }
+    if let Some(mode) = args.durability {
+        config.storage.durability = if mode == "async" {
+            DurabilityMode::Async
+        } else {
+            DurabilityMode::Sync
+        };
+    }
+    if let Some(filter) = args.log_filter {
+        config.log.filter = filter;
+    }
+    match args.verbose {
+        0 => {}
+        1 => config.log.filter = "debug".to_string(),
+        _ => config.log.filter = "trace".to_string(),
+    }
+    config.validate()?;
+    startup::init_logging(&config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("Start the async runtime")?;
+    runtime.block_on(startup::serve(config))
+}

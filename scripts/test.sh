@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: installs the real clients the tests drive (mosquitto_pub,
+# Eclipse Paho for Python, curl) when they are missing, then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "Installing ${need_apt[*]} (apt-get)..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
+  echo "Installing paho-mqtt (pip)..."
+  python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
+fi
+
+cargo test --workspace --locked "$@"

@@ -90,7 +90,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             "/devices/{id}/commands/{command_id}",
             get(commands::get_command),
         )
-        .fallback(not_found);
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
         .fallback(not_found)
@@ -100,6 +101,14 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             limits.request_timeout,
         ))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support the method; see /api/v1/openapi.json",
+    )
 }
 
 async fn not_found() -> ApiError {

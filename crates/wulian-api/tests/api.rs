@@ -539,6 +539,15 @@ async fn bad_input_gets_precise_problems() {
     )
     .await;
     api.expect_problem(
+        "PUT",
+        "/api/v1/devices/d1",
+        Some(&key),
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    api.expect_problem(
         "GET",
         "/api/v1/nothing-here",
         Some(&key),

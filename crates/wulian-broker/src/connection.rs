@@ -25,7 +25,9 @@ use wulian_mqtt::{
 };
 
 use crate::Shared;
-use crate::auth::{ConnectRequest, ConnectionInfo, Identity, InboundMessage, rewrite_me};
+use crate::auth::{
+    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, rewrite_me,
+};
 use crate::error::{Close, ConnectionError, truncate_reason};
 use crate::metrics::Metrics;
 use crate::router::{Delivery, MAX_FILTER_LEVELS, RoutedMessage, SubscriberId};
@@ -390,11 +392,11 @@ where
         let mut props = Properties::default();
 
         let client_id = if connect.client_id.is_empty() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or_default();
-            let assigned = format!("wulian-{conn_id:x}-{nanos:08x}");
+            // A device's client id is its device id, so that takeover, presence and
+            // `Broker::disconnect` find it whether or not the client named itself.
+            let assigned = match &identity.principal {
+                Principal::Device { device_id } => device_id.clone(),
+            };
             if v5 {
                 props.assigned_client_identifier = Some(assigned.clone());
             }

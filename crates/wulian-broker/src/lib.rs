@@ -138,6 +138,13 @@ impl Broker {
         self.shared.metrics.snapshot()
     }
 
+    /// Closes the connection of `client_id` in `tenant` (MQTT 5 clients get DISCONNECT with
+    /// `code`, e.g. `AdministrativeAction` when a device is deleted or its token rotated).
+    /// Returns whether such a client was connected.
+    pub fn disconnect(&self, tenant: &str, client_id: &str, code: ReasonCode) -> bool {
+        self.shared.sessions.kick(tenant, client_id, code)
+    }
+
     /// Is a client with this id currently connected in `tenant`?
     pub fn is_connected(&self, tenant: &str, client_id: &str) -> bool {
         self.shared.sessions.is_connected(tenant, client_id)

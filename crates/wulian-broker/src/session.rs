@@ -170,6 +170,20 @@ impl SessionRegistry {
         }
     }
 
+    /// Tells the connection of `client_id` in `tenant` to close with `code`. Returns whether
+    /// such a connection was registered.
+    pub(crate) fn kick(&self, tenant: &str, client_id: &str, code: ReasonCode) -> bool {
+        let clients = self.clients.lock();
+        let Some(entry) = clients.get(tenant).and_then(|m| m.get(client_id)) else {
+            return false;
+        };
+        // A full or closed channel means the connection is already closing.
+        if let Err(e) = entry.control.try_send(Control::Kick(code)) {
+            tracing::debug!(tenant, client_id, error = %e, "connection already closing");
+        }
+        true
+    }
+
     pub(crate) fn is_connected(&self, tenant: &str, client_id: &str) -> bool {
         self.clients
             .lock()

@@ -44,7 +44,9 @@ impl IngestError {
         match error {
             wulian_tsdb::Error::TypeMismatch { .. }
             | wulian_tsdb::Error::NonFiniteValue { .. }
-            | wulian_tsdb::Error::TimestampOutOfRange { .. } => IngestError::Rejected(error),
+            | wulian_tsdb::Error::TimestampOutOfRange { .. }
+            | wulian_tsdb::Error::InvalidSeriesKey { .. }
+            | wulian_tsdb::Error::BatchTooLarge { .. } => IngestError::Rejected(error),
             other => IngestError::Store(other),
         }
     }

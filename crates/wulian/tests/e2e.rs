@@ -38,6 +38,23 @@ impl PahoDevice {
     }
 }
 
+impl PahoDevice {
+    /// The device's next line of output, skipping command lines.
+    fn next_line(&mut self) -> String {
+        let mut reader = BufReader::new(self.0.stdout.as_mut().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "paho device ended without a word"
+            );
+            if !line.starts_with("command ") {
+                return line.trim().to_string();
+            }
+        }
+    }
+}
+
 impl Drop for PahoDevice {
     fn drop(&mut self) {
         self.0.kill().ok();
@@ -245,8 +262,11 @@ fn device_life_with_real_clients_survives_kill_and_restart() {
     let history = server.cli_json(&admin, &["devices", "commands", "bike-1"]);
     assert_eq!(history[0]["status"], "succeeded");
 
-    // A rotated token replaces the old one at once.
+    // A rotated token replaces the old one at once, and closes the connection it opened
+    // (MQTT 5 DISCONNECT 0x98 Administrative action).
+    let mut connected = PahoDevice::start(&server, "bike-1", &token, "5", "answer");
     let rotated = server.cli_json(&admin, &["devices", "rotate-token", "bike-1"]);
+    assert_eq!(connected.next_line(), "disconnected 152");
     let new_token = rotated["token"].as_str().unwrap();
     let out = mosquitto_pub(
         &server,

@@ -228,6 +228,9 @@ pub async fn update_device(
         r.update_device(&tenant, &id, &patch)
     })
     .await?;
+    if device.disabled {
+        disconnect(&state, caller.tenant(), &device.id, "disabled");
+    }
     let connected = state.broker.is_connected(caller.tenant(), &device.id);
     Ok(Json(DeviceView::new(device, connected, None)))
 }
@@ -247,6 +250,7 @@ pub async fn delete_device(
         r.delete_device(&tenant, &device_id)
     })
     .await?;
+    disconnect(&state, caller.tenant(), &id, "deleted");
     state
         .tsdb
         .delete_device(caller.tenant(), &id)
@@ -272,6 +276,8 @@ pub async fn rotate_token(
         r.rotate_device_token(&tenant, &device_id)
     })
     .await?;
+    // The old token stops working at once, including for a connection it opened.
+    disconnect(&state, caller.tenant(), &id, "token rotated");
     tracing::info!(tenant = %caller.tenant(), device_id = %id, "Device token rotated.");
     Ok(Json(TokenView {
         device_id: id,
@@ -283,4 +289,15 @@ pub async fn rotate_token(
 pub(crate) async fn load_device(state: &AppState, tenant: &str, id: &str) -> ApiResult<Device> {
     let (tenant, id) = (tenant.to_string(), id.to_string());
     Ok(run_blocking(&state.registry, move |r| r.get_device(&tenant, &id)).await?)
+}
+
+/// Closes a device's live MQTT connection after a change that revokes its right to it.
+pub(crate) fn disconnect(state: &AppState, tenant: &str, device_id: &str, why: &str) {
+    if state.broker.disconnect(
+        tenant,
+        device_id,
+        wulian_broker::ReasonCode::AdministrativeAction,
+    ) {
+        tracing::info!(tenant, device_id, why, "Device disconnected.");
+    }
 }

@@ -172,6 +172,7 @@ pub async fn delete_tenant(
     })
     .await?;
     for device in devices {
+        crate::routes::devices::disconnect(&state, &id, &device, "tenant deleted");
         state
             .tsdb
             .delete_device(&id, &device)

@@ -5,7 +5,8 @@ Usage: device.py HOST PORT DEVICE_ID TOKEN {5|311} {answer|fail|ignore}
 Connects with its id and token, subscribes to its commands, and answers each one:
 MQTT 5 on the response topic with the correlation data it was given, MQTT 3.1.1 on
 devices/{id}/commands/{name}/response with the command id in the JSON body.
-Prints "ready" once subscribed, then one line per command it saw.
+Prints "ready" once subscribed, then one line per command it saw, and
+"disconnected <reason code>" when the server closes the connection (then exits).
 """
 import json
 import sys
@@ -52,7 +53,13 @@ def on_message(client, userdata, msg):
         client.publish(msg.topic + "/response", json.dumps(answer), qos=1)
 
 
+def on_disconnect(client, userdata, flags, reason_code, properties):
+    print(f"disconnected {reason_code.value}", flush=True)
+    sys.exit(3)
+
+
 client.on_connect = on_connect
+client.on_disconnect = on_disconnect
 client.on_subscribe = on_subscribe
 client.on_message = on_message
 client.connect(host, int(port), keepalive=30)

@@ -714,15 +714,7 @@ where
         let sink = Arc::clone(&self.shared.sink);
         match sink.on_publish(&self.identity, &msg).await {
             Ok(()) => {
-                let routed = RoutedMessage::new(
-                    msg.topic,
-                    msg.payload,
-                    msg.qos,
-                    msg.retain,
-                    &msg.properties,
-                    Some(self.conn_id),
-                );
-                self.shared.route(&self.identity.tenant, routed);
+                self.route_accepted(msg);
                 match p.qos {
                     QoS::AtMostOnce => Ok(()),
                     QoS::AtLeastOnce => {
@@ -953,6 +945,19 @@ where
         }
     }
 
+    /// Fans a message the sink accepted out to the tenant's subscribers.
+    fn route_accepted(&self, msg: InboundMessage) {
+        let routed = RoutedMessage::new(
+            msg.topic,
+            msg.payload,
+            msg.qos,
+            msg.retain,
+            &msg.properties,
+            Some(self.conn_id),
+        );
+        self.shared.route(&self.identity.tenant, routed);
+    }
+
     async fn publish_will(&self, will: wulian_mqtt::LastWill) {
         let topic = rewrite_me(&self.identity.principal, &will.topic).unwrap_or(will.topic);
         if !topic::is_valid_topic_name(&topic) || !self.identity.policy.allows_publish(&topic) {
@@ -970,15 +975,7 @@ where
         match self.shared.sink.on_publish(&self.identity, &msg).await {
             Ok(()) => {
                 debug!(topic = %msg.topic, "will published");
-                let routed = RoutedMessage::new(
-                    msg.topic,
-                    msg.payload,
-                    msg.qos,
-                    msg.retain,
-                    &msg.properties,
-                    Some(self.conn_id),
-                );
-                self.shared.route(&self.identity.tenant, routed);
+                self.route_accepted(msg);
             }
             Err(e) => {
                 Metrics::inc(&self.metrics().publish_rejected_total);

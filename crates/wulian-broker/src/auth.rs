@@ -29,12 +29,23 @@ pub struct Identity {
     pub tenant: String,
     pub principal: Principal,
     pub policy: TopicPolicy,
+    /// May subscribe to the broker's `$SYS/#` statistics (installation operators only: the
+    /// figures span every tenant).
+    pub sys_access: bool,
 }
 
 /// What kind of party is connected.
 #[derive(Clone, Debug)]
 pub enum Principal {
-    Device { device_id: String },
+    Device {
+        device_id: String,
+    },
+    /// An application or tool authenticated with an API key; its topic policy comes from the key.
+    Application {
+        key_id: String,
+    },
+    /// A client on a listener that allows anonymous access (development only).
+    Anonymous,
 }
 
 /// MQTT topic filters a client may publish to and subscribe to.
@@ -122,7 +133,9 @@ pub trait MessageSink: Send + Sync + 'static {
 
 /// Rewrites the `devices/me/...` alias of a device to its own `devices/{device_id}/...`.
 pub(crate) fn rewrite_me(principal: &Principal, topic: &str) -> Option<String> {
-    let Principal::Device { device_id } = principal;
+    let Principal::Device { device_id } = principal else {
+        return None;
+    };
     let rest = topic.strip_prefix("devices/me")?;
     if rest.is_empty() || rest.starts_with('/') {
         Some(format!("devices/{device_id}{rest}"))

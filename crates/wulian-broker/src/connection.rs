@@ -396,6 +396,13 @@ where
             // `Broker::disconnect` find it whether or not the client named itself.
             let assigned = match &identity.principal {
                 Principal::Device { device_id } => device_id.clone(),
+                Principal::Application { .. } | Principal::Anonymous => {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos())
+                        .unwrap_or_default();
+                    format!("wulian-{conn_id:x}-{nanos:08x}")
+                }
             };
             if v5 {
                 props.assigned_client_identifier = Some(assigned.clone());

@@ -39,6 +39,7 @@ impl Authenticator for DeviceAuthenticator {
         match found {
             Ok(Some(identity)) => Ok(Identity {
                 policy: TopicPolicy::device(&identity.device_id),
+                sys_access: false,
                 tenant: identity.tenant,
                 principal: Principal::Device {
                     device_id: identity.device_id,

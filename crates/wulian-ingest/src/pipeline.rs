@@ -172,7 +172,11 @@ impl Pipeline {
 #[async_trait::async_trait]
 impl MessageSink for Pipeline {
     async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError> {
-        let Principal::Device { device_id } = &identity.principal;
+        let Principal::Device { device_id } = &identity.principal else {
+            // Applications publish to devices (commands, twins) or among themselves; the broker
+            // routes what their policy allows. Only devices feed the telemetry store.
+            return Ok(());
+        };
         let Some((topic_device, kind)) = parse_device_topic(&msg.topic) else {
             // Outside the device namespace: the broker's policy decides; nothing to store.
             return Ok(());

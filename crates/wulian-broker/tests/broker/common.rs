@@ -45,6 +45,7 @@ impl Authenticator for TestAuth {
                 device_id: device.into(),
             },
             policy: TopicPolicy::device(device),
+            sys_access: false,
         })
     }
 }
@@ -92,10 +93,11 @@ impl MessageSink for TestSink {
     }
 
     async fn on_disconnect(&self, identity: &Identity, reason: &str) {
-        let Principal::Device { device_id } = &identity.principal;
-        self.disconnects
-            .lock()
-            .push((device_id.clone(), reason.to_owned()));
+        let who = match &identity.principal {
+            Principal::Device { device_id } => device_id.clone(),
+            other => format!("{other:?}"),
+        };
+        self.disconnects.lock().push((who, reason.to_owned()));
     }
 }
 

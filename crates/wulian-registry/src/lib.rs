@@ -74,8 +74,10 @@ impl Registry {
         conn.pragma_update(None, "foreign_keys", true)?;
         // In-memory databases answer "memory"; files answer "wal".
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        // In WAL mode NORMAL loses no integrity on power loss, only the last commits.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a committed change (a device created, a token rotated, a command's answer) is
+        // on disk before the caller hears of it, so a power cut cannot undo a secret that was
+        // already shown. Registry writes are rare enough that the extra fsync costs nothing.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         let version = migrations::run(&mut conn)?;
         tracing::debug!(schema_version = version, "Registry opened.");
         Ok(Registry {

@@ -14,7 +14,10 @@
 //! window only, which is why the latest point is kept apart from the point vector.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use crate::manifest::{Manifest, Tombstone};
+use crate::storage::LoadedFile;
 use crate::value::{Point, SeriesKey, Value, ValueKind, coerce};
 
 /// A value whose kind differs from its series' kind.
@@ -28,18 +31,26 @@ pub(crate) struct KindConflict {
 #[derive(Debug)]
 pub(crate) struct Series {
     kind: ValueKind,
+    /// Identifies the series in the block files' in-memory chunk maps.
+    id: u32,
+    /// Points not yet flushed to block files.
     points: Vec<Point>,
     latest: Point,
 }
 
 impl Series {
-    fn new(ts: i64, value: Value) -> Series {
+    fn new(id: u32, ts: i64, value: Value) -> Series {
         let point = Point { ts, value };
         Series {
             kind: point.value.kind(),
+            id,
             points: vec![point.clone()],
             latest: point,
         }
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     pub(crate) fn kind(&self) -> ValueKind {
@@ -110,12 +121,36 @@ impl Device {
     }
 }
 
-/// All series in memory.
+/// All series in memory, plus the state of the block files (swapped together under one lock,
+/// so that a reader sees either the points before a flush or the files after it).
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     tenants: HashMap<String, HashMap<String, Device>>,
     series: usize,
     points: u64,
+    next_id: u32,
+    /// The manifest as it will be stored by the next flush (pending tombstones included).
+    pub manifest: Manifest,
+    /// Open block files, ascending by generation.
+    pub files: Arc<Vec<Arc<LoadedFile>>>,
+    /// Points handed to a background flush that is still writing them: visible to queries
+    /// (between the files and the head's own points) until the files replace them.
+    pub frozen: Option<Arc<Frozen>>,
+    frozen_points: u64,
+}
+
+/// The points of a flush in progress, by series id, each sorted with unique timestamps.
+#[derive(Debug, Default)]
+pub(crate) struct Frozen {
+    pub points: HashMap<u32, Vec<Point>>,
+}
+
+/// One series of a frozen head, as the flush writes it.
+#[derive(Debug)]
+pub(crate) struct FrozenSeries {
+    pub key: SeriesKey,
+    pub id: u32,
+    pub kind: ValueKind,
 }
 
 impl Head {
@@ -152,6 +187,11 @@ impl Head {
         ts: i64,
         value: Value,
     ) -> Result<(), KindConflict> {
+        if ts < self.manifest.floor {
+            // Older than the retention floor: accepted and discarded.
+            return Ok(());
+        }
+        let id = self.next_id;
         let devices = match self.tenants.get_mut(&key.tenant) {
             Some(devices) => devices,
             None => self.tenants.entry(key.tenant.clone()).or_default(),
@@ -173,7 +213,8 @@ impl Head {
             None => {
                 device
                     .series
-                    .insert(key.key.clone(), Series::new(ts, value));
+                    .insert(key.key.clone(), Series::new(id, ts, value));
+                self.next_id = self.next_id.wrapping_add(1);
                 self.series += 1;
                 self.points += 1;
             }
@@ -181,8 +222,159 @@ impl Head {
         Ok(())
     }
 
-    /// Removes every series of a device. Returns (series, points) removed.
+    /// Creates a series known from a block file (no points in memory) or updates its latest
+    /// point; returns its id. Files must be fed in ascending generation order so that the
+    /// newest file wins a tie on the latest timestamp.
+    pub(crate) fn ensure_series(
+        &mut self,
+        key: &SeriesKey,
+        kind: ValueKind,
+        latest: Point,
+    ) -> Result<u32, KindConflict> {
+        let id = self.next_id;
+        let device = self
+            .tenants
+            .entry(key.tenant.clone())
+            .or_default()
+            .entry(key.device.clone())
+            .or_default();
+        match device.series.get_mut(&key.key) {
+            Some(series) => {
+                if series.kind != kind {
+                    return Err(KindConflict {
+                        expected: series.kind,
+                        actual: kind,
+                    });
+                }
+                if latest.ts >= series.latest.ts {
+                    series.latest = latest;
+                }
+                Ok(series.id)
+            }
+            None => {
+                device.series.insert(
+                    key.key.clone(),
+                    Series {
+                        kind,
+                        id,
+                        points: Vec::new(),
+                        latest,
+                    },
+                );
+                self.next_id = self.next_id.wrapping_add(1);
+                self.series += 1;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Moves every point held in memory into a frozen set for a background flush. Must not be
+    /// called while another frozen set exists.
+    pub(crate) fn freeze(&mut self) -> (Vec<FrozenSeries>, Arc<Frozen>) {
+        let mut list = Vec::new();
+        let mut frozen = Frozen::default();
+        for (tenant, devices) in &mut self.tenants {
+            for (device, d) in devices.iter_mut() {
+                for (key, series) in d.series.iter_mut() {
+                    if series.points.is_empty() {
+                        continue;
+                    }
+                    list.push(FrozenSeries {
+                        key: SeriesKey::new(tenant.as_str(), device.as_str(), key.as_str()),
+                        id: series.id,
+                        kind: series.kind,
+                    });
+                    frozen
+                        .points
+                        .insert(series.id, std::mem::take(&mut series.points));
+                }
+            }
+        }
+        let frozen = Arc::new(frozen);
+        self.frozen = Some(Arc::clone(&frozen));
+        self.frozen_points = self.points;
+        self.points = 0;
+        (list, frozen)
+    }
+
+    /// The frozen points are in block files now.
+    pub(crate) fn drop_frozen(&mut self) {
+        self.frozen = None;
+        self.frozen_points = 0;
+    }
+
+    /// A flush failed: the frozen points go back into the head, under the points written since
+    /// (which are newer and win on equal timestamps). Series deleted since stay deleted.
+    pub(crate) fn unfreeze(&mut self) {
+        let Some(frozen) = self.frozen.take() else {
+            return;
+        };
+        self.frozen_points = 0;
+        for devices in self.tenants.values_mut() {
+            for d in devices.values_mut() {
+                for series in d.series.values_mut() {
+                    let Some(old) = frozen.points.get(&series.id) else {
+                        continue;
+                    };
+                    let mut merged: BTreeMap<i64, Value> =
+                        old.iter().map(|p| (p.ts, p.value.clone())).collect();
+                    for p in series.points.drain(..) {
+                        merged.insert(p.ts, p.value);
+                    }
+                    series.points = merged
+                        .into_iter()
+                        .map(|(ts, value)| Point { ts, value })
+                        .collect();
+                }
+            }
+        }
+        self.points = self.iter().map(|(_, _, _, s)| s.points.len() as u64).sum();
+    }
+
+    /// Points in memory, frozen ones included.
+    pub(crate) fn memory_points(&self) -> u64 {
+        self.points + self.frozen_points
+    }
+
+    /// Applies a retention floor: points older than `floor` go, and so do series whose newest
+    /// point is older (they have no data left).
+    pub(crate) fn apply_floor(&mut self, floor: i64) {
+        self.manifest.floor = self.manifest.floor.max(floor);
+        let (mut series_removed, mut points_removed) = (0usize, 0u64);
+        self.tenants.retain(|_, devices| {
+            devices.retain(|_, device| {
+                device.series.retain(|_, s| {
+                    let cut = s.points.partition_point(|p| p.ts < floor);
+                    points_removed += cut as u64;
+                    s.points.drain(..cut);
+                    if s.latest.ts < floor {
+                        points_removed += s.points.len() as u64;
+                        series_removed += 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                !device.series.is_empty()
+            });
+            !devices.is_empty()
+        });
+        self.series -= series_removed;
+        self.points -= points_removed;
+    }
+
+    /// Removes every series of a device and records a tombstone for its data in block files.
+    /// Returns (series, points) removed from memory.
     pub(crate) fn delete_device(&mut self, tenant: &str, device: &str) -> (usize, u64) {
+        let generation = self.manifest.next_generation;
+        self.manifest
+            .tombstones
+            .retain(|t| !(t.tenant == tenant && t.device == device));
+        self.manifest.tombstones.push(Tombstone {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            generation,
+        });
         let Some(devices) = self.tenants.get_mut(tenant) else {
             return (0, 0);
         };

@@ -1,5 +1,6 @@
-//! Embedded time-series engine for wulian: a write-ahead log, an in-memory head, range and
-//! aggregate queries, and checkpoints that keep the log short.
+//! Embedded time-series engine for wulian: a write-ahead log, an in-memory head of recent
+//! points, compressed immutable block files per time partition, range and aggregate queries,
+//! compaction and retention.
 //!
 //! # Data model
 //!
@@ -8,43 +9,52 @@
 //! with [`Error::TypeMismatch`], except that an integer written to a float series is stored as
 //! a float. Timestamps must be in `0..=MAX_TIMESTAMP` (year 9999), floats finite. A write
 //! call is all-or-nothing: every check runs before anything is logged. A second write at the
-//! same series and timestamp replaces the first (last write wins); late and out-of-order points
-//! are accepted and queried in timestamp order.
+//! same series and timestamp replaces the first (last write wins: the head over block files, a
+//! newer file over an older one); late and out-of-order points are accepted, also into
+//! partitions already flushed, and queried in timestamp order.
 //!
 //! # Storage (see DESIGN.md)
 //!
 //! ```text
 //! <dir>/LOCK                       advisory lock: one engine per directory
 //! <dir>/wal/000000000001.wal ...   WAL segments: header, then [len][crc32][payload] records
-//! <dir>/snapshot/000000000007.snap the head as of the start of WAL segment 7
+//! <dir>/MANIFEST                   block files, WAL replay start, retention floor, tombstones
+//! <dir>/blocks/000000000007.blk    one partition's compressed chunks (one per series) + index
 //! ```
 //!
 //! - Writes go to one writer thread (`wal::writer`) that group-commits: everything queued is
 //!   validated, appended with one write(2), fsynced once ([`Durability::Sync`]) or at least
 //!   every interval ([`Durability::Async`]), applied to the head, then acknowledged.
-//! - The head (`head`) keeps every series sorted in memory, with a per-device index and a
-//!   last-value cache.
-//! - When the WAL passes `checkpoint_bytes`, and on close, the head is written as a snapshot
-//!   (`snapshot`) and the WAL segments it covers are deleted.
-//! - Open loads the newest snapshot and replays the later segments (`wal::replay`). A torn
-//!   record at the tail of the last segment (never acknowledged) is cut off with a warning;
-//!   damage anywhere else refuses to open with [`Error::Corrupt`].
+//! - The head (`head`) keeps every series (kind, last-value cache, per-device index) and the
+//!   points not yet flushed.
+//! - When the WAL passes `checkpoint_bytes`, the oldest unflushed write passes `flush_age`, and
+//!   on close, the head is flushed (`storage`): one block file (`block`, `compress`) per
+//!   partition touched, the manifest (`manifest`) replaced atomically, then the WAL segments it
+//!   covers are deleted. Partitions with several files are compacted into one.
+//! - Open loads the manifest and the block indexes, then replays the later WAL segments
+//!   (`wal::replay`). A torn record at the tail of the last segment (never acknowledged) is cut
+//!   off with a warning; damage anywhere else refuses to open with [`Error::Corrupt`].
 //!
 //! # Using it from async code
 //!
 //! [`Tsdb::open`] blocks (replay); call it at startup or in `spawn_blocking`. Writes are async
-//! and wait for the group commit. Reads take a read lock briefly and never wait on I/O. No
-//! lock is held across an `.await`. Dropping the last handle without [`Tsdb::close`] stops the
-//! writer (joining its thread, which may take as long as an ongoing checkpoint) without a
-//! checkpoint; the next open replays the WAL.
+//! and wait for the group commit. Reads take a read lock briefly to copy what they need from
+//! memory, then read block files without it (a query over flushed data does file I/O: call it
+//! from `spawn_blocking` when ranges are large). No lock is held across an `.await`. Dropping
+//! the last handle without [`Tsdb::close`] stops the writer (joining its thread, which may take
+//! as long as an ongoing flush) without a flush; the next open replays the WAL.
 
+mod block;
 mod codec;
+mod compress;
 mod error;
 mod fsutil;
 mod head;
+mod manifest;
 mod query;
 mod snapshot;
 mod stats;
+mod storage;
 mod value;
 mod wal;
 
@@ -59,8 +69,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
+#[doc(hidden)]
+pub use compress::float_column_sizes;
 pub use error::{Error, Result};
 pub use stats::Stats;
+#[doc(hidden)]
+pub use storage::{FaultPoint, inject_fault};
 pub use value::{
     Aggregation, Bucket, MAX_NAME_BYTES, MAX_TIMESTAMP, MIN_TIMESTAMP, ParseAggregationError,
     Point, RangeResult, SeriesKey, Value, ValueKind, WriteEntry, WriteSummary,
@@ -89,8 +103,21 @@ pub struct Config {
     pub durability: Durability,
     /// Size at which a WAL segment is sealed and the next one started. Default 64 MiB.
     pub wal_segment_bytes: u64,
-    /// WAL size that triggers a checkpoint (snapshot + WAL cut). Default 256 MiB.
+    /// WAL size that triggers a flush (the head written to block files, the WAL cut).
+    /// Default 256 MiB.
     pub checkpoint_bytes: u64,
+    /// Age of the oldest unflushed write that triggers a flush (checked when writes arrive,
+    /// and every fsync interval in `Async` mode). Default 1 hour; `None` = size only.
+    pub flush_age: Option<Duration>,
+    /// Width of a time partition: block files hold one partition each, and retention drops
+    /// whole partitions. Default 1 day. Changing it for an existing store is allowed (files
+    /// keep their own bounds) but retention then works at file granularity.
+    pub partition: Duration,
+    /// A partition with this many files is merged into one after a flush. Default 4.
+    pub compaction_files: usize,
+    /// Data older than this is dropped by [`Tsdb::enforce_retention`], a whole partition at a
+    /// time. `None` (default) keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Config {
@@ -101,6 +128,10 @@ impl Config {
             durability: Durability::Sync,
             wal_segment_bytes: 64 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
+            flush_age: Some(Duration::from_secs(3600)),
+            partition: Duration::from_secs(86_400),
+            compaction_files: 4,
+            retention: None,
         }
     }
 }
@@ -148,8 +179,9 @@ impl fmt::Debug for Tsdb {
 }
 
 impl Tsdb {
-    /// Opens (creating the directory if needed): loads the newest snapshot, replays the WAL,
-    /// starts the writer thread. Blocking; call from startup or `spawn_blocking`.
+    /// Opens (creating the directory if needed): loads the manifest and the block indexes (or a
+    /// first-version snapshot), replays the WAL, starts the writer thread. Blocking; call from
+    /// startup or `spawn_blocking`.
     pub fn open(config: Config) -> Result<Tsdb> {
         let started = Instant::now();
         let dir = config.dir.clone();
@@ -157,14 +189,33 @@ impl Tsdb {
         let lock = fsutil::lock_dir(&dir)?;
         let wal_dir = dir.join("wal");
         let snapshot_dir = dir.join("snapshot");
-        for d in [&wal_dir, &snapshot_dir] {
+        let blocks_dir = dir.join(storage::BLOCKS_DIR);
+        for d in [&wal_dir, &blocks_dir] {
             fs::create_dir_all(d).map_err(Error::io("create the store directory"))?;
         }
         fsutil::sync_dir(&dir).map_err(Error::io("sync the store directory"))?;
 
         let mut head = Head::default();
-        let snapshot = snapshot::load_latest(&snapshot_dir, &mut head)?;
-        let start = snapshot.as_ref().map_or(1, |s| s.next_segment);
+        let (start, snapshot) = match manifest::Manifest::load(&dir)? {
+            Some(m) => {
+                if snapshot_dir.exists() {
+                    // A first-version snapshot whose removal was interrupted by a crash.
+                    snapshot::remove_older(&snapshot_dir, u64::MAX)?;
+                }
+                let start = m.next_segment;
+                storage::load(&dir, m, &mut head)?;
+                (start, None)
+            }
+            None => {
+                storage::load(&dir, manifest::Manifest::default(), &mut head)?;
+                if snapshot_dir.exists() {
+                    let snapshot = snapshot::load_latest(&snapshot_dir, &mut head)?;
+                    (snapshot.as_ref().map_or(1, |s| s.next_segment), snapshot)
+                } else {
+                    (1, None)
+                }
+            }
+        };
         let replayed = wal::replay::replay(&wal_dir, start, &mut head)?;
         let log = match replayed.segments.split_last() {
             Some((&(last, len), sealed)) => {
@@ -184,6 +235,15 @@ impl Tsdb {
         counters
             .recovered_torn_tail
             .store(replayed.truncated_tail, Ordering::Relaxed);
+        Counters::set(&counters.block_files, head.manifest.files.len() as u64);
+        Counters::set(
+            &counters.block_bytes,
+            head.manifest.files.iter().map(|f| f.bytes).sum(),
+        );
+        Counters::set(
+            &counters.block_points,
+            head.manifest.files.iter().map(|f| f.points).sum(),
+        );
         tracing::info!(
             dir = %dir.display(),
             snapshot = snapshot.as_ref().map(|s| s.path.display().to_string()),
@@ -206,7 +266,17 @@ impl Tsdb {
             rx,
             log,
             shared: Arc::clone(&shared),
+            dir: dir.clone(),
             snapshot_dir,
+            flush_age: config.flush_age,
+            partition_ms: i64::try_from(config.partition.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            compaction_files: config.compaction_files,
+            retention_ms: config
+                .retention
+                .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX)),
+            wake: tx.downgrade(),
             durability: config.durability,
             segment_bytes: config.wal_segment_bytes,
             checkpoint_bytes: config.checkpoint_bytes,
@@ -266,8 +336,8 @@ impl Tsdb {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Writes a snapshot now and cuts the WAL (normally automatic, see
-    /// [`Config::checkpoint_bytes`]).
+    /// Flushes the head to block files now and cuts the WAL (normally automatic, see
+    /// [`Config::checkpoint_bytes`] and [`Config::flush_age`]).
     pub async fn checkpoint(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -277,7 +347,7 @@ impl Tsdb {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Flushes and fsyncs everything, writes a checkpoint, stops the writer. Later writes fail
+    /// Fsyncs the WAL, flushes the head to block files, stops the writer. Later writes fail
     /// with [`Error::Closed`]; reads keep working on what is in memory. Closing again is a
     /// no-op that returns once the first close has finished.
     pub async fn close(&self) -> Result<()> {
@@ -295,22 +365,52 @@ impl Tsdb {
     }
 
     /// Points with `from <= ts < to`, ascending, at most `limit`; `truncated` says whether
-    /// more were left out. An unknown series has no points.
+    /// more were left out. An unknown series has no points. A block file that cannot be read
+    /// is logged as an error and its points are missing from the answer; [`Tsdb::try_range`]
+    /// reports it instead.
     pub fn range(&self, series: &SeriesKey, from: i64, to: i64, limit: usize) -> RangeResult {
-        let head = self.inner.shared.head.read();
-        match head.series(series) {
-            Some(s) => query::range(s.range(from, to), limit),
-            None => RangeResult {
+        match self.try_range(series, from, to, limit) {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::error!(%error, %series, "A range query could not read a block file.");
+                RangeResult {
+                    points: Vec::new(),
+                    truncated: false,
+                }
+            }
+        }
+    }
+
+    /// [`Tsdb::range`], with storage errors ([`Error::Corrupt`], [`Error::Io`]) returned.
+    /// Reads the in-memory head and the block files of the partitions the range overlaps.
+    pub fn try_range(
+        &self,
+        series: &SeriesKey,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<RangeResult> {
+        let view = {
+            let head = self.inner.shared.head.read();
+            storage::SeriesView::new(&head, series, from, to)
+        };
+        let Some(view) = view else {
+            return Ok(RangeResult {
                 points: Vec::new(),
                 truncated: false,
-            },
-        }
+            });
+        };
+        let mut points = view.points(Some(limit))?;
+        let truncated = points.len() > limit;
+        points.truncate(limit);
+        Ok(RangeResult { points, truncated })
     }
 
     /// Points with `from <= ts < to` folded into buckets aligned to multiples of
     /// `interval_ms` since the epoch; only non-empty buckets, ascending. Min/Max/Avg/Sum on a
     /// string or bool series is [`Error::NotNumeric`]; an interval below 1 ms is
-    /// [`Error::InvalidInterval`]. An unknown series has no buckets.
+    /// [`Error::InvalidInterval`]. An unknown series has no buckets. A damaged block file is
+    /// [`Error::Corrupt`].
     pub fn aggregate(
         &self,
         series: &SeriesKey,
@@ -322,12 +422,43 @@ impl Tsdb {
         if interval_ms < 1 {
             return Err(Error::InvalidInterval);
         }
-        let head = self.inner.shared.head.read();
-        let Some(s) = head.series(series) else {
+        let view = {
+            let head = self.inner.shared.head.read();
+            storage::SeriesView::new(&head, series, from, to)
+        };
+        let Some(view) = view else {
             return Ok(Vec::new());
         };
-        query::check(&series.key, s.kind(), interval_ms, agg)?;
-        Ok(query::aggregate(s.range(from, to), interval_ms, agg))
+        query::check(&series.key, view.kind, interval_ms, agg)?;
+        let points = view.points(None)?;
+        Ok(query::aggregate(&points, interval_ms, agg))
+    }
+
+    /// Drops the data older than [`Config::retention`] before `now_ms` (ms since the epoch),
+    /// a whole partition at a time: the floor is the start of the partition that
+    /// `now_ms - retention` falls in. Points below the floor disappear from queries, series
+    /// left without points disappear from `keys`/`latest`, their files are deleted, and later
+    /// writes below the floor are accepted and discarded. Returns the number of block files
+    /// deleted. Without a configured retention it does nothing. Call it periodically.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Retention { now_ms, reply }).await?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Merges now every partition that has more than one block file (normally automatic after
+    /// a flush once a partition has [`Config::compaction_files`] files). Returns the number of
+    /// partitions merged.
+    pub async fn compact(&self) -> Result<usize> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Compact { reply }).await?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// The latest point of each key of a device, sorted by key, from the last-value cache.
@@ -358,17 +489,25 @@ impl Tsdb {
     pub fn stats(&self) -> Stats {
         let (series, devices, points) = {
             let head = self.inner.shared.head.read();
-            (head.series_count(), head.device_count(), head.point_count())
+            (
+                head.series_count(),
+                head.device_count(),
+                head.memory_points(),
+            )
         };
         let c = &self.inner.shared.counters;
         Stats {
             series,
             devices,
-            points,
+            points: points + Counters::get(&c.block_points),
             wal_bytes: Counters::get(&c.wal_bytes),
             wal_segments: Counters::get(&c.wal_segments),
             snapshot_bytes: Counters::get(&c.snapshot_bytes),
             checkpoints: Counters::get(&c.checkpoints),
+            block_files: Counters::get(&c.block_files),
+            block_bytes: Counters::get(&c.block_bytes),
+            block_points: Counters::get(&c.block_points),
+            compactions: Counters::get(&c.compactions),
             commit_groups: Counters::get(&c.commit_groups),
             commit_requests: Counters::get(&c.commit_requests),
             recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),
@@ -403,6 +542,51 @@ mod tests {
     fn handle_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone + 'static>() {}
         check::<Tsdb>();
+    }
+
+    /// A store written by the first version (snapshot + WAL) opens, and its first flush moves
+    /// everything into block files and deletes the snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_version_snapshot_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = SeriesKey::new("t", "d", "x");
+        {
+            // Segment 1 holds a point after the snapshot's cut (segments < 1: none).
+            let db = Tsdb::open(Config::new(dir.path())).unwrap();
+            db.write(vec![WriteEntry {
+                series: k.clone(),
+                ts: 5,
+                value: Value::F64(5.0),
+            }])
+            .await
+            .unwrap();
+        }
+        let snapshot_dir = dir.path().join("snapshot");
+        fs::create_dir_all(&snapshot_dir).unwrap();
+        let mut head = Head::default();
+        head.upsert(&k, 1, Value::F64(1.0)).unwrap();
+        head.upsert(&k, 5, Value::F64(0.0)).unwrap();
+        snapshot::write(&snapshot_dir, 1, &head).unwrap();
+        let all = |db: &Tsdb| db.range(&k, 0, 100, 100).points;
+        let db = Tsdb::open(Config::new(dir.path())).unwrap();
+        assert_eq!(
+            all(&db),
+            vec![
+                Point {
+                    ts: 1,
+                    value: Value::F64(1.0)
+                },
+                Point {
+                    ts: 5,
+                    value: Value::F64(5.0)
+                }
+            ]
+        );
+        db.close().await.unwrap();
+        assert_eq!(fs::read_dir(&snapshot_dir).unwrap().count(), 0);
+        let again = Tsdb::open(Config::new(dir.path())).unwrap();
+        assert_eq!(all(&again), all(&db));
+        assert_eq!(again.stats().block_files, 1);
     }
 
     #[test]

@@ -1,19 +1,10 @@
-//! Range and aggregate queries over one series' points.
+//! Aggregate queries over one series' points.
 //!
-//! Both work on a slice of points sorted by timestamp (what the head holds today); when
-//! compressed blocks arrive, these functions take an iterator that merges blocks and head.
+//! Both work on the points of one series already merged from the head and the block files
+//! (`storage::SeriesView`), sorted by timestamp.
 
 use crate::error::{Error, Result};
-use crate::value::{Aggregation, Bucket, Point, RangeResult, Value, ValueKind};
-
-/// Points with `from <= ts < to` (already cut out of the series), at most `limit`.
-pub(crate) fn range(points: &[Point], limit: usize) -> RangeResult {
-    let truncated = points.len() > limit;
-    RangeResult {
-        points: points[..points.len().min(limit)].to_vec(),
-        truncated,
-    }
-}
+use crate::value::{Aggregation, Bucket, Point, Value, ValueKind};
 
 /// Checks that `agg` applies to a series of `kind`.
 pub(crate) fn check(key: &str, kind: ValueKind, interval_ms: i64, agg: Aggregation) -> Result<()> {
@@ -147,13 +138,5 @@ mod tests {
         ));
         assert!(check("k", ValueKind::Bool, 10, Aggregation::Count).is_ok());
         assert!(check("k", ValueKind::Integer, 10, Aggregation::Avg).is_ok());
-    }
-
-    #[test]
-    fn range_limit() {
-        let p = pts(&[(0, 1.0), (1, 2.0), (2, 3.0)]);
-        assert!(range(&p, 2).truncated);
-        assert_eq!(range(&p, 2).points.len(), 2);
-        assert!(!range(&p, 3).truncated);
     }
 }

@@ -16,8 +16,11 @@
 //! verify is therefore real corruption and opening refuses ([`Error::Corrupt`]). Leftover
 //! `.tmp` files are deleted at open.
 //!
-//! This module is the seam the compressed-block work replaces: callers only use [`write`],
-//! [`load_latest`] and [`remove_older`].
+//! Format of the first engine version, superseded by block files (`block`, `storage`). It is
+//! still read at open, so that a store written by that version is upgraded in place: the
+//! snapshot is loaded into the head, the WAL after it replayed, and the first flush writes
+//! everything to block files and deletes the snapshot. The writer is only used by tests.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};

@@ -1,5 +1,5 @@
 //! Counters for `/metrics` and startup logs. The writer thread updates them after each group
-//! commit and checkpoint; `Tsdb::stats` reads them together with the head's counts.
+//! commit, flush and compaction; `Tsdb::stats` reads them together with the head's counts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,14 +9,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     pub series: usize,
     pub devices: usize,
+    /// Points in memory (head and a flush in progress) plus points in block files. A point
+    /// rewritten after it was flushed counts once per copy until compaction merges them.
     pub points: u64,
-    /// Bytes in WAL segments on disk (everything since the last checkpoint).
+    /// Bytes in WAL segments on disk (everything since the last flush).
     pub wal_bytes: u64,
     pub wal_segments: u64,
-    /// Size of the current snapshot, 0 if none.
+    /// Size of a snapshot left by the first engine version (loaded at open, removed by the
+    /// first flush); 0 otherwise.
     pub snapshot_bytes: u64,
-    /// Checkpoints completed since open.
+    /// Flushes (head → block files, WAL cut) completed since open.
     pub checkpoints: u64,
+    /// Block files on disk, their bytes, and the points they hold (a point rewritten after it
+    /// was flushed counts once per file until compaction merges them).
+    pub block_files: u64,
+    pub block_bytes: u64,
+    pub block_points: u64,
+    /// Partitions merged by compaction since open.
+    pub compactions: u64,
     /// Group commits since open, and the write/delete calls they carried; their ratio is how
     /// many calls share one WAL write (and, in `Sync` mode, one fsync).
     pub commit_groups: u64,
@@ -31,6 +41,10 @@ pub(crate) struct Counters {
     pub wal_segments: AtomicU64,
     pub snapshot_bytes: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub block_files: AtomicU64,
+    pub block_bytes: AtomicU64,
+    pub block_points: AtomicU64,
+    pub compactions: AtomicU64,
     pub commit_groups: AtomicU64,
     pub commit_requests: AtomicU64,
     pub recovered_torn_tail: std::sync::atomic::AtomicBool,

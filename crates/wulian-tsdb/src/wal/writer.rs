@@ -21,10 +21,15 @@
 //! a failed rollback, leaves the file's contents unknown: the writer is poisoned and answers
 //! every later write with [`Error::WalFailed`] until restart (replay then keeps what is valid).
 //!
-//! Checkpoints also run here, when the WAL exceeds `checkpoint_bytes`, on request, and on
-//! close: seal the current segment, write the head as a snapshot covering everything before the
-//! new segment, then delete the covered segments. Writes wait while a checkpoint runs (reads
-//! do not); that stall is the price of this first version.
+//! Flushes (what `checkpoint` means since v2) are started here, when the WAL exceeds
+//! `checkpoint_bytes`, when the oldest unflushed write is older than `flush_age`, on request,
+//! on retention and on close: seal the current segment and freeze the head (`start_flush`);
+//! a flush thread writes the block files (`storage::FlushJob`); back here the manifest is
+//! stored and the files installed (`finish_flush`), then the covered segments are deleted.
+//! Compactions run the same way on a compaction thread (`start_compaction`,
+//! `finish_compaction`), started only while no flush is in flight. Writes continue while those
+//! threads work; retention, explicit flushes and compactions, and close wait for them first.
+//! See DESIGN.md.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -40,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::snapshot;
 use crate::stats::Counters;
+use crate::storage::{self, Compacted, FaultPoint, LoadedFile};
 use crate::value::{SeriesKey, Value, ValueKind, WriteEntry, WriteSummary};
 use crate::wal::record::{self, MAX_PAYLOAD};
 use crate::wal::segment::{AppendError, HEADER_LEN, SegmentLog};
@@ -65,11 +71,23 @@ pub(crate) enum Request {
     Checkpoint {
         reply: Reply<()>,
     },
+    /// Retention at `now_ms`; answers the number of block files dropped.
+    Retention {
+        now_ms: i64,
+        reply: Reply<usize>,
+    },
+    /// Merge every partition that has more than one file; answers the partitions merged.
+    Compact {
+        reply: Reply<usize>,
+    },
     Close {
         reply: Reply<()>,
     },
     /// Async mode: fsync if anything is unsynced.
     Tick,
+    /// A background flush or compaction finished writing its files (sent by its thread to
+    /// wake the writer, which then installs them).
+    FlushDone,
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {
@@ -83,12 +101,36 @@ pub(crate) struct Writer {
     pub rx: mpsc::Receiver<Request>,
     pub log: SegmentLog,
     pub shared: Arc<Shared>,
+    /// The store's root directory.
+    pub dir: PathBuf,
     pub snapshot_dir: PathBuf,
     pub durability: Durability,
     pub segment_bytes: u64,
     pub checkpoint_bytes: u64,
+    pub flush_age: Option<Duration>,
+    pub partition_ms: i64,
+    pub compaction_files: usize,
+    pub retention_ms: Option<i64>,
+    /// For the flush thread to wake the writer; weak so that it does not keep it alive.
+    pub wake: mpsc::WeakSender<Request>,
     /// The directory lock; released when the writer ends.
     pub lock: File,
+}
+
+/// A compaction whose merged file is being written by the compaction thread.
+struct Compacting {
+    done: std::sync::mpsc::Receiver<Result<Compacted>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A flush whose files are being written by the flush thread.
+struct InFlight {
+    done: std::sync::mpsc::Receiver<Result<Vec<Arc<LoadedFile>>>>,
+    thread: std::thread::JoinHandle<()>,
+    next_segment: u64,
+    started: Instant,
+    /// WAL bytes when the flush started (the segments it covers included).
+    wal_at_start: u64,
 }
 
 pub(crate) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -150,11 +192,21 @@ struct Running {
     rx: mpsc::Receiver<Request>,
     log: SegmentLog,
     shared: Arc<Shared>,
+    dir: PathBuf,
     snapshot_dir: PathBuf,
     /// `None` in Sync mode.
     async_interval: Option<Duration>,
     segment_bytes: u64,
     checkpoint_bytes: u64,
+    flush_age: Option<Duration>,
+    partition_ms: i64,
+    compaction_files: usize,
+    retention_ms: Option<i64>,
+    /// When the oldest write not yet flushed to block files was committed.
+    unflushed_since: Option<Instant>,
+    wake: mpsc::WeakSender<Request>,
+    in_flight: Option<InFlight>,
+    compacting: Option<Compacting>,
     /// WAL size at which the next automatic checkpoint runs.
     checkpoint_at: u64,
     poisoned: bool,
@@ -171,10 +223,19 @@ impl Running {
             rx: w.rx,
             log: w.log,
             shared: w.shared,
+            dir: w.dir,
             snapshot_dir: w.snapshot_dir,
             async_interval,
             segment_bytes: w.segment_bytes,
             checkpoint_bytes: w.checkpoint_bytes,
+            flush_age: w.flush_age,
+            partition_ms: w.partition_ms.max(1),
+            compaction_files: w.compaction_files,
+            retention_ms: w.retention_ms,
+            unflushed_since: None,
+            wake: w.wake,
+            in_flight: None,
+            compacting: None,
             checkpoint_at: w.checkpoint_bytes,
             poisoned: false,
             _lock: w.lock,
@@ -185,7 +246,14 @@ impl Running {
         let mut batch = Vec::with_capacity(MAX_GROUP);
         loop {
             let Some(first) = self.rx.blocking_recv() else {
-                // Every handle was dropped without close(): make what was written durable.
+                // Every handle was dropped without close(): finish a flush in progress, and
+                // make what was written durable.
+                if let Err(error) = self.wait_flush() {
+                    tracing::warn!(%error, "Background flush failed; the next open replays the WAL.");
+                }
+                if let Err(error) = self.wait_compaction() {
+                    tracing::warn!(%error, "Background compaction failed.");
+                }
                 if !self.poisoned
                     && let Err(error) = self.log.sync()
                 {
@@ -226,9 +294,20 @@ impl Running {
                     reply,
                 } => self.admit_delete(&mut group, tenant, device, reply),
                 Request::Tick => tick = true,
+                Request::FlushDone => {}
                 Request::Checkpoint { reply } => {
                     self.commit(&mut group);
                     let result = self.checkpoint();
+                    answer(reply, result);
+                }
+                Request::Retention { now_ms, reply } => {
+                    self.commit(&mut group);
+                    let result = self.retention(now_ms);
+                    answer(reply, result);
+                }
+                Request::Compact { reply } => {
+                    self.commit(&mut group);
+                    let result = self.compact(2);
                     answer(reply, result);
                 }
                 Request::Close { reply } => {
@@ -245,7 +324,10 @@ impl Running {
                 tracing::debug!(%error, "Periodic WAL fsync failed.");
             }
         }
+        self.poll_flush();
+        self.poll_compaction();
         self.maybe_checkpoint();
+        self.maybe_compact();
         None
     }
 
@@ -341,6 +423,7 @@ impl Running {
             }
             return;
         }
+        self.unflushed_since.get_or_insert_with(Instant::now);
         Counters::add(&self.shared.counters.commit_groups, 1);
         Counters::add(&self.shared.counters.commit_requests, ops.len() as u64);
         self.publish_wal_size();
@@ -435,29 +518,77 @@ impl Running {
     }
 
     fn maybe_checkpoint(&mut self) {
-        if self.poisoned || self.log.total_bytes() < self.checkpoint_at {
+        if self.poisoned {
             return;
         }
-        match self.checkpoint() {
-            Ok(()) => self.checkpoint_at = self.checkpoint_bytes,
-            Err(error) => {
-                // Nothing is lost (the WAL still holds everything); try again after another
-                // checkpoint_bytes rather than on every group.
-                self.checkpoint_at = self.log.total_bytes().saturating_add(self.checkpoint_bytes);
-                tracing::warn!(%error, "Checkpoint failed; the WAL keeps growing until one succeeds.");
+        if let Some(flight) = &self.in_flight {
+            if self.log.total_bytes().saturating_sub(flight.wal_at_start) < self.checkpoint_bytes {
+                return;
             }
+            // Another flush' worth of writes arrived while this one is still being written:
+            // the flush thread cannot keep up, so writes wait for it (backpressure). This
+            // bounds the WAL and the head at about twice `checkpoint_bytes`.
+            if let Err(error) = self.wait_flush() {
+                self.flush_failed(&error);
+                return;
+            }
+        }
+        let aged = match (self.flush_age, self.unflushed_since) {
+            (Some(age), Some(since)) => since.elapsed() >= age,
+            _ => false,
+        };
+        if !aged && self.log.total_bytes() < self.checkpoint_at {
+            return;
+        }
+        if let Err(error) = self.start_flush(false) {
+            self.flush_failed(&error);
         }
     }
 
-    /// Snapshot the head and cut the WAL (see the module doc).
+    /// Nothing is lost when a flush fails (the WAL still holds everything); try again after
+    /// another `checkpoint_bytes` rather than on every group.
+    fn flush_failed(&mut self, error: &Error) {
+        self.checkpoint_at = self.log.total_bytes().saturating_add(self.checkpoint_bytes);
+        self.unflushed_since = Some(Instant::now());
+        tracing::warn!(%error, "Flush failed; the WAL keeps growing until one succeeds.");
+    }
+
+    /// A failure injected by a crash test stops the writer for good, as a crash would.
+    fn poison_on_fault<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Io {
+            context: "injected fault",
+            ..
+        }) = &result
+        {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Flush the head into block files and cut the WAL, and wait for it (see the module doc).
     fn checkpoint(&mut self) -> Result<()> {
+        self.flush(false).map(|_| ())
+    }
+
+    /// A flush, waited for. Returns the number of block files dropped by retention.
+    fn flush(&mut self, force: bool) -> Result<usize> {
+        if self.start_flush(force)? {
+            self.wait_flush()
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Seals the WAL segment, freezes the head and hands it to a flush thread. Returns whether
+    /// a flush was started (not when there is nothing to flush and `force` is false).
+    fn start_flush(&mut self, force: bool) -> Result<bool> {
+        self.wait_flush()?;
         if self.poisoned {
             return Err(Error::WalFailed);
         }
-        if !self.log.has_records() {
-            return Ok(());
+        if !force && !self.log.has_records() {
+            return Ok(false);
         }
-        let started = Instant::now();
         self.sync_or_poison()?;
         let next = if self.log.current_len() > HEADER_LEN {
             self.log
@@ -466,36 +597,282 @@ impl Running {
         } else {
             self.log.current()
         };
-        let info = {
-            let head = self.shared.head.read();
-            snapshot::write(&self.snapshot_dir, next, &head)?
+        let fault = storage::check_fault(&self.dir, FaultPoint::FlushAfterRotate);
+        self.poison_on_fault(fault)?;
+        let job = {
+            let mut head = self.shared.head.write();
+            storage::prepare_flush(&self.dir, &mut head, self.partition_ms)
         };
-        snapshot::remove_older(&self.snapshot_dir, next)?;
+        self.unflushed_since = None;
+        let (tx, done) = std::sync::mpsc::channel();
+        let wake = self.wake.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wulian-tsdb-flush".to_string())
+            .spawn(move || {
+                let result = job.write();
+                if tx.send(result).is_err() {
+                    tracing::debug!("The writer stopped before the flush finished.");
+                }
+                // Never wait here: the writer may be joining this thread. A full channel
+                // means the writer is busy, and it polls for the result after every group.
+                if let Some(tx) = wake.upgrade()
+                    && let Err(e) = tx.try_send(Request::FlushDone)
+                {
+                    tracing::trace!(error = %e, "No wake-up needed for the writer.");
+                }
+            });
+        match spawned {
+            Ok(thread) => {
+                self.in_flight = Some(InFlight {
+                    done,
+                    thread,
+                    next_segment: next,
+                    started: Instant::now(),
+                    wal_at_start: self.log.total_bytes(),
+                });
+                Ok(true)
+            }
+            Err(source) => {
+                self.shared.head.write().unfreeze();
+                Err(Error::Io {
+                    context: "start the flush thread",
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Installs the background flush if it has finished.
+    fn poll_flush(&mut self) {
+        let result = match &self.in_flight {
+            None => return,
+            Some(f) => match f.done.try_recv() {
+                Ok(result) => result,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::Io {
+                    context: "run the flush thread",
+                    source: std::io::Error::other("the flush thread died"),
+                }),
+            },
+        };
+        if let Err(error) = self.finish_flush(result) {
+            self.flush_failed(&error);
+        }
+    }
+
+    /// Waits for the background flush, if any, and installs it. Returns the number of block
+    /// files dropped by retention.
+    fn wait_flush(&mut self) -> Result<usize> {
+        let result = match &self.in_flight {
+            None => return Ok(0),
+            Some(f) => f.done.recv().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    context: "run the flush thread",
+                    source: std::io::Error::other("the flush thread died"),
+                })
+            }),
+        };
+        self.finish_flush(result)
+    }
+
+    fn finish_flush(&mut self, result: Result<Vec<Arc<LoadedFile>>>) -> Result<usize> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(0);
+        };
+        if flight.thread.join().is_err() {
+            tracing::error!("The flush thread panicked.");
+        }
+        let installed = self.poison_on_fault(result).and_then(|files| {
+            let result =
+                storage::install_flush(&self.dir, &self.shared.head, files, flight.next_segment);
+            self.poison_on_fault(result)
+        });
+        let done = match installed {
+            Ok(done) => done,
+            Err(error) => {
+                // The frozen points go back into the head; the WAL still holds them.
+                self.shared.head.write().unfreeze();
+                self.unflushed_since.get_or_insert_with(Instant::now);
+                return Err(error);
+            }
+        };
+        self.checkpoint_at = self.checkpoint_bytes;
         self.log
-            .remove_before(next)
-            .map_err(Error::io("remove checkpointed WAL segments"))?;
-        Counters::set(&self.shared.counters.snapshot_bytes, info.bytes);
+            .remove_before(flight.next_segment)
+            .map_err(Error::io("remove flushed WAL segments"))?;
+        // A store written by the first version had snapshots; the block files now hold it all.
+        if self.snapshot_dir.exists() {
+            snapshot::remove_older(&self.snapshot_dir, u64::MAX)?;
+        }
         Counters::add(&self.shared.counters.checkpoints, 1);
         self.publish_wal_size();
         tracing::info!(
-            snapshot = %info.path.display(),
-            bytes = info.bytes,
-            wal_segment = next,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "Checkpoint written."
+            files_written = done.files_written,
+            files_dropped = done.files_dropped,
+            wal_segment = flight.next_segment,
+            elapsed_ms = flight.started.elapsed().as_millis() as u64,
+            "Head flushed to block files."
         );
+        self.publish_block_stats();
+        Ok(done.files_dropped)
+    }
+
+    /// Merges every partition with at least `min_files` files, and waits (explicit compaction).
+    fn compact(&mut self, min_files: usize) -> Result<usize> {
+        self.wait_flush()?;
+        self.wait_compaction()?;
+        let mut n = 0;
+        while self.start_compaction(min_files)? {
+            self.wait_compaction()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Starts a background compaction if a partition has `compaction_files` files and neither
+    /// a flush nor another compaction is in flight.
+    fn maybe_compact(&mut self) {
+        if self.poisoned || self.in_flight.is_some() || self.compacting.is_some() {
+            return;
+        }
+        if let Err(error) = self.start_compaction(self.compaction_files) {
+            tracing::warn!(%error, "Starting a compaction failed.");
+        }
+    }
+
+    /// Hands one partition to a compaction thread. Only while no flush is in flight: the
+    /// merged file's generation must be below those of every file written after it.
+    fn start_compaction(&mut self, min_files: usize) -> Result<bool> {
+        if self.poisoned {
+            return Err(Error::WalFailed);
+        }
+        if self.in_flight.is_some() || self.compacting.is_some() {
+            return Ok(false);
+        }
+        let Some(job) = storage::prepare_compaction(&self.dir, &self.shared.head, min_files) else {
+            return Ok(false);
+        };
+        let (tx, done) = std::sync::mpsc::channel();
+        let wake = self.wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("wulian-tsdb-compact".to_string())
+            .spawn(move || {
+                let result = job.write();
+                if tx.send(result).is_err() {
+                    tracing::debug!("The writer stopped before the compaction finished.");
+                }
+                // Never wait here: the writer may be joining this thread.
+                if let Some(tx) = wake.upgrade()
+                    && let Err(e) = tx.try_send(Request::FlushDone)
+                {
+                    tracing::trace!(error = %e, "No wake-up needed for the writer.");
+                }
+            })
+            .map_err(Error::io("start the compaction thread"))?;
+        self.compacting = Some(Compacting { done, thread });
+        Ok(true)
+    }
+
+    fn poll_compaction(&mut self) {
+        let result = match &self.compacting {
+            None => return,
+            Some(c) => match c.done.try_recv() {
+                Ok(result) => result,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::Io {
+                    context: "run the compaction thread",
+                    source: std::io::Error::other("the compaction thread died"),
+                }),
+            },
+        };
+        if let Err(error) = self.finish_compaction(result) {
+            tracing::warn!(%error, "Compaction failed; the files stay as they are.");
+        }
+    }
+
+    fn wait_compaction(&mut self) -> Result<()> {
+        let result = match &self.compacting {
+            None => return Ok(()),
+            Some(c) => c.done.recv().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    context: "run the compaction thread",
+                    source: std::io::Error::other("the compaction thread died"),
+                })
+            }),
+        };
+        self.finish_compaction(result)
+    }
+
+    fn finish_compaction(&mut self, result: Result<Compacted>) -> Result<()> {
+        let Some(c) = self.compacting.take() else {
+            return Ok(());
+        };
+        if c.thread.join().is_err() {
+            tracing::error!("The compaction thread panicked.");
+        }
+        let installed = self.poison_on_fault(result).and_then(|done| {
+            let result = storage::install_compaction(&self.dir, &self.shared.head, done);
+            self.poison_on_fault(result)
+        });
+        // A failure leaves the old files in place; a merged file that was written but not
+        // installed is not in the manifest and is deleted at the next open.
+        installed?;
+        Counters::add(&self.shared.counters.compactions, 1);
+        self.publish_block_stats();
         Ok(())
+    }
+
+    /// Drops partitions older than the retention at `now_ms`.
+    fn retention(&mut self, now_ms: i64) -> Result<usize> {
+        if self.poisoned {
+            return Err(Error::WalFailed);
+        }
+        let Some(retention_ms) = self.retention_ms else {
+            return Ok(0);
+        };
+        self.wait_flush()?;
+        self.wait_compaction()?;
+        let cutoff = now_ms.saturating_sub(retention_ms).max(0);
+        let floor = storage::partition_of(cutoff, self.partition_ms).0;
+        if floor <= self.shared.head.read().manifest.floor {
+            return Ok(0);
+        }
+        self.shared.head.write().apply_floor(floor);
+        let dropped = self.flush(true)?;
+        tracing::info!(floor, files_dropped = dropped, "Retention applied.");
+        Ok(dropped)
+    }
+
+    fn publish_block_stats(&self) {
+        let head = self.shared.head.read();
+        let c = &self.shared.counters;
+        Counters::set(&c.block_files, head.manifest.files.len() as u64);
+        Counters::set(
+            &c.block_bytes,
+            head.manifest.files.iter().map(|f| f.bytes).sum(),
+        );
+        Counters::set(
+            &c.block_points,
+            head.manifest.files.iter().map(|f| f.points).sum(),
+        );
     }
 
     /// Final fsync and checkpoint. A failed checkpoint is logged but not an error: the synced
     /// WAL holds everything and is replayed at the next open.
     fn close(&mut self) -> Result<()> {
+        // Never leave a flush or compaction thread running past the directory lock.
+        if let Err(error) = self.wait_flush() {
+            tracing::warn!(%error, "Background flush failed; the next open replays the WAL.");
+        }
+        if let Err(error) = self.wait_compaction() {
+            tracing::warn!(%error, "Background compaction failed.");
+        }
         if self.poisoned {
             return Err(Error::WalFailed);
         }
         self.sync_or_poison()?;
         if let Err(error) = self.checkpoint() {
-            tracing::warn!(%error, "Checkpoint at close failed; the next open replays the WAL.");
+            tracing::warn!(%error, "Flush at close failed; the next open replays the WAL.");
         }
         Ok(())
     }

@@ -1,0 +1,239 @@
+//! The manifest: which block files make up the store, which WAL segment replay starts at,
+//! the retention floor and the device tombstones that still hide data in older files.
+//!
+//! `<dir>/MANIFEST`: `[magic b"WLNMAN"][version u16][len u32][crc32 u32][payload]`, payload:
+//!
+//! ```text
+//! next_generation u64, next_segment u64, floor i64,
+//! [n u32] × file: generation u64, partition start i64, partition end i64, bytes u64,
+//!                 points u64, min ts i64, max ts i64
+//! [n u32] × tombstone: tenant str, device str, generation u64
+//! ```
+//!
+//! It is replaced atomically: written to `MANIFEST.tmp`, fsynced, renamed, directory fsynced.
+//! A file in `blocks/` that the manifest does not name is a leftover of an interrupted flush
+//! or compaction and is deleted at open.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::codec::{DecodeError, Reader, put_i64, put_str, put_u16, put_u32, put_u64};
+use crate::error::{Error, Result};
+use crate::fsutil::sync_dir;
+
+const MAGIC: &[u8; 6] = b"WLNMAN";
+const VERSION: u16 = 1;
+pub(crate) const FILE: &str = "MANIFEST";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileEntry {
+    pub generation: u64,
+    pub partition: (i64, i64),
+    pub bytes: u64,
+    pub points: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    pub tenant: String,
+    pub device: String,
+    /// Data of the device in files with a lower generation is deleted.
+    pub generation: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Manifest {
+    pub next_generation: u64,
+    pub next_segment: u64,
+    /// Points with a smaller timestamp were dropped by retention.
+    pub floor: i64,
+    pub files: Vec<FileEntry>,
+    pub tombstones: Vec<Tombstone>,
+}
+
+impl Default for Manifest {
+    fn default() -> Manifest {
+        Manifest {
+            next_generation: 1,
+            next_segment: 1,
+            floor: 0,
+            files: Vec::new(),
+            tombstones: Vec::new(),
+        }
+    }
+}
+
+impl Manifest {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        put_u64(&mut p, self.next_generation);
+        put_u64(&mut p, self.next_segment);
+        put_i64(&mut p, self.floor);
+        put_u32(&mut p, self.files.len() as u32);
+        for f in &self.files {
+            put_u64(&mut p, f.generation);
+            put_i64(&mut p, f.partition.0);
+            put_i64(&mut p, f.partition.1);
+            put_u64(&mut p, f.bytes);
+            put_u64(&mut p, f.points);
+            put_i64(&mut p, f.min_ts);
+            put_i64(&mut p, f.max_ts);
+        }
+        put_u32(&mut p, self.tombstones.len() as u32);
+        for t in &self.tombstones {
+            put_str(&mut p, &t.tenant);
+            put_str(&mut p, &t.device);
+            put_u64(&mut p, t.generation);
+        }
+        let mut out = Vec::with_capacity(p.len() + 16);
+        out.extend_from_slice(MAGIC);
+        put_u16(&mut out, VERSION);
+        put_u32(&mut out, p.len() as u32);
+        put_u32(&mut out, crc32fast::hash(&p));
+        out.extend_from_slice(&p);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
+        if bytes.len() < 16 || &bytes[..6] != MAGIC {
+            return Err((0, "not a manifest (bad magic or too short)".into()));
+        }
+        let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+        if version != VERSION {
+            return Err((6, format!("unsupported manifest version {version}")));
+        }
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
+        if bytes.len() - 16 != len {
+            return Err((8, format!("length {len}, file holds {}", bytes.len() - 16)));
+        }
+        let payload = &bytes[16..];
+        if crc32fast::hash(payload) != crc {
+            return Err((16, "checksum mismatch".into()));
+        }
+        let mut r = Reader::new(payload);
+        let m = (|| -> std::result::Result<Manifest, DecodeError> {
+            let next_generation = r.u64()?;
+            let next_segment = r.u64()?;
+            let floor = r.i64()?;
+            let n = r.count(56)?;
+            let mut files = Vec::with_capacity(n);
+            for _ in 0..n {
+                files.push(FileEntry {
+                    generation: r.u64()?,
+                    partition: (r.i64()?, r.i64()?),
+                    bytes: r.u64()?,
+                    points: r.u64()?,
+                    min_ts: r.i64()?,
+                    max_ts: r.i64()?,
+                });
+            }
+            let n = r.count(16)?;
+            let mut tombstones = Vec::with_capacity(n);
+            for _ in 0..n {
+                tombstones.push(Tombstone {
+                    tenant: r.str()?.to_string(),
+                    device: r.str()?.to_string(),
+                    generation: r.u64()?,
+                });
+            }
+            r.finish()?;
+            Ok(Manifest {
+                next_generation,
+                next_segment,
+                floor,
+                files,
+                tombstones,
+            })
+        })()
+        .map_err(|e| (16, e.0))?;
+        Ok(m)
+    }
+
+    /// Reads `<dir>/MANIFEST`; `None` if there is none. Removes a leftover `MANIFEST.tmp`.
+    pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>> {
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        if tmp.exists() {
+            fs::remove_file(&tmp).map_err(Error::io("remove an unfinished manifest"))?;
+        }
+        let path = dir.join(FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    context: "read the manifest",
+                    source,
+                });
+            }
+        };
+        Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|(offset, reason)| Error::Corrupt {
+                file: path,
+                offset,
+                reason,
+            })
+    }
+
+    /// Replaces `<dir>/MANIFEST` atomically and durably.
+    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        let bytes = self.encode();
+        (|| -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(FILE))?;
+            sync_dir(dir)
+        })()
+        .map_err(Error::io("write the manifest"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), None);
+        let m = Manifest {
+            next_generation: 9,
+            next_segment: 4,
+            floor: 86_400_000,
+            files: vec![FileEntry {
+                generation: 3,
+                partition: (0, 86_400_000),
+                bytes: 100,
+                points: 10,
+                min_ts: 1,
+                max_ts: 2,
+            }],
+            tombstones: vec![Tombstone {
+                tenant: "t".into(),
+                device: "d".into(),
+                generation: 5,
+            }],
+        };
+        m.store(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
+        let path = dir.path().join(FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Manifest::load(dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

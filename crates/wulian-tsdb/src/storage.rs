@@ -1,0 +1,622 @@
+//! Block storage: loading the manifest's files at open, reading a series across head and
+//! files, flushing the head into per-partition block files, compaction and retention.
+//!
+//! Precedence for one timestamp (last write wins): the head over any file, a newer file
+//! (higher generation) over an older one. Flush, compaction and retention all run on the
+//! writer thread, so the head they see cannot change under them; they publish their result
+//! (new files, the cleared head) under the head's write lock in one step.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::block::{self, BlockFile, BlockWriter, ChunkMeta, SeriesData};
+use crate::error::{Error, Result};
+use crate::fsutil::sync_dir;
+use crate::head::{Frozen, FrozenSeries, Head};
+use crate::manifest::{FileEntry, Manifest};
+use crate::value::{Point, SeriesKey, ValueKind};
+
+pub(crate) const BLOCKS_DIR: &str = "blocks";
+
+/// An open block file and where each series' chunk is in it.
+#[derive(Debug)]
+pub(crate) struct LoadedFile {
+    pub bf: BlockFile,
+    pub entry: FileEntry,
+    /// (series id, chunk), sorted by id. Entries of deleted series stay until compaction; no
+    /// live series has their id.
+    pub chunks: Vec<(u32, ChunkMeta)>,
+}
+
+impl LoadedFile {
+    pub(crate) fn chunk(&self, id: u32) -> Option<&ChunkMeta> {
+        self.chunks
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|i| &self.chunks[i].1)
+    }
+}
+
+/// The partition `[start, end)` a timestamp falls in.
+pub(crate) fn partition_of(ts: i64, partition_ms: i64) -> (i64, i64) {
+    let start = ts - ts.rem_euclid(partition_ms);
+    (start, start.saturating_add(partition_ms))
+}
+
+/// Opens every file the manifest names, creates the series they hold in `head` (kind and
+/// latest point, no points in memory), and deletes files the manifest does not name.
+pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()> {
+    let blocks_dir = dir.join(BLOCKS_DIR);
+    let named: HashSet<String> = manifest
+        .files
+        .iter()
+        .map(|f| block::file_name(f.generation))
+        .collect();
+    for entry in fs::read_dir(&blocks_dir).map_err(Error::io("list block files"))? {
+        let entry = entry.map_err(Error::io("list block files"))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !named.contains(&name) {
+            tracing::info!(file = %entry.path().display(), "Removing a block file the manifest does not name (interrupted flush or compaction).");
+            fs::remove_file(entry.path()).map_err(Error::io("remove a leftover block file"))?;
+        }
+    }
+    let tombstones: HashMap<(&str, &str), u64> = manifest
+        .tombstones
+        .iter()
+        .map(|t| ((t.tenant.as_str(), t.device.as_str()), t.generation))
+        .collect();
+    let mut entries = manifest.files.clone();
+    entries.sort_by_key(|f| f.generation);
+    let mut files = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let path = blocks_dir.join(block::file_name(entry.generation));
+        let (bf, index) = BlockFile::open(&path, entry.generation)?;
+        if bf.partition != entry.partition {
+            return Err(Error::Corrupt {
+                file: path,
+                offset: 16,
+                reason: format!(
+                    "partition {:?} in the file, {:?} in the manifest",
+                    bf.partition, entry.partition
+                ),
+            });
+        }
+        let mut chunks = Vec::with_capacity(index.len());
+        for e in index {
+            let hidden = tombstones
+                .get(&(e.key.tenant.as_str(), e.key.device.as_str()))
+                .is_some_and(|g| *g > entry.generation);
+            if hidden || e.meta.max_ts < manifest.floor {
+                continue;
+            }
+            let latest = Point {
+                ts: e.meta.max_ts,
+                value: e.last,
+            };
+            let id = head
+                .ensure_series(&e.key, e.kind, latest)
+                .map_err(|c| Error::Corrupt {
+                    file: path.clone(),
+                    offset: e.meta.offset,
+                    reason: format!(
+                        "series {} holds {} values here and {} values in an older file",
+                        e.key, c.actual, c.expected
+                    ),
+                })?;
+            chunks.push((id, e.meta));
+        }
+        chunks.sort_by_key(|(id, _)| *id);
+        files.push(Arc::new(LoadedFile { bf, entry, chunks }));
+    }
+    head.manifest = manifest;
+    head.files = Arc::new(files);
+    Ok(())
+}
+
+/// What a query needs of one series, copied out under the read lock so that the files can be
+/// read without holding it.
+pub(crate) struct SeriesView {
+    pub kind: ValueKind,
+    id: u32,
+    head_points: Vec<Point>,
+    frozen_points: Vec<Point>,
+    files: Arc<Vec<Arc<LoadedFile>>>,
+    floor: i64,
+    from: i64,
+    to: i64,
+}
+
+impl SeriesView {
+    pub(crate) fn new(head: &Head, key: &SeriesKey, from: i64, to: i64) -> Option<SeriesView> {
+        let s = head.series(key)?;
+        let frozen_points = head
+            .frozen
+            .as_ref()
+            .and_then(|f| f.points.get(&s.id()))
+            .map(|pts| {
+                let a = pts.partition_point(|p| p.ts < from);
+                let b = pts.partition_point(|p| p.ts < to);
+                pts[a..b.max(a)].to_vec()
+            })
+            .unwrap_or_default();
+        Some(SeriesView {
+            kind: s.kind(),
+            id: s.id(),
+            head_points: s.range(from, to).to_vec(),
+            frozen_points,
+            files: Arc::clone(&head.files),
+            floor: head.manifest.floor,
+            from,
+            to,
+        })
+    }
+
+    /// The merged points with `from <= ts < to`, ascending, unique timestamps. With a
+    /// `limit`, the partitions are read in time order and reading stops once more than
+    /// `limit` points are known (so the caller can tell that the answer was truncated).
+    pub(crate) fn points(self, limit: Option<usize>) -> Result<Vec<Point>> {
+        let from = self.from.max(self.floor);
+        let to = self.to;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut cands: Vec<(&LoadedFile, &ChunkMeta)> = Vec::new();
+        for f in self.files.iter() {
+            if f.entry.max_ts < from || f.entry.min_ts >= to {
+                continue;
+            }
+            if let Some(meta) = f.chunk(self.id)
+                && meta.max_ts >= from
+                && meta.min_ts < to
+            {
+                cands.push((f, meta));
+            }
+        }
+        // Windows: one per partition (time order) when a limit may stop early and the
+        // partitions do not overlap; otherwise one window over everything.
+        let mut windows: Vec<(i64, i64)> = cands.iter().map(|(f, _)| f.entry.partition).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        let per_partition =
+            limit.is_some() && windows.windows(2).all(|w| w[0].1 <= w[1].0) && !windows.is_empty();
+        if !per_partition {
+            windows = vec![(from, to)];
+        }
+        let slice = |v: &[Point], a: i64, b: i64| -> Vec<Point> {
+            let start = v.partition_point(|p| p.ts < a);
+            let end = v.partition_point(|p| p.ts < b);
+            v[start..end.max(start)].to_vec()
+        };
+        let memory = |a: i64, b: i64| -> Vec<Vec<Point>> {
+            vec![
+                slice(&self.frozen_points, a, b),
+                slice(&self.head_points, a, b),
+            ]
+        };
+        let mut out: Vec<Point> = Vec::new();
+        let mut cursor = from;
+        for &(w_start, w_end) in &windows {
+            let (a, b) = (w_start.max(from), w_end.min(to));
+            if a > cursor {
+                out.extend(merge(memory(cursor, a)));
+            }
+            let mut runs = Vec::new();
+            for (f, meta) in &cands {
+                if per_partition && f.entry.partition != (w_start, w_end) {
+                    continue;
+                }
+                let mut pts = f.bf.read_chunk(meta, self.kind)?;
+                pts.retain(|p| p.ts >= a && p.ts < b);
+                runs.push(pts);
+            }
+            runs.extend(memory(a, b));
+            out.extend(merge(runs));
+            cursor = cursor.max(b);
+            if limit.is_some_and(|l| out.len() > l) {
+                return Ok(out);
+            }
+        }
+        if cursor < to {
+            out.extend(merge(memory(cursor, to)));
+        }
+        Ok(out)
+    }
+}
+
+/// Merges sorted runs; for equal timestamps the later run wins.
+pub(crate) fn merge(parts: Vec<Vec<Point>>) -> Vec<Point> {
+    let non_empty: Vec<Vec<Point>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    if non_empty.len() <= 1 {
+        return non_empty.into_iter().next().unwrap_or_default();
+    }
+    // Runs that do not overlap (the common case: one partition file each) just concatenate.
+    let disjoint = non_empty
+        .windows(2)
+        .all(|w| w[0].last().map(|p| p.ts) < w[1].first().map(|p| p.ts));
+    if disjoint {
+        return non_empty.into_iter().flatten().collect();
+    }
+    let mut map = BTreeMap::new();
+    for run in non_empty {
+        for p in run {
+            map.insert(p.ts, p.value);
+        }
+    }
+    map.into_iter()
+        .map(|(ts, value)| Point { ts, value })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (tests): stop a flush or compaction after a given step, as a crash would.
+
+/// Steps of a flush or a compaction after which a test can make the engine stop.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The WAL was rotated; no block file written yet.
+    FlushAfterRotate,
+    /// Block files written and fsynced; the manifest not yet replaced.
+    FlushAfterBlocks,
+    /// The manifest replaced; the memory not yet updated and the WAL not yet cut.
+    FlushAfterManifest,
+    /// The merged file written; the manifest not yet replaced.
+    CompactAfterWrite,
+    /// The manifest replaced; the old files not yet deleted.
+    CompactAfterManifest,
+}
+
+static FAULTS: Mutex<Vec<(PathBuf, FaultPoint)>> = Mutex::new(Vec::new());
+
+/// Arms a fault for the store at `dir`: the next time the writer reaches `point`, the flush or
+/// compaction fails there and the writer refuses all further writes (as if the process had
+/// died). For crash tests only.
+#[doc(hidden)]
+pub fn inject_fault(dir: &Path, point: FaultPoint) {
+    FAULTS.lock().push((dir.to_path_buf(), point));
+}
+
+pub(crate) fn check_fault(dir: &Path, point: FaultPoint) -> Result<()> {
+    let mut faults = FAULTS.lock();
+    if let Some(i) = faults.iter().position(|(d, p)| d == dir && *p == point) {
+        faults.remove(i);
+        return Err(Error::Io {
+            context: "injected fault",
+            source: std::io::Error::other(format!("{point:?}")),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flush and compaction
+
+/// Tombstones that can still hide something: those newer than some file.
+pub(crate) fn gc_tombstones(manifest: &mut Manifest) {
+    let oldest = manifest.files.iter().map(|f| f.generation).min();
+    manifest
+        .tombstones
+        .retain(|t| oldest.is_some_and(|g| g < t.generation));
+}
+
+/// Writes one block file; `series` pairs each series' id with its data, sorted by key.
+fn write_partition(
+    blocks_dir: &Path,
+    generation: u64,
+    partition: (i64, i64),
+    series: &[(u32, SeriesData<'_>)],
+) -> Result<Arc<LoadedFile>> {
+    let mut w = BlockWriter::create(blocks_dir, generation, partition)?;
+    let mut chunks = Vec::with_capacity(series.len());
+    for (id, data) in series {
+        if let Some(meta) = w.add(data)? {
+            chunks.push((*id, meta));
+        }
+    }
+    open_written(blocks_dir, generation, partition, w, chunks)
+}
+
+/// Finishes a writer and opens the file it wrote, with the given chunk map.
+fn open_written(
+    blocks_dir: &Path,
+    generation: u64,
+    partition: (i64, i64),
+    w: BlockWriter,
+    mut chunks: Vec<(u32, ChunkMeta)>,
+) -> Result<Arc<LoadedFile>> {
+    let written = w.finish()?;
+    let path = blocks_dir.join(block::file_name(generation));
+    let file = fs::File::open(&path).map_err(Error::io("open a block file"))?;
+    chunks.sort_by_key(|(id, _)| *id);
+    Ok(Arc::new(LoadedFile {
+        bf: BlockFile {
+            path,
+            file,
+            partition,
+        },
+        entry: FileEntry {
+            generation,
+            partition,
+            bytes: written.bytes,
+            points: written.points,
+            min_ts: written.min_ts,
+            max_ts: written.max_ts,
+        },
+        chunks,
+    }))
+}
+
+/// A frozen head and the generations reserved for its files: what a background flush writes.
+pub(crate) struct FlushJob {
+    series: Vec<FrozenSeries>,
+    frozen: Arc<Frozen>,
+    /// Partitions touched, ascending, each with its file's generation.
+    partitions: Vec<((i64, i64), u64)>,
+    dir: PathBuf,
+}
+
+/// Freezes the head's points and reserves one generation per partition they touch. Runs on
+/// the writer thread under the write lock; the head must have no frozen set.
+pub(crate) fn prepare_flush(dir: &Path, head: &mut Head, partition_ms: i64) -> FlushJob {
+    let (mut series, frozen) = head.freeze();
+    series.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut parts: BTreeMap<(i64, i64), ()> = BTreeMap::new();
+    for pts in frozen.points.values() {
+        let mut rest = &pts[..];
+        while let Some(first) = rest.first() {
+            let part = partition_of(first.ts, partition_ms);
+            parts.insert(part, ());
+            rest = &rest[rest.partition_point(|p| p.ts < part.1)..];
+        }
+    }
+    let partitions = parts
+        .into_keys()
+        .map(|part| {
+            let generation = head.manifest.next_generation;
+            head.manifest.next_generation += 1;
+            (part, generation)
+        })
+        .collect();
+    FlushJob {
+        series,
+        frozen,
+        partitions,
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl FlushJob {
+    /// Writes the block files (fsynced, directory fsynced). Runs on the flush thread.
+    pub(crate) fn write(&self) -> Result<Vec<Arc<LoadedFile>>> {
+        let blocks_dir = self.dir.join(BLOCKS_DIR);
+        let mut out = Vec::with_capacity(self.partitions.len());
+        for &(part, generation) in &self.partitions {
+            let mut data = Vec::new();
+            for s in &self.series {
+                let Some(pts) = self.frozen.points.get(&s.id) else {
+                    continue;
+                };
+                let a = pts.partition_point(|p| p.ts < part.0);
+                let b = pts.partition_point(|p| p.ts < part.1);
+                if a < b {
+                    data.push((
+                        s.id,
+                        SeriesData {
+                            key: &s.key,
+                            kind: s.kind,
+                            points: &pts[a..b],
+                        },
+                    ));
+                }
+            }
+            out.push(write_partition(&blocks_dir, generation, part, &data)?);
+        }
+        if !out.is_empty() {
+            sync_dir(&blocks_dir).map_err(Error::io("sync the block directory"))?;
+        }
+        check_fault(&self.dir, FaultPoint::FlushAfterBlocks)?;
+        Ok(out)
+    }
+}
+
+/// What a flush did.
+pub(crate) struct FlushDone {
+    pub files_written: usize,
+    pub files_dropped: usize,
+}
+
+/// Finishes a flush whose files are written: stores the manifest (`next_segment`, the new
+/// files, files below the retention floor dropped, tombstones), then drops the frozen points
+/// and publishes the files in one step. The caller removes the WAL segments below
+/// `next_segment` afterwards.
+pub(crate) fn install_flush(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    new_files: Vec<Arc<LoadedFile>>,
+    next_segment: u64,
+) -> Result<FlushDone> {
+    let blocks_dir = dir.join(BLOCKS_DIR);
+    let (mut manifest, old_files) = {
+        let head = head_lock.read();
+        (head.manifest.clone(), Arc::clone(&head.files))
+    };
+    let floor = manifest.floor;
+    let (kept, dropped): (Vec<Arc<LoadedFile>>, Vec<Arc<LoadedFile>>) = old_files
+        .iter()
+        .cloned()
+        .partition(|f| f.entry.max_ts >= floor);
+    let mut files: Vec<Arc<LoadedFile>> = kept;
+    files.extend(new_files.iter().cloned());
+    files.sort_by_key(|f| f.entry.generation);
+    manifest.files = files.iter().map(|f| f.entry.clone()).collect();
+    manifest.next_segment = next_segment;
+    gc_tombstones(&mut manifest);
+    manifest.store(dir)?;
+    check_fault(dir, FaultPoint::FlushAfterManifest)?;
+    {
+        let mut head = head_lock.write();
+        head.drop_frozen();
+        head.manifest = manifest;
+        head.files = Arc::new(files);
+    }
+    remove_files(&blocks_dir, &dropped);
+    Ok(FlushDone {
+        files_written: new_files.len(),
+        files_dropped: dropped.len(),
+    })
+}
+
+fn remove_files(blocks_dir: &Path, files: &[Arc<LoadedFile>]) {
+    if files.is_empty() {
+        return;
+    }
+    for f in files {
+        if let Err(error) = fs::remove_file(&f.bf.path) {
+            // Harmless: open deletes files the manifest does not name.
+            tracing::warn!(%error, file = %f.bf.path.display(), "Removing a block file failed.");
+        }
+    }
+    if let Err(error) = sync_dir(blocks_dir) {
+        tracing::warn!(%error, "Syncing the block directory failed.");
+    }
+}
+
+/// A compaction to run on the compaction thread: the files of one partition, the live series
+/// (as of the start) and the generation reserved for the merged file. It must start while no
+/// flush is in flight, so that every file written later gets a higher generation than the
+/// merged one (newer data keeps its precedence).
+pub(crate) struct CompactJob {
+    dir: PathBuf,
+    part: (i64, i64),
+    group: Vec<Arc<LoadedFile>>,
+    series: Vec<(SeriesKey, u32, ValueKind)>,
+    generation: u64,
+    floor: i64,
+}
+
+/// Picks the first partition with at least `min_files` files (at least 2) and reserves a
+/// generation for the merged file. `None` if no partition qualifies. Writer thread.
+pub(crate) fn prepare_compaction(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    min_files: usize,
+) -> Option<CompactJob> {
+    let min_files = min_files.max(2);
+    let mut head = head_lock.write();
+    let mut counts: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for f in head.files.iter() {
+        *counts.entry(f.entry.partition).or_default() += 1;
+    }
+    let (&part, _) = counts.iter().find(|(_, n)| **n >= min_files)?;
+    let group: Vec<Arc<LoadedFile>> = head
+        .files
+        .iter()
+        .filter(|f| f.entry.partition == part)
+        .cloned()
+        .collect();
+    let mut series: Vec<(SeriesKey, u32, ValueKind)> = head
+        .iter()
+        .map(|(t, d, k, s)| (SeriesKey::new(t, d, k), s.id(), s.kind()))
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let generation = head.manifest.next_generation;
+    head.manifest.next_generation += 1;
+    Some(CompactJob {
+        dir: dir.to_path_buf(),
+        part,
+        group,
+        series,
+        generation,
+        floor: head.manifest.floor,
+    })
+}
+
+/// The outcome of a compaction's file writing: the merged file (none if nothing was left)
+/// and the files it replaces.
+pub(crate) struct Compacted {
+    merged: Option<Arc<LoadedFile>>,
+    replaced: Vec<Arc<LoadedFile>>,
+}
+
+impl CompactJob {
+    /// Writes the merged file, one series at a time (read its chunks, merge with newer file
+    /// wins, append). Compaction thread.
+    pub(crate) fn write(self) -> Result<Compacted> {
+        let blocks_dir = self.dir.join(BLOCKS_DIR);
+        let mut w = BlockWriter::create(&blocks_dir, self.generation, self.part)?;
+        let mut chunks = Vec::new();
+        for (key, id, kind) in &self.series {
+            let mut runs = Vec::new();
+            for f in &self.group {
+                if let Some(meta) = f.chunk(*id) {
+                    let mut pts = f.bf.read_chunk(meta, *kind)?;
+                    pts.retain(|p| p.ts >= self.floor);
+                    runs.push(pts);
+                }
+            }
+            if runs.is_empty() {
+                continue;
+            }
+            let points = merge(runs);
+            let data = SeriesData {
+                key,
+                kind: *kind,
+                points: &points,
+            };
+            if let Some(meta) = w.add(&data)? {
+                chunks.push((*id, meta));
+            }
+        }
+        let merged = if chunks.is_empty() {
+            drop(w);
+            None
+        } else {
+            let f = open_written(&blocks_dir, self.generation, self.part, w, chunks)?;
+            sync_dir(&blocks_dir).map_err(Error::io("sync the block directory"))?;
+            Some(f)
+        };
+        check_fault(&self.dir, FaultPoint::CompactAfterWrite)?;
+        Ok(Compacted {
+            merged,
+            replaced: self.group,
+        })
+    }
+}
+
+/// Replaces the compacted files by the merged one: manifest first, then memory, then the old
+/// files are deleted. Writer thread. Files flushed since the compaction started stay.
+pub(crate) fn install_compaction(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    done: Compacted,
+) -> Result<()> {
+    let (mut manifest, files) = {
+        let head = head_lock.read();
+        (head.manifest.clone(), Arc::clone(&head.files))
+    };
+    let gone: HashSet<u64> = done.replaced.iter().map(|f| f.entry.generation).collect();
+    let mut new_list: Vec<Arc<LoadedFile>> = files
+        .iter()
+        .filter(|f| !gone.contains(&f.entry.generation))
+        .cloned()
+        .collect();
+    if let Some(f) = &done.merged {
+        new_list.push(Arc::clone(f));
+    }
+    new_list.sort_by_key(|f| f.entry.generation);
+    manifest.files = new_list.iter().map(|f| f.entry.clone()).collect();
+    gc_tombstones(&mut manifest);
+    manifest.store(dir)?;
+    check_fault(dir, FaultPoint::CompactAfterManifest)?;
+    {
+        let mut head = head_lock.write();
+        head.manifest = manifest;
+        head.files = Arc::new(new_list);
+    }
+    remove_files(&dir.join(BLOCKS_DIR), &done.replaced);
+    Ok(())
+}

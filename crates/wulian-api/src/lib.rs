@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use error::ApiError;
 pub use state::AppState;
 
-use routes::{commands, devices, system, telemetry, tenants};
+use routes::{certificates, commands, devices, system, telemetry, tenants};
 
 /// Limits of the HTTP front end.
 #[derive(Debug, Clone)]
@@ -74,6 +74,18 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .delete(devices::delete_device),
         )
         .route("/devices/{id}/token", post(devices::rotate_token))
+        .route(
+            "/ca-certificates",
+            get(certificates::list_ca_certificates).post(certificates::add_ca_certificate),
+        )
+        .route(
+            "/ca-certificates/{ca_id}",
+            delete(certificates::delete_ca_certificate),
+        )
+        .route(
+            "/devices/{id}/certificates/revoke",
+            post(certificates::revoke_certificate),
+        )
         .route(
             "/devices/{id}/telemetry",
             get(telemetry::query_telemetry).post(telemetry::post_telemetry),

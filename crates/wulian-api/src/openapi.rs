@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{commands, devices, system, telemetry, tenants};
+use crate::routes::{certificates, commands, devices, system, telemetry, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,8 @@ use crate::routes::{commands, devices, system, telemetry, tenants};
         devices::delete_device, devices::rotate_token,
         telemetry::query_telemetry, telemetry::latest_telemetry, telemetry::post_telemetry,
         commands::send_command, commands::list_commands, commands::get_command,
+        certificates::add_ca_certificate, certificates::list_ca_certificates,
+        certificates::delete_ca_certificate, certificates::revoke_certificate,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -26,6 +28,7 @@ use crate::routes::{commands, devices, system, telemetry, tenants};
         (name = "commands", description = "Requests to devices and their answers"),
         (name = "tenants", description = "Tenants (installation admin)"),
         (name = "api keys", description = "Machine credentials"),
+        (name = "certificates", description = "Device identity by X.509 certificate (mutual TLS)"),
         (name = "system", description = "Health, metrics, this document"),
     )
 )]

@@ -794,3 +794,169 @@ async fn commands_to_offline_devices_are_undelivered_and_kept() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn api_keys_carry_mqtt_policies() {
+    let api = start().await;
+    let policy = json!({"publish": {"allow": ["apps/${key_id}/#"]},
+                        "subscribe": {"allow": ["devices/+/telemetry"], "deny": ["devices/secret/#"]}});
+    let (s, key) = api
+        .json(
+            "POST",
+            "/api/v1/api-keys",
+            &api.admin,
+            json!({"name": "dashboard", "scope": "read_only", "mqtt_policy": policy}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    assert_eq!(
+        key["mqtt_policy"]["publish"]["allow"][0],
+        "apps/${key_id}/#"
+    );
+    assert_eq!(
+        key["mqtt_policy"]["subscribe"]["deny"][0],
+        "devices/secret/#"
+    );
+
+    // Without a policy the scope's default is shown.
+    let (_, plain) = api
+        .json(
+            "POST",
+            "/api/v1/api-keys",
+            &api.admin,
+            json!({"name": "plain", "scope": "read_write"}),
+        )
+        .await;
+    assert_eq!(
+        plain["mqtt_policy"]["publish"]["allow"][0],
+        "devices/+/commands/#"
+    );
+
+    api.expect_problem(
+        "POST",
+        "/api/v1/api-keys",
+        Some(&api.admin),
+        Some(r#"{"name": "bad", "scope": "read_only", "mqtt_policy": {"publish": {"allow": ["a/#/b"]}}}"#),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ca_certificates_and_revocations() {
+    let api = start().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fleet CA");
+    let ca_pem = params.self_signed(&key).unwrap().pem();
+
+    let (s, ca) = api
+        .json(
+            "POST",
+            "/api/v1/ca-certificates",
+            &api.admin,
+            json!({"name": "fleet", "certificate": ca_pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ca}");
+    assert_eq!(ca["subject"], "fleet CA");
+    assert_eq!(ca["fingerprint"].as_str().unwrap().len(), 64);
+    assert_eq!(ca["certificate"].as_str().unwrap().trim(), ca_pem.trim());
+    let (s, list) = api.get("/api/v1/ca-certificates", &api.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let body = json!({"name": "again", "certificate": ca_pem}).to_string();
+    api.expect_problem(
+        "POST",
+        "/api/v1/ca-certificates",
+        Some(&api.admin),
+        Some(&body),
+        StatusCode::CONFLICT,
+        "already_exists",
+    )
+    .await;
+    api.expect_problem(
+        "POST",
+        "/api/v1/ca-certificates",
+        Some(&api.admin),
+        Some(r#"{"name": "junk", "certificate": "not a certificate"}"#),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    let (_, reader) = api
+        .json(
+            "POST",
+            "/api/v1/api-keys",
+            &api.admin,
+            json!({"name": "reader", "scope": "read_only"}),
+        )
+        .await;
+    let reader = reader["secret"].as_str().unwrap();
+    api.expect_problem(
+        "GET",
+        "/api/v1/ca-certificates",
+        Some(reader),
+        None,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    let uri = format!("/api/v1/ca-certificates/{}", ca["id"].as_str().unwrap());
+    let (s, _, _) = api.call("DELETE", &uri, Some(&api.admin), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    api.expect_problem(
+        "DELETE",
+        &uri,
+        Some(&api.admin),
+        None,
+        StatusCode::NOT_FOUND,
+        "ca_certificate_not_found",
+    )
+    .await;
+
+    // Revocations.
+    let (s, _) = api
+        .json(
+            "POST",
+            "/api/v1/devices",
+            &api.admin,
+            json!({"id": "lock-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, revoked) = api
+        .json(
+            "POST",
+            "/api/v1/devices/lock-1/certificates/revoke",
+            &api.admin,
+            json!({"serial": "0A:1B"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{revoked}");
+    assert_eq!(revoked["serial"], "0a1b");
+    api.expect_problem(
+        "POST",
+        "/api/v1/devices/lock-1/certificates/revoke",
+        Some(&api.admin),
+        Some("{}"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    api.expect_problem(
+        "POST",
+        "/api/v1/devices/nobody/certificates/revoke",
+        Some(&api.admin),
+        Some(r#"{"serial": "01"}"#),
+        StatusCode::NOT_FOUND,
+        "device_not_found",
+    )
+    .await;
+}

@@ -20,6 +20,50 @@ pub struct ConnectRequest {
     pub username: Option<String>,
     pub password: Option<Bytes>,
     pub remote_addr: SocketAddr,
+    /// How the client reached the broker: which kind of listener, whether that listener
+    /// admits anonymous clients, and the client certificate the TLS handshake verified.
+    pub transport: TransportInfo,
+}
+
+/// The kind of listener a connection arrived on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// MQTT over plain TCP.
+    #[default]
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket (binary frames, subprotocol `mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::Ws => "ws",
+            TransportKind::Wss => "wss",
+        }
+    }
+
+    /// Does this transport run over TLS (and so may carry a client certificate)?
+    pub fn is_tls(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Wss)
+    }
+}
+
+/// Facts about a connection's transport that authentication may depend on.
+#[derive(Clone, Debug, Default)]
+pub struct TransportInfo {
+    pub kind: TransportKind,
+    /// The listener admits clients without credentials (development only).
+    pub allow_anonymous: bool,
+    /// The client's certificate chain (DER, leaf first), present only when the TLS handshake
+    /// verified it against the configured client certificate authorities.
+    pub peer_certificates: Option<Vec<Vec<u8>>>,
 }
 
 /// An authenticated client.
@@ -48,15 +92,21 @@ pub enum Principal {
     Anonymous,
 }
 
-/// MQTT topic filters a client may publish to and subscribe to.
+/// MQTT topic filters a client may publish to and subscribe to, with deny lists that beat
+/// the allow lists.
 ///
-/// A PUBLISH topic must match one of `publish`; a SUBSCRIBE filter must be covered by one of
-/// `subscribe`, i.e. every topic the requested filter can match is matched by the allowed
-/// filter (`devices/d1/#` covers `devices/d1/commands/+`, not `devices/+/commands/#`).
-#[derive(Clone, Debug, Default)]
+/// A PUBLISH topic must match one of `publish` and none of `deny_publish`. A SUBSCRIBE filter
+/// must be covered by one of `subscribe`, i.e. every topic the requested filter can match is
+/// matched by the allowed filter (`devices/d1/#` covers `devices/d1/commands/+`, not
+/// `devices/+/commands/#`), and must not overlap any of `deny_subscribe` (a filter that could
+/// deliver even one denied topic is refused whole, because routing does not filter per
+/// subscriber).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicPolicy {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    pub deny_publish: Vec<String>,
+    pub deny_subscribe: Vec<String>,
 }
 
 impl TopicPolicy {
@@ -66,17 +116,34 @@ impl TopicPolicy {
         TopicPolicy {
             publish: vec![own.clone()],
             subscribe: vec![own],
+            ..TopicPolicy::default()
+        }
+    }
+
+    /// Everything in the tenant except the broker's `$SYS` topics: what anonymous clients on
+    /// a development listener get.
+    pub fn anonymous() -> TopicPolicy {
+        TopicPolicy {
+            publish: vec!["#".to_string()],
+            subscribe: vec!["#".to_string()],
+            deny_publish: vec!["$SYS/#".to_string()],
+            deny_subscribe: vec!["$SYS/#".to_string()],
         }
     }
 
     /// May a PUBLISH to `topic` (a valid topic name) go through?
     pub fn allows_publish(&self, topic: &str) -> bool {
         self.publish.iter().any(|f| topic::matches(f, topic))
+            && !self.deny_publish.iter().any(|f| topic::matches(f, topic))
     }
 
     /// May a subscription to `filter` (a valid topic filter) be granted?
     pub fn allows_subscribe(&self, filter: &str) -> bool {
         self.subscribe.iter().any(|f| filter_covers(f, filter))
+            && !self
+                .deny_subscribe
+                .iter()
+                .any(|d| filters_overlap(d, filter))
     }
 }
 
@@ -117,6 +184,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Err(code): BadUserNameOrPassword, NotAuthorized, ServerUnavailable... sent back in
     /// CONNACK (mapped to the nearest return code for 3.1.1).
     async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ReasonCode>;
+
+    /// Does this authenticator implement the MQTT 5.0 enhanced authentication `method`
+    /// (CONNECT's Authentication Method)? A CONNECT naming an unsupported method is refused
+    /// with CONNACK 0x8C Bad authentication method.
+    fn supports_auth_method(&self, _method: &str) -> bool {
+        false
+    }
 }
 
 /// Where client messages go (storage, rules...).
@@ -161,9 +235,67 @@ pub(crate) fn filter_covers(allowed: &str, filter: &str) -> bool {
     }
 }
 
+/// Could some topic be matched by both filters? Both must be valid, non-shared filters. A
+/// wildcard in the first level never meets a topic starting with `$` (MQTT 4.7.2).
+pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
+    let wild = |f: &str| f.starts_with('+') || f.starts_with('#');
+    if (a.starts_with('$') && wild(b)) || (b.starts_with('$') && wild(a)) {
+        return false;
+    }
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlap() {
+        assert!(filters_overlap("devices/d1/#", "devices/+/telemetry"));
+        assert!(filters_overlap(
+            "devices/+/commands/#",
+            "devices/d1/commands/x"
+        ));
+        assert!(filters_overlap("#", "a"));
+        assert!(!filters_overlap("#", "$SYS/x"));
+        assert!(!filters_overlap("$SYS/#", "+/x"));
+        assert!(filters_overlap("$SYS/#", "$SYS/broker/+"));
+        assert!(!filters_overlap("a/b", "a/c"));
+        assert!(!filters_overlap("a/+", "a/b/c"));
+        assert!(filters_overlap("a/#", "a"));
+    }
+
+    #[test]
+    fn deny_beats_allow() {
+        let policy = TopicPolicy {
+            publish: vec!["devices/#".into()],
+            subscribe: vec!["devices/#".into()],
+            deny_publish: vec!["devices/+/commands/#".into()],
+            deny_subscribe: vec!["devices/secret/#".into()],
+        };
+        assert!(policy.allows_publish("devices/d1/telemetry"));
+        assert!(!policy.allows_publish("devices/d1/commands/reboot"));
+        assert!(policy.allows_subscribe("devices/d1/telemetry"));
+        assert!(!policy.allows_subscribe("devices/secret/telemetry"));
+        // Could deliver devices/secret/telemetry: refused whole.
+        assert!(!policy.allows_subscribe("devices/+/telemetry"));
+
+        let anonymous = TopicPolicy::anonymous();
+        assert!(anonymous.allows_subscribe("#"));
+        assert!(anonymous.allows_publish("anything/at/all"));
+        assert!(!anonymous.allows_subscribe("$SYS/#"));
+        assert!(!anonymous.allows_publish("$SYS/x"));
+    }
 
     #[test]
     fn covers() {

@@ -2,26 +2,46 @@
 //! server's [`Authenticator`], publish into the server's [`MessageSink`], and receive
 //! server-originated messages through [`Broker::publish`].
 //!
-//! One module per job so later issues (TLS/WebSocket listeners, persistent sessions,
-//! retained messages, shared subscriptions) are additions rather than rewrites:
+//! The protocol is complete for both levels: persistent sessions (3.1.1 clean session = 0,
+//! 5.0 clean start + session expiry) with bounded offline queues and redelivery, retained
+//! messages, will delay, message expiry, topic aliases, subscription identifiers, shared
+//! subscriptions, Receive Maximum, a per-client publish rate limit and `$SYS` statistics.
+//! With [`BrokerConfig::data_dir`] set ([`Broker::open`]) sessions, their queues and
+//! retained messages survive a restart.
+//!
+//! One module per job:
 //! - `listener`: accept loop, connection limit, graceful shutdown;
 //! - `connection`: one task per connection (decode, state machine, encode);
-//! - `session`: per-client MQTT state and the registry of connected clients;
-//! - `router`: per-tenant subscription trees and non-blocking fan-out;
+//! - `session`: per-client MQTT state, persistent sessions and the registry of clients;
+//! - `router`: per-tenant subscription trees (with share groups) and non-blocking fan-out;
+//! - `retained`: retained messages per tenant;
+//! - `store`, `persist`: the durable [`Store`] (SQLite) and the glue to in-memory state;
+//! - `housekeeping`: session expiry, delayed wills and the `$SYS` ticker (`sys`);
+//! - `alias`, `ratelimit`: per-connection topic aliases and publish rate limit;
 //! - `auth`: the traits the server implements and the topic policy;
 //! - `config`, `metrics`, `error`.
 
+mod alias;
 mod auth;
 mod config;
 mod connection;
 mod error;
+mod housekeeping;
 mod listener;
 mod metrics;
+mod persist;
+mod ratelimit;
+mod retained;
 mod router;
 mod session;
+mod store;
+mod sys;
+mod tls;
+mod ws;
+pub mod x509;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,15 +49,23 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{
     Authenticator, ConnectRequest, ConnectionInfo, Identity, InboundMessage, MessageSink,
-    Principal, SinkError, TopicPolicy,
+    Principal, SinkError, TopicPolicy, TransportInfo, TransportKind,
 };
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, QueueOverflow};
+pub use listener::{DEFAULT_WS_PATH, ListenerConfig, Transport};
 pub use metrics::MetricsSnapshot;
+pub use store::{SqliteStore, Store, StoreError, StoredMessage, StoredRetained, StoredSession};
+pub use tls::{
+    ClientAuth, ClientCertAuthorities, TlsConfig, TlsError, certificates_from_pem, chain_verifies,
+    check_client_ca,
+};
+
 pub use wulian_mqtt::{Properties, Protocol, QoS, ReasonCode};
 
 use metrics::Metrics;
+use retained::Retained;
 use router::{RoutedMessage, Router};
-use session::SessionRegistry;
+use session::{QueueLimits, SessionRegistry};
 
 /// A message the server publishes to clients (e.g. a command to a device).
 #[derive(Clone, Debug)]
@@ -62,16 +90,65 @@ pub(crate) struct Shared {
     pub(crate) next_conn_id: AtomicU64,
     /// One permit per open connection (`max_connections`).
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Durable state (None: in memory only).
+    pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) retained: Retained,
+    /// The housekeeping task (session expiry, delayed wills) runs once per broker.
+    pub(crate) housekeeping_started: AtomicBool,
+    pub(crate) started_at: std::time::Instant,
 }
 
+/// Messages queued for offline persistent sessions by one routing call.
+type Parked = Vec<(Arc<session::Persistent>, session::Queued)>;
+
 impl Shared {
-    /// Routes a message within a tenant, counting drops; returns how many sessions got it.
-    pub(crate) fn route(&self, tenant: &str, msg: RoutedMessage) -> usize {
-        let outcome = self.router.route(tenant, Arc::new(msg));
+    /// Routes a message within a tenant, counting drops. Returns how many sessions got it and
+    /// the messages queued for offline sessions, which the caller makes durable.
+    fn route_inner(&self, tenant: &str, msg: RoutedMessage) -> (usize, Parked) {
+        let msg = Arc::new(msg);
+        if msg.retain {
+            self.retained.set(tenant, Arc::clone(&msg));
+            self.metrics.retained_messages.store(
+                self.retained.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        let outcome = self.router.route(tenant, msg);
         if outcome.dropped > 0 {
             Metrics::add(&self.metrics.messages_dropped_total, outcome.dropped as u64);
         }
-        outcome.queued
+        if outcome.overflow > 0 {
+            Metrics::add(&self.metrics.queue_overflow_total, outcome.overflow as u64);
+        }
+        if !outcome.parked.is_empty() {
+            Metrics::add(
+                &self.metrics.messages_queued_total,
+                outcome.parked.len() as u64,
+            );
+        }
+        (outcome.queued, outcome.parked)
+    }
+
+    /// Publishes into the broker-wide `$SYS` namespace (memory only: regenerated anyway).
+    pub(crate) fn route_sys(&self, msg: RoutedMessage) {
+        let msg = Arc::new(msg);
+        self.retained.set(sys::SYS_NAMESPACE, Arc::clone(&msg));
+        let outcome = self.router.route(sys::SYS_NAMESPACE, msg);
+        if outcome.dropped > 0 {
+            Metrics::add(&self.metrics.messages_dropped_total, outcome.dropped as u64);
+        }
+    }
+
+    /// Routes a message and waits until what was queued for offline persistent sessions (and
+    /// a retained message) is durable; used before acknowledging a client's PUBLISH.
+    pub(crate) async fn route_durable(&self, tenant: &str, msg: RoutedMessage) -> usize {
+        let retained = msg.retain.then(|| msg.retained_copy());
+        let (queued, parked) = self.route_inner(tenant, msg);
+        if let Some(copy) = retained {
+            self.persist_retained(tenant, &copy).await;
+        }
+        self.persist_parked(parked).await;
+        queued
     }
 }
 
@@ -90,18 +167,58 @@ impl Broker {
         let slots = Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         ));
+        let limits = QueueLimits {
+            max: config.max_queued_messages,
+            overflow: config.queue_overflow,
+        };
         Broker {
             shared: Arc::new(Shared {
                 config,
                 auth,
                 sink,
-                router: Router::default(),
+                router: Router::new(limits, 1),
                 sessions: SessionRegistry::default(),
                 metrics: Metrics::default(),
                 next_conn_id: AtomicU64::new(1),
                 connection_slots: slots,
+                store: None,
+                retained: Retained::default(),
+                housekeeping_started: AtomicBool::new(false),
+                started_at: std::time::Instant::now(),
             }),
         }
+    }
+
+    /// Like [`Broker::new`], but with `config.data_dir` set opens the durable store there and
+    /// restores persistent sessions, their queued messages and retained messages (blocking:
+    /// call it at startup). Without a data dir this is `new`.
+    pub fn open(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+        sink: Arc<dyn MessageSink>,
+    ) -> Result<Broker, StoreError> {
+        let store: Option<Arc<dyn Store>> = match &config.data_dir {
+            Some(dir) => Some(Arc::new(SqliteStore::open(dir)?)),
+            None => None,
+        };
+        Broker::with_store(config, auth, sink, store)
+    }
+
+    /// A broker on a given store implementation (None: in memory only).
+    pub fn with_store(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+        sink: Arc<dyn MessageSink>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<Broker, StoreError> {
+        let mut broker = Broker::new(config, auth, sink);
+        if let Some(store) = store
+            && let Some(shared) = Arc::get_mut(&mut broker.shared)
+        {
+            persist::restore(shared, store.as_ref())?;
+            shared.store = Some(store);
+        }
+        Ok(broker)
     }
 
     /// Accept loop on an already-bound listener until `shutdown` is cancelled; then stop
@@ -112,7 +229,20 @@ impl Broker {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        listener::serve(Arc::clone(&self.shared), listener, shutdown).await
+        self.serve_listener(listener, ListenerConfig::tcp(), shutdown)
+            .await
+    }
+
+    /// Like [`serve`](Self::serve), for a listener of any transport with its own limits.
+    /// Several listeners may serve one broker at once.
+    pub async fn serve_listener(
+        &self,
+        listener: TcpListener,
+        config: ListenerConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        housekeeping::start(&self.shared, &shutdown);
+        listener::serve(Arc::clone(&self.shared), listener, config, shutdown).await
     }
 
     /// Server-originated publish into `tenant`'s namespace. Returns how many sessions it was
@@ -130,7 +260,26 @@ impl Broker {
             &msg.properties,
             None,
         );
-        self.shared.route(tenant, routed)
+        if self.shared.store.is_none() {
+            return self.shared.route_inner(tenant, routed).0;
+        }
+        // Messages queued for offline sessions (and a retained message) become durable in
+        // the background: this call does not wait.
+        let retained = routed.retain.then(|| routed.retained_copy());
+        let (queued, parked) = self.shared.route_inner(tenant, routed);
+        if (!parked.is_empty() || retained.is_some())
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let shared = Arc::clone(&self.shared);
+            let tenant = tenant.to_owned();
+            rt.spawn(async move {
+                if let Some(copy) = retained {
+                    shared.persist_retained(&tenant, &copy).await;
+                }
+                shared.persist_parked(parked).await;
+            });
+        }
+        queued
     }
 
     /// Current counter values.

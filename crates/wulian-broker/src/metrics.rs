@@ -58,6 +58,20 @@ metrics! {
     bytes_received_total,
     /// Bytes written to client sockets.
     bytes_sent_total,
+    /// Persistent sessions that exist (connected or not).
+    sessions_persistent,
+    /// Persistent sessions removed because their expiry interval passed while offline.
+    sessions_expired_total,
+    /// Messages queued for offline persistent sessions.
+    messages_queued_total,
+    /// Messages dropped because an offline session's queue was full (`queue_overflow`).
+    queue_overflow_total,
+    /// Retained messages currently stored (all tenants).
+    retained_messages,
+    /// Writes to the durable store that failed (state kept in memory only).
+    store_errors_total,
+    /// Clients disconnected for publishing faster than the configured rate.
+    publish_rate_limited_total,
 }
 
 impl Metrics {

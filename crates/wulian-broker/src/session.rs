@@ -1,20 +1,29 @@
-//! Per-client MQTT session state and the registry of connected clients.
+//! Per-client MQTT session state and the registry of connected clients and persistent
+//! sessions.
 //!
-//! Sessions are clean in this issue: a [`Session`] lives exactly as long as its connection and
-//! holds what the MQTT state machine needs (subscriptions, the will, packet identifiers of
-//! in-flight QoS 1/2 messages in both directions). Keeping it a separate struct means
-//! persistent sessions (a later issue) become "keep the Session and its queue around after
-//! disconnect" instead of a rewrite of the connection task.
+//! A [`Session`] is what the connection task's state machine works on (subscriptions, the
+//! will, in-flight QoS 1/2 messages in both directions). A clean session lives exactly as long
+//! as its connection. A persistent session (3.1.1 clean session = 0, 5.0 session expiry > 0)
+//! additionally has a [`Persistent`] record that outlives the connection: while the client is
+//! offline the router queues matching messages into it ([`Parked`]), and when the client comes
+//! back the connection takes the queue, the in-flight messages and the subscriptions over.
 //!
 //! The [`SessionRegistry`] maps (tenant, client id) to the live connection so that a second
 //! CONNECT with the same client id takes the session over, and so the broker can answer
-//! "is this client connected?".
+//! "is this client connected?"; it also holds the persistent sessions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use wulian_mqtt::{LastWill, QoS, ReasonCode, SubscriptionOptions};
+use tokio::time::Instant;
+use wulian_mqtt::{LastWill, QoS, ReasonCode};
+
+use crate::auth::Identity;
+use crate::config::QueueOverflow;
+use crate::router::{Delivery, SubEntry, SubscriberId};
 
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,11 +36,48 @@ pub(crate) enum OutState {
     Released,
 }
 
+impl OutState {
+    /// Code used by the store.
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            OutState::Qos1Sent => 1,
+            OutState::Qos2Sent => 2,
+            OutState::Released => 3,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Option<OutState> {
+        match v {
+            1 => Some(OutState::Qos1Sent),
+            2 => Some(OutState::Qos2Sent),
+            3 => Some(OutState::Released),
+            _ => None,
+        }
+    }
+}
+
+/// An unacknowledged outgoing message: what to resend on reconnect (MQTT 4.4).
+#[derive(Debug, Clone)]
+pub(crate) struct InflightEntry {
+    pub(crate) packet_id: u16,
+    pub(crate) state: OutState,
+    /// The message; None once released (only PUBREL is resent).
+    pub(crate) delivery: Option<Delivery>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: OutState,
+    delivery: Option<Delivery>,
+    order: u64,
+}
+
 /// Packet identifiers of outgoing QoS 1/2 messages that are not yet acknowledged.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     next_id: u16,
-    inflight: HashMap<u16, OutState>,
+    next_order: u64,
+    inflight: HashMap<u16, Slot>,
     /// How many may be unacknowledged at once (client Receive Maximum ∧ our max_inflight).
     window: u16,
 }
@@ -40,6 +86,7 @@ impl Outgoing {
     pub(crate) fn new(window: u16) -> Outgoing {
         Outgoing {
             next_id: 1,
+            next_order: 0,
             inflight: HashMap::new(),
             window: window.max(1),
         }
@@ -62,32 +109,167 @@ impl Outgoing {
         }
     }
 
-    pub(crate) fn commit(&mut self, packet_id: u16, qos: QoS) {
-        let state = match qos {
+    /// Records a sent QoS 1/2 message (kept for redelivery after a reconnect).
+    pub(crate) fn commit(&mut self, packet_id: u16, delivery: Delivery) {
+        let state = match delivery.qos {
             QoS::ExactlyOnce => OutState::Qos2Sent,
             _ => OutState::Qos1Sent,
         };
-        self.inflight.insert(packet_id, state);
+        self.insert(packet_id, state, Some(delivery));
+    }
+
+    fn insert(&mut self, packet_id: u16, state: OutState, delivery: Option<Delivery>) {
+        let order = self.next_order;
+        self.next_order += 1;
+        self.inflight.insert(
+            packet_id,
+            Slot {
+                state,
+                delivery,
+                order,
+            },
+        );
     }
 
     pub(crate) fn state(&self, packet_id: u16) -> Option<OutState> {
-        self.inflight.get(&packet_id).copied()
+        self.inflight.get(&packet_id).map(|s| s.state)
     }
 
-    pub(crate) fn set(&mut self, packet_id: u16, state: OutState) {
-        self.inflight.insert(packet_id, state);
+    /// Moves a message to `Released` (PUBREL sent): the message itself is no longer needed.
+    pub(crate) fn release(&mut self, packet_id: u16) {
+        if let Some(slot) = self.inflight.get_mut(&packet_id) {
+            slot.state = OutState::Released;
+            slot.delivery = None;
+        }
     }
 
     pub(crate) fn complete(&mut self, packet_id: u16) -> Option<OutState> {
-        self.inflight.remove(&packet_id)
+        self.inflight.remove(&packet_id).map(|s| s.state)
     }
+
+    /// Takes every unacknowledged message out, oldest first.
+    pub(crate) fn export(&mut self) -> Vec<InflightEntry> {
+        let mut slots: Vec<(u16, Slot)> = self.inflight.drain().collect();
+        slots.sort_by_key(|(_, s)| s.order);
+        slots
+            .into_iter()
+            .map(|(packet_id, s)| InflightEntry {
+                packet_id,
+                state: s.state,
+                delivery: s.delivery,
+            })
+            .collect()
+    }
+
+    /// Restores messages that were in flight when the session was last connected.
+    pub(crate) fn import(&mut self, entries: &[InflightEntry]) {
+        for e in entries {
+            self.insert(e.packet_id, e.state, e.delivery.clone());
+        }
+    }
+}
+
+/// A message queued for a persistent session, with its broker-wide sequence number.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub(crate) seq: u64,
+    pub(crate) delivery: Delivery,
+}
+
+/// A will waiting for its delay (MQTT 5.0 3.1.3.2.2) while the session is offline.
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) will: LastWill,
+    pub(crate) identity: Identity,
+    pub(crate) due: Instant,
+}
+
+/// Offline-queue limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub(crate) max: usize,
+    pub(crate) overflow: QueueOverflow,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max: 1000,
+            overflow: QueueOverflow::DropOldest,
+        }
+    }
+}
+
+/// What [`Parked::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushOutcome {
+    Queued,
+    /// Queued after dropping the oldest message.
+    QueuedDroppedOldest,
+    /// Not queued (queue full, drop newest).
+    Dropped,
+}
+
+/// The part of a persistent session that outlives connections.
+#[derive(Debug, Default)]
+pub(crate) struct Parked {
+    /// The connection currently attached, if any.
+    pub(crate) online: Option<u64>,
+    /// Session expiry interval in seconds (`u32::MAX` = never).
+    pub(crate) expiry_secs: u32,
+    /// When the client went offline (for expiry).
+    pub(crate) offline_since: Option<Instant>,
+    /// Wall-clock form of `offline_since`, for the store (Unix ms).
+    pub(crate) offline_since_ms: Option<u64>,
+    pub(crate) subscriptions: HashMap<String, SubEntry>,
+    pub(crate) inflight: Vec<InflightEntry>,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) will: Option<PendingWill>,
+    /// The session was discarded or expired: queue nothing more.
+    pub(crate) ended: bool,
+}
+
+impl Parked {
+    /// Queues a message for the offline client, applying the overflow policy.
+    pub(crate) fn push(
+        &mut self,
+        delivery: Delivery,
+        limits: QueueLimits,
+        next_seq: &AtomicU64,
+    ) -> (PushOutcome, Option<Queued>) {
+        let mut outcome = PushOutcome::Queued;
+        if self.queue.len() >= limits.max.max(1) {
+            match limits.overflow {
+                QueueOverflow::DropNewest => return (PushOutcome::Dropped, None),
+                QueueOverflow::DropOldest => {
+                    self.queue.pop_front();
+                    outcome = PushOutcome::QueuedDroppedOldest;
+                }
+            }
+        }
+        let seq = next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queued = Queued { seq, delivery };
+        self.queue.push_back(queued.clone());
+        (outcome, Some(queued))
+    }
+}
+
+/// A persistent session.
+#[derive(Debug)]
+pub(crate) struct Persistent {
+    pub(crate) tenant: String,
+    pub(crate) client_id: String,
+    /// Its identity in the router (stable across connections).
+    pub(crate) sub_id: SubscriberId,
+    pub(crate) state: Mutex<Parked>,
 }
 
 /// The MQTT session of one client.
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// Granted subscriptions (mirrors the router; kept so sessions can be persisted later).
-    pub(crate) subscriptions: HashMap<String, SubscriptionOptions>,
+    /// Granted subscriptions (mirrors the router).
+    pub(crate) subscriptions: HashMap<String, SubEntry>,
     /// Published if the connection ends without a normal DISCONNECT.
     pub(crate) will: Option<LastWill>,
     pub(crate) outgoing: Outgoing,
@@ -118,13 +300,45 @@ struct Entry {
     control: mpsc::Sender<Control>,
 }
 
-/// Live connections by tenant and client id.
+type SessionKey = (String, String);
+
+/// Live connections by tenant and client id, and the persistent sessions.
 #[derive(Default)]
 pub(crate) struct SessionRegistry {
     clients: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    persistent: Mutex<HashMap<SessionKey, Arc<Persistent>>>,
 }
 
 impl SessionRegistry {
+    pub(crate) fn persistent(&self, tenant: &str, client_id: &str) -> Option<Arc<Persistent>> {
+        self.persistent
+            .lock()
+            .get(&(tenant.to_owned(), client_id.to_owned()))
+            .cloned()
+    }
+
+    pub(crate) fn insert_persistent(&self, p: Arc<Persistent>) {
+        self.persistent
+            .lock()
+            .insert((p.tenant.clone(), p.client_id.clone()), p);
+    }
+
+    /// Forgets a persistent session (if it is still this one); returns whether it was.
+    pub(crate) fn remove_persistent(&self, p: &Arc<Persistent>) -> bool {
+        let mut map = self.persistent.lock();
+        let key = (p.tenant.clone(), p.client_id.clone());
+        if map.get(&key).is_some_and(|cur| Arc::ptr_eq(cur, p)) {
+            map.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn all_persistent(&self) -> Vec<Arc<Persistent>> {
+        self.persistent.lock().values().cloned().collect()
+    }
+
     /// Registers a connection; an older connection with the same client id is told to close
     /// with SessionTakenOver. Returns whether a takeover happened.
     pub(crate) fn register(
@@ -184,6 +398,11 @@ impl SessionRegistry {
         true
     }
 
+    /// Clients past CONNACK, over all tenants.
+    pub(crate) fn connected_count(&self) -> usize {
+        self.clients.lock().values().map(HashMap::len).sum()
+    }
+
     pub(crate) fn is_connected(&self, tenant: &str, client_id: &str) -> bool {
         self.clients
             .lock()
@@ -196,14 +415,74 @@ impl SessionRegistry {
 mod tests {
     use super::*;
 
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            msg: std::sync::Arc::new(crate::router::RoutedMessage::new(
+                "t".into(),
+                bytes::Bytes::new(),
+                qos,
+                false,
+                &wulian_mqtt::Properties::default(),
+                None,
+            )),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn export_keeps_send_order_and_release_drops_message() {
+        let mut o = Outgoing::new(10);
+        for id in [9, 3, 5] {
+            o.commit(id, delivery(QoS::ExactlyOnce));
+        }
+        o.release(3);
+        let out = o.export();
+        let ids: Vec<u16> = out.iter().map(|e| e.packet_id).collect();
+        assert_eq!(ids, vec![9, 3, 5]);
+        assert_eq!(out[1].state, OutState::Released);
+        assert!(out[1].delivery.is_none());
+        assert!(o.has_room());
+    }
+
+    #[test]
+    fn parked_queue_overflow_policies() {
+        let seq = AtomicU64::new(1);
+        let mut p = Parked::default();
+        let oldest = QueueLimits {
+            max: 2,
+            overflow: QueueOverflow::DropOldest,
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                p.push(delivery(QoS::AtLeastOnce), oldest, &seq).0,
+                PushOutcome::Queued
+            );
+        }
+        let (o, q) = p.push(delivery(QoS::AtLeastOnce), oldest, &seq);
+        assert_eq!(o, PushOutcome::QueuedDroppedOldest);
+        assert_eq!(q.unwrap().seq, 3);
+        assert_eq!(p.queue.front().unwrap().seq, 2);
+        let newest = QueueLimits {
+            max: 2,
+            overflow: QueueOverflow::DropNewest,
+        };
+        assert_eq!(
+            p.push(delivery(QoS::AtLeastOnce), newest, &seq).0,
+            PushOutcome::Dropped
+        );
+        assert_eq!(p.queue.back().unwrap().seq, 3);
+    }
+
     #[test]
     fn packet_ids_skip_inflight_and_zero() {
         let mut o = Outgoing::new(2);
         let a = o.next_packet_id();
-        o.commit(a, QoS::AtLeastOnce);
+        o.commit(a, delivery(QoS::AtLeastOnce));
         let b = o.next_packet_id();
         assert_ne!(a, b);
-        o.commit(b, QoS::ExactlyOnce);
+        o.commit(b, delivery(QoS::ExactlyOnce));
         assert!(!o.has_room());
         assert_eq!(o.state(b), Some(OutState::Qos2Sent));
         o.complete(a);

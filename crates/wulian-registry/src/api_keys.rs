@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::mqtt_policy::{KEY_POLICY_VARIABLES, MqttPolicy};
 use crate::secret::{self, API_KEY_PREFIX, MAX_PRESENTED_SECRET_LEN};
 use crate::{Registry, now_ms, tenants, validate};
 
@@ -82,6 +83,17 @@ pub struct ApiKey {
     /// Updated on authentication, at most once a minute.
     pub last_used_at: Option<i64>,
     pub revoked: bool,
+    /// What the key may do over MQTT; `None` = [`MqttPolicy::default_for`] its scope.
+    pub mqtt_policy: Option<MqttPolicy>,
+}
+
+impl ApiKey {
+    /// The MQTT policy in force: the key's own, or its scope's default.
+    pub fn effective_mqtt_policy(&self) -> MqttPolicy {
+        self.mqtt_policy
+            .clone()
+            .unwrap_or_else(|| MqttPolicy::default_for(self.scope))
+    }
 }
 
 /// A key just created, with its secret — the only time the secret exists outside the caller.
@@ -101,13 +113,29 @@ impl fmt::Debug for NewApiKey {
 }
 
 const KEY_COLUMNS: &str = "id, tenant, name, scope, installation_admin, created_at, last_used_at, \
-                           revoked_at IS NOT NULL";
+                           revoked_at IS NOT NULL, mqtt_policy";
 
 impl Registry {
     /// A new key for `tenant` (which must exist). Never an installation admin.
     pub fn create_api_key(&self, tenant: &str, name: &str, scope: Scope) -> Result<NewApiKey> {
+        self.create_api_key_with_policy(tenant, name, scope, None)
+    }
+
+    /// [`create_api_key`](Self::create_api_key) with an MQTT topic policy (validated here;
+    /// `None` = the scope's default).
+    pub fn create_api_key_with_policy(
+        &self,
+        tenant: &str,
+        name: &str,
+        scope: Scope,
+        mqtt_policy: Option<MqttPolicy>,
+    ) -> Result<NewApiKey> {
         validate::name("name", name, 1)?;
-        let (new_key, hash) = prepare_key(tenant, name, scope, false, now_ms())?;
+        if let Some(policy) = &mqtt_policy {
+            policy.validate(KEY_POLICY_VARIABLES)?;
+        }
+        let (mut new_key, hash) = prepare_key(tenant, name, scope, false, now_ms())?;
+        new_key.key.mqtt_policy = mqtt_policy;
         self.write(|tx| {
             tenants::require_tenant(tx, tenant)?;
             insert_key(tx, &new_key.key, &hash)
@@ -221,14 +249,21 @@ pub(crate) fn prepare_key(
         created_at: now,
         last_used_at: None,
         revoked: false,
+        mqtt_policy: None,
     };
     Ok((NewApiKey { key, secret }, hash))
 }
 
 pub(crate) fn insert_key(conn: &Connection, key: &ApiKey, secret_hash: &str) -> Result<()> {
+    let policy = key
+        .mqtt_policy
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
     let inserted = conn.execute(
-        "INSERT INTO api_keys (id, tenant, name, scope, installation_admin, secret_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        "INSERT INTO api_keys (id, tenant, name, scope, installation_admin, secret_hash, created_at,
+                               mqtt_policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         params![
             key.id,
             key.tenant,
@@ -236,7 +271,8 @@ pub(crate) fn insert_key(conn: &Connection, key: &ApiKey, secret_hash: &str) -> 
             key.scope,
             key.installation_admin,
             secret_hash,
-            key.created_at
+            key.created_at,
+            policy
         ],
     )?;
     if inserted == 0 {
@@ -257,6 +293,17 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
         created_at: row.get(5)?,
         last_used_at: row.get(6)?,
         revoked: row.get(7)?,
+        mqtt_policy: row
+            .get::<_, Option<String>>(8)?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
     })
 }
 

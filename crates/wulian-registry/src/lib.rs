@@ -11,10 +11,12 @@
 //! query that takes a `tenant` filters by it, and a record of another tenant is `NotFound`.
 
 mod api_keys;
+mod certificates;
 mod commands;
 mod devices;
 mod error;
 mod migrations;
+mod mqtt_policy;
 mod secret;
 mod tenants;
 pub mod test_support;
@@ -27,9 +29,14 @@ use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use api_keys::{ApiKey, NewApiKey, Scope};
+pub use certificates::{
+    CaCertificate, CertificateLogin, MAX_CA_CERTIFICATES, RevokedCertificate,
+    certificate_fingerprint,
+};
 pub use commands::{Command, CommandStatus};
 pub use devices::{Device, DeviceIdentity, DevicePage, DevicePatch, DeviceQuery, NewDevice};
 pub use error::{Error, Result};
+pub use mqtt_policy::{KEY_POLICY_VARIABLES, MAX_POLICY_RULES, MqttPolicy, TopicRules};
 pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, new_command_id};
 pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant};
 pub use validate::{
@@ -43,6 +50,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The registry database. Cheap to share behind an `Arc`.
 pub struct Registry {
     conn: Mutex<Connection>,
+    /// Bumped on every CA certificate change (see `certificates.rs`).
+    ca_generation: std::sync::atomic::AtomicU64,
 }
 
 // The API layer shares one registry across tasks; keep that a compile-time guarantee.
@@ -82,6 +91,7 @@ impl Registry {
         tracing::debug!(schema_version = version, "Registry opened.");
         Ok(Registry {
             conn: Mutex::new(conn),
+            ca_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -11,6 +11,7 @@
 //! - Commands reference `(tenant, device_id)`, so a command can never point at another
 //!   tenant's device, and deleting a device or tenant cascades to them.
 //! - Only SHA-256 hashes of secrets are stored (`api_keys.secret_hash`, `devices.token_hash`).
+//! - `api_keys.mqtt_policy` is JSON (a small document read whole with its key, never queried).
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -79,6 +80,34 @@ CREATE TABLE commands (
 ) STRICT;
 CREATE INDEX commands_by_device ON commands (tenant, device_id, created_at DESC, id DESC);
 CREATE INDEX commands_open ON commands (status) WHERE status IN ('pending', 'sent');
+"#,
+    // 2: MQTT topic policies of API keys (JSON; NULL = the default of the key's scope).
+    r#"
+ALTER TABLE api_keys ADD COLUMN mqtt_policy TEXT;
+"#,
+    // 3: device X.509 identity: tenants' CA certificates and revoked device certificates.
+    r#"
+CREATE TABLE ca_certificates (
+    id          TEXT PRIMARY KEY NOT NULL,
+    tenant      TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    der         BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX ca_certificates_by_tenant ON ca_certificates (tenant, created_at);
+
+CREATE TABLE revoked_certificates (
+    tenant      TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    serial      TEXT,
+    fingerprint TEXT,
+    revoked_at  INTEGER NOT NULL,
+    CHECK (serial IS NOT NULL OR fingerprint IS NOT NULL),
+    FOREIGN KEY (tenant, device_id) REFERENCES devices (tenant, id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX revoked_certificates_by_device ON revoked_certificates (tenant, device_id);
 "#,
 ];
 

@@ -37,6 +37,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub durability: DurabilityMode,
     pub fsync_interval_ms: u64,
+    /// Telemetry older than this many days is dropped, a whole day-partition at a time.
+    /// 0 keeps everything.
+    pub retention_days: u64,
 }
 
 impl Default for StorageConfig {
@@ -48,6 +51,8 @@ impl Default for StorageConfig {
             // loss on power failure for throughput.
             durability: DurabilityMode::Sync,
             fsync_interval_ms: 100,
+            // Keep everything unless the operator decides otherwise: deleting data is a choice.
+            retention_days: 0,
         }
     }
 }
@@ -81,6 +86,148 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     pub max_inflight: u16,
     pub outgoing_queue: usize,
+    /// Longest session expiry a client may ask for, and the expiry of MQTT 3.1.1 persistent
+    /// sessions (seconds; 0 disables persistent sessions).
+    pub max_session_expiry_secs: u32,
+    /// Messages kept per offline persistent session.
+    pub max_queued_messages: usize,
+    /// Which message goes when that queue is full.
+    pub queue_overflow: QueueOverflowPolicy,
+    /// Topic aliases an MQTT 5 client may use towards the broker.
+    pub topic_alias_maximum: u16,
+    /// PUBLISH packets per second per client (0 = unlimited).
+    pub max_publish_rate: u32,
+    /// Payload bytes per second per client (0 = unlimited).
+    pub max_publish_bytes_rate: u64,
+    /// Seconds between `$SYS/broker/...` statistics (0 = never).
+    pub sys_interval_secs: u64,
+    /// Admit clients without credentials on the main listener (development only).
+    pub allow_anonymous: bool,
+    /// Further listeners (`[[mqtt.listeners]]`): TLS, WebSocket, more TCP ports.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// What happens when a message arrives for an offline session whose queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOverflowPolicy {
+    #[default]
+    DropOldest,
+    DropNewest,
+}
+
+/// The transport of an extra MQTT listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    pub fn is_websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+/// Whether a TLS listener asks for client certificates (mutual TLS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Clients authenticate inside MQTT only.
+    #[default]
+    None,
+    /// A client may present a certificate issued by one of its tenant's registered CAs.
+    Optional,
+    /// Every client must present such a certificate.
+    Required,
+}
+
+/// One `[[mqtt.listeners]]` entry. The broker-wide limits of `[mqtt]` apply too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub kind: ListenerKind,
+    pub addr: SocketAddr,
+    /// PEM server certificate chain (tls, wss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (tls, wss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
+    /// HTTP path of the WebSocket endpoint (ws, wss); default "/mqtt".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Open connections through this listener; unlimited beyond `mqtt.max_connections` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// New connections per second; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<u32>,
+    /// Admit clients without credentials (development only).
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+impl ListenerConfig {
+    /// The WebSocket path, with its default.
+    pub fn ws_path(&self) -> &str {
+        self.path
+            .as_deref()
+            .unwrap_or(wulian_broker::DEFAULT_WS_PATH)
+    }
+
+    fn problems(&self, index: usize, out: &mut Vec<String>) {
+        let at = format!(
+            "mqtt.listeners[{index}] ({} {})",
+            self.kind.as_str(),
+            self.addr
+        );
+        if self.kind.is_tls() {
+            if self.cert.is_none() || self.key.is_none() {
+                out.push(format!("{at}: cert and key are required for TLS"));
+            }
+        } else {
+            if self.cert.is_some() || self.key.is_some() {
+                out.push(format!("{at}: cert and key only apply to tls and wss"));
+            }
+            if self.client_auth != ClientAuthMode::None {
+                out.push(format!("{at}: client_auth only applies to tls and wss"));
+            }
+        }
+        match &self.path {
+            Some(_) if !self.kind.is_websocket() => {
+                out.push(format!("{at}: path only applies to ws and wss"));
+            }
+            Some(path) if !path.starts_with('/') => {
+                out.push(format!("{at}: path must start with /"));
+            }
+            _ => {}
+        }
+        if self.max_connections == Some(0) {
+            out.push(format!("{at}: max_connections must be positive"));
+        }
+        if self.connect_rate == Some(0) {
+            out.push(format!("{at}: connect_rate must be positive"));
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -93,6 +240,16 @@ impl Default for MqttConfig {
             max_packet_bytes: 1024 * 1024,
             max_inflight: 64,
             outgoing_queue: 1000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_queued_messages: 1000,
+            queue_overflow: QueueOverflowPolicy::DropOldest,
+            topic_alias_maximum: 32,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
+            sys_interval_secs: 10,
+            // Anonymous access is for development on a trusted machine only.
+            allow_anonymous: false,
+            listeners: Vec::new(),
         }
     }
 }
@@ -137,30 +294,36 @@ impl Config {
 
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = Vec::new();
         if self.http.max_body_bytes == 0 {
-            problems.push("http.max_body_bytes must be positive");
+            problems.push("http.max_body_bytes must be positive".into());
         }
         if self.http.request_timeout_secs == 0 {
-            problems.push("http.request_timeout_secs must be positive");
+            problems.push("http.request_timeout_secs must be positive".into());
         }
         if self.mqtt.max_connections == 0 {
-            problems.push("mqtt.max_connections must be positive");
+            problems.push("mqtt.max_connections must be positive".into());
         }
         if self.mqtt.connect_timeout_secs == 0 {
-            problems.push("mqtt.connect_timeout_secs must be positive");
+            problems.push("mqtt.connect_timeout_secs must be positive".into());
         }
         if self.mqtt.max_packet_bytes < 64 || self.mqtt.max_packet_bytes > 268_435_460 {
-            problems.push("mqtt.max_packet_bytes must be between 64 and 268435460");
+            problems.push("mqtt.max_packet_bytes must be between 64 and 268435460".into());
         }
         if self.mqtt.max_inflight == 0 {
-            problems.push("mqtt.max_inflight must be positive");
+            problems.push("mqtt.max_inflight must be positive".into());
+        }
+        if self.mqtt.max_queued_messages == 0 {
+            problems.push("mqtt.max_queued_messages must be positive".into());
         }
         if self.mqtt.outgoing_queue == 0 {
-            problems.push("mqtt.outgoing_queue must be positive");
+            problems.push("mqtt.outgoing_queue must be positive".into());
         }
         if self.storage.fsync_interval_ms == 0 {
-            problems.push("storage.fsync_interval_ms must be positive");
+            problems.push("storage.fsync_interval_ms must be positive".into());
+        }
+        for (index, listener) in self.mqtt.listeners.iter().enumerate() {
+            listener.problems(index, &mut problems);
         }
         if problems.is_empty() {
             Ok(())
@@ -171,6 +334,12 @@ impl Config {
 
     pub fn fsync_interval(&self) -> Duration {
         Duration::from_millis(self.storage.fsync_interval_ms)
+    }
+
+    /// The telemetry retention, or None to keep everything.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.storage.retention_days > 0)
+            .then(|| Duration::from_secs(self.storage.retention_days.saturating_mul(86_400)))
     }
 }
 
@@ -195,6 +364,46 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.contains("max_connections") && text.contains("max_inflight"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn listeners() {
+        let c = Config::parse(
+            r#"
+[mqtt]
+allow_anonymous = true
+
+[[mqtt.listeners]]
+kind = "tls"
+addr = "127.0.0.1:8883"
+cert = "server.pem"
+key = "server.key"
+client_auth = "optional"
+
+[[mqtt.listeners]]
+kind = "ws"
+addr = "127.0.0.1:8083"
+max_connections = 100
+connect_rate = 50
+"#,
+        )
+        .unwrap();
+        assert!(c.mqtt.allow_anonymous);
+        assert_eq!(c.mqtt.listeners.len(), 2);
+        assert_eq!(c.mqtt.listeners[0].client_auth, ClientAuthMode::Optional);
+        assert_eq!(c.mqtt.listeners[1].ws_path(), "/mqtt");
+        assert_eq!(c.mqtt.listeners[1].connect_rate, Some(50));
+
+        let err = Config::parse(
+            "[[mqtt.listeners]]\nkind = \"tls\"\naddr = \"127.0.0.1:1\"\n\n\
+             [[mqtt.listeners]]\nkind = \"tcp\"\naddr = \"127.0.0.1:2\"\npath = \"x\"\n",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("cert and key are required") && text.contains("path only applies"),
             "{text}"
         );
     }

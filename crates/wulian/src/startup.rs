@@ -10,16 +10,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use wulian_api::{AppState, HttpLimits};
-use wulian_broker::{Broker, BrokerConfig};
+use wulian_broker::{
+    Broker, BrokerConfig, ClientAuth, ClientCertAuthorities, QueueOverflow, TlsConfig, Transport,
+};
 use wulian_common::time::now_ms;
 use wulian_ingest::{CommandService, DeviceAuthenticator, Pipeline};
 use wulian_registry::Registry;
 use wulian_tsdb::{Durability, Tsdb};
 
-use crate::config::{Config, DurabilityMode, LogConfig, LogFormat};
+use crate::config::{ClientAuthMode, Config, DurabilityMode, ListenerKind, LogConfig, LogFormat};
 
 /// How long connections and requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often TLS listeners look for CA certificate changes.
+const CA_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&log.filter)
@@ -71,6 +75,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             interval: config.fsync_interval(),
         },
     };
+    tsdb_config.retention = config.retention();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(tsdb_config))
         .await
         .context("Open the telemetry store")?
@@ -83,38 +88,61 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let pipeline = Pipeline::new(tsdb.clone());
-    let broker = Broker::new(
+    let broker = Broker::open(
         BrokerConfig {
             max_connections: config.mqtt.max_connections,
             connect_timeout: Duration::from_secs(config.mqtt.connect_timeout_secs),
             max_packet_size: config.mqtt.max_packet_bytes,
             max_inflight: config.mqtt.max_inflight,
             outgoing_queue: config.mqtt.outgoing_queue,
+            data_dir: Some(data_dir.join("broker")),
+            max_session_expiry_secs: config.mqtt.max_session_expiry_secs,
+            max_queued_messages: config.mqtt.max_queued_messages,
+            topic_alias_maximum: config.mqtt.topic_alias_maximum,
+            max_publish_rate: config.mqtt.max_publish_rate,
+            max_publish_bytes_rate: config.mqtt.max_publish_bytes_rate,
+            sys_interval: Duration::from_secs(config.mqtt.sys_interval_secs),
+            queue_overflow: match config.mqtt.queue_overflow {
+                crate::config::QueueOverflowPolicy::DropOldest => QueueOverflow::DropOldest,
+                crate::config::QueueOverflowPolicy::DropNewest => QueueOverflow::DropNewest,
+            },
             ..BrokerConfig::default()
         },
         DeviceAuthenticator::new(Arc::clone(&registry)),
         pipeline.clone(),
-    );
+    )
+    .context("Open the broker's session store")?;
     let commands = CommandService::new(Arc::clone(&registry), broker.clone());
     pipeline.attach_commands(Arc::clone(&commands));
 
-    let mqtt_listener = TcpListener::bind(config.mqtt.addr)
-        .await
-        .with_context(|| format!("Bind MQTT listener on {}", config.mqtt.addr))?;
+    let client_cas = ClientCertAuthorities::new();
+    let mqtt_listeners = bind_mqtt_listeners(&config, &client_cas).await?;
+    let uses_client_certs = config
+        .mqtt
+        .listeners
+        .iter()
+        .any(|l| l.client_auth != ClientAuthMode::None);
     let http_listener = TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("Bind HTTP listener on {}", config.http.addr))?;
-    let mqtt_addr = mqtt_listener
-        .local_addr()
-        .context("MQTT listener address")?;
     let http_addr = http_listener
         .local_addr()
         .context("HTTP listener address")?;
-    // Scripts and tests read these two lines to find ports chosen with port 0.
+    // Scripts and tests read these lines to find ports chosen with port 0.
     println!("HTTP API listening on http://{http_addr}");
-    println!("MQTT listening on {mqtt_addr}");
-    tracing::info!(%http_addr, %mqtt_addr, data_dir = %data_dir.display(), "wulian is serving.");
+    for bound in &mqtt_listeners {
+        println!("{}", bound.banner);
+    }
+    if mqtt_listeners.iter().any(|b| b.config.allow_anonymous) {
+        eprintln!(
+            "WARNING: anonymous MQTT access is on: clients without credentials may publish and \
+             subscribe in the default tenant. Use this for development only."
+        );
+        tracing::warn!("Anonymous MQTT access is enabled (development only).");
+    }
+    tracing::info!(%http_addr, mqtt_listeners = mqtt_listeners.len(), data_dir = %data_dir.display(), "wulian is serving.");
 
+    let state_registry = Arc::clone(&registry);
     let state = AppState {
         registry,
         tsdb: tsdb.clone(),
@@ -129,17 +157,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = wulian_api::router(state, &limits);
 
     let shutdown = CancellationToken::new();
-    let mqtt_task = tokio::spawn({
-        let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        async move { broker.serve(mqtt_listener, shutdown).await }
-    });
+    if config.retention().is_some() {
+        tokio::spawn(enforce_retention(tsdb.clone(), shutdown.clone()));
+    }
+    if uses_client_certs {
+        tokio::spawn(reload_client_cas(
+            Arc::clone(&state_registry),
+            client_cas,
+            shutdown.clone(),
+        ));
+    }
+    let mqtt_tasks: Vec<_> = mqtt_listeners
+        .into_iter()
+        .map(|bound| {
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                broker
+                    .serve_listener(bound.listener, bound.config, shutdown)
+                    .await
+            })
+        })
+        .collect();
     let http_task = tokio::spawn(wulian_api::serve(http_listener, router, shutdown.clone()));
 
     wait_for_signal().await?;
     tracing::info!("Shutting down: closing listeners and connections.");
     shutdown.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        log_task_end("MQTT", mqtt_task.await);
+        for task in mqtt_tasks {
+            log_task_end("MQTT", task.await);
+        }
         log_task_end("HTTP", http_task.await);
     })
     .await;
@@ -150,6 +197,116 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tsdb.close().await.context("Flush the telemetry store")?;
     tracing::info!("Stopped cleanly.");
     Ok(())
+}
+
+/// A bound MQTT listener, its broker configuration and the line announcing it.
+struct BoundListener {
+    listener: TcpListener,
+    config: wulian_broker::ListenerConfig,
+    banner: String,
+}
+
+/// Binds the main plain listener (`mqtt.addr`) and every `[[mqtt.listeners]]` entry, loading
+/// their TLS certificates; any failure stops startup before anything is served.
+async fn bind_mqtt_listeners(
+    config: &Config,
+    client_cas: &Arc<ClientCertAuthorities>,
+) -> anyhow::Result<Vec<BoundListener>> {
+    let mut bound = Vec::with_capacity(1 + config.mqtt.listeners.len());
+    let main = TcpListener::bind(config.mqtt.addr)
+        .await
+        .with_context(|| format!("Bind MQTT listener on {}", config.mqtt.addr))?;
+    let addr = main.local_addr().context("MQTT listener address")?;
+    let mut main_config = wulian_broker::ListenerConfig::tcp();
+    main_config.allow_anonymous = config.mqtt.allow_anonymous;
+    bound.push(BoundListener {
+        listener: main,
+        config: main_config,
+        banner: format!("MQTT listening on {addr}"),
+    });
+    for entry in &config.mqtt.listeners {
+        let tls = || -> anyhow::Result<TlsConfig> {
+            let (Some(cert), Some(key)) = (&entry.cert, &entry.key) else {
+                anyhow::bail!(
+                    "{} listener on {} needs cert and key",
+                    entry.kind.as_str(),
+                    entry.addr
+                );
+            };
+            let client_auth = match entry.client_auth {
+                ClientAuthMode::None => ClientAuth::None,
+                ClientAuthMode::Optional => ClientAuth::Optional(Arc::clone(client_cas)),
+                ClientAuthMode::Required => ClientAuth::Required(Arc::clone(client_cas)),
+            };
+            TlsConfig::from_pem_files(cert, key, client_auth)
+                .with_context(|| format!("Load TLS certificate for MQTT listener {}", entry.addr))
+        };
+        let transport = match entry.kind {
+            ListenerKind::Tcp => Transport::Tcp,
+            ListenerKind::Tls => Transport::Tls(tls()?),
+            ListenerKind::Ws => Transport::Ws {
+                path: entry.ws_path().to_string(),
+            },
+            ListenerKind::Wss => Transport::Wss {
+                tls: tls()?,
+                path: entry.ws_path().to_string(),
+            },
+        };
+        let listener = TcpListener::bind(entry.addr).await.with_context(|| {
+            format!(
+                "Bind MQTT {} listener on {}",
+                entry.kind.as_str(),
+                entry.addr
+            )
+        })?;
+        let addr = listener.local_addr().context("MQTT listener address")?;
+        let mut listener_config = wulian_broker::ListenerConfig::new(transport);
+        listener_config.max_connections = entry.max_connections;
+        listener_config.connect_rate = entry.connect_rate;
+        listener_config.allow_anonymous = entry.allow_anonymous;
+        let path = if entry.kind.is_websocket() {
+            entry.ws_path()
+        } else {
+            ""
+        };
+        bound.push(BoundListener {
+            listener,
+            config: listener_config,
+            banner: format!("MQTT {} listening on {addr}{path}", entry.kind.as_str()),
+        });
+    }
+    Ok(bound)
+}
+
+/// Keeps the TLS listeners' client CA set equal to the registry's CA certificates: loads it
+/// now, then again within a second of every change made through the API.
+async fn reload_client_cas(
+    registry: Arc<Registry>,
+    cas: Arc<ClientCertAuthorities>,
+    shutdown: CancellationToken,
+) {
+    let mut loaded = None;
+    loop {
+        let generation = registry.ca_generation();
+        if loaded != Some(generation) {
+            let all =
+                wulian_common::blocking::run_blocking(&registry, |r| r.all_ca_certificates()).await;
+            match all {
+                Ok(all) => {
+                    let count = cas.replace(&all);
+                    tracing::info!(count, "Client CA certificates loaded.");
+                    loaded = Some(generation);
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "Loading client CA certificates failed.")
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CA_RELOAD_INTERVAL) => {}
+        }
+    }
 }
 
 fn log_task_end(name: &str, result: Result<std::io::Result<()>, tokio::task::JoinError>) {
@@ -168,4 +325,25 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+/// How often old telemetry partitions are looked for.
+const RETENTION_CHECK: Duration = Duration::from_secs(3600);
+
+/// Drops telemetry partitions past the retention, at start and then hourly, until shutdown.
+async fn enforce_retention(tsdb: Tsdb, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(RETENTION_CHECK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match tsdb.enforce_retention(now_ms()).await {
+            Ok(0) => {}
+            Ok(dropped) => {
+                tracing::info!(partitions = dropped, "Telemetry past retention dropped.")
+            }
+            Err(error) => tracing::error!(error = %error, "Enforcing telemetry retention failed."),
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Handlers, one module per resource.
 
+pub mod certificates;
 pub mod commands;
 pub mod devices;
 pub mod system;

@@ -133,6 +133,48 @@ pub async fn metrics(
         b.bytes_sent_total,
     );
     metric(
+        "wulian_mqtt_sessions_persistent",
+        "gauge",
+        "Persistent MQTT sessions, connected or not.",
+        b.sessions_persistent,
+    );
+    metric(
+        "wulian_mqtt_sessions_expired_total",
+        "counter",
+        "Persistent sessions removed when their expiry interval passed.",
+        b.sessions_expired_total,
+    );
+    metric(
+        "wulian_mqtt_messages_queued_total",
+        "counter",
+        "Messages queued for offline persistent sessions.",
+        b.messages_queued_total,
+    );
+    metric(
+        "wulian_mqtt_queue_overflow_total",
+        "counter",
+        "Messages dropped because an offline session's queue was full.",
+        b.queue_overflow_total,
+    );
+    metric(
+        "wulian_mqtt_retained_messages",
+        "gauge",
+        "Retained messages stored.",
+        b.retained_messages,
+    );
+    metric(
+        "wulian_mqtt_store_errors_total",
+        "counter",
+        "Failed writes to the broker's session store.",
+        b.store_errors_total,
+    );
+    metric(
+        "wulian_mqtt_publish_rate_limited_total",
+        "counter",
+        "Clients disconnected for publishing faster than allowed.",
+        b.publish_rate_limited_total,
+    );
+    metric(
         "wulian_ingest_messages_accepted_total",
         "counter",
         "Telemetry messages stored.",

@@ -127,93 +127,14 @@ pub async fn query_telemetry(
             .collect(),
         None => state.tsdb.keys(caller.tenant(), &id),
     };
-    let series_key = |key: &str| SeriesKey {
-        tenant: caller.tenant().to_string(),
-        device: id.clone(),
-        key: key.to_string(),
-    };
-    let mut series = BTreeMap::new();
-    let mut truncated = Vec::new();
-    match (&q.agg, q.interval) {
-        (None, None) => {
-            let limit = q.limit.unwrap_or(DEFAULT_QUERY_POINTS);
-            if !(1..=MAX_QUERY_POINTS).contains(&limit) {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit must be between 1 and {MAX_QUERY_POINTS}"),
-                ));
-            }
-            for key in keys {
-                let result = state.tsdb.range(&series_key(&key), from, to, limit);
-                if result.truncated {
-                    truncated.push(key.clone());
-                }
-                series.insert(key, result.points.iter().map(point_view).collect());
-            }
-        }
-        (Some(agg_name), Some(interval)) => {
-            let agg: Aggregation = agg_name.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!(
-                        "agg {agg_name:?} is not one of min, max, avg, sum, count, first, last"
-                    ),
-                )
-            })?;
-            if interval < 1 {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "interval must be at least 1 ms",
-                ));
-            }
-            if (to - from) / interval > MAX_BUCKETS {
-                return Err(ApiError::bad_request(
-                    "too_many_buckets",
-                    format!(
-                        "the range holds more than {MAX_BUCKETS} buckets of {interval} ms; widen interval or narrow the range"
-                    ),
-                ));
-            }
-            if q.limit.is_some() {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "limit applies to raw queries only",
-                ));
-            }
-            for key in keys {
-                let buckets = state
-                    .tsdb
-                    .aggregate(&series_key(&key), from, to, interval, agg)
-                    .map_err(|e| match e {
-                        wulian_tsdb::Error::NotNumeric { .. } => {
-                            ApiError::bad_request("not_numeric", e.to_string())
-                        }
-                        other => ApiError::internal("Aggregate query failed.", &other),
-                    })?;
-                let points = buckets
-                    .iter()
-                    .map(|b| PointView {
-                        ts: b.ts,
-                        value: value_json(&b.value),
-                        count: Some(b.count),
-                    })
-                    .collect();
-                series.insert(key, points);
-            }
-        }
-        (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "missing_parameter",
-                "agg needs interval (ms)",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "missing_parameter",
-                "interval needs agg",
-            ));
-        }
-    }
+    let plan = query_plan(&q, from, to)?;
+    let (tsdb, tenant, device) = (state.tsdb.clone(), caller.tenant().to_string(), id.clone());
+    // Reads of flushed data decode block files: keep them off the async workers.
+    let (series, truncated) = tokio::task::spawn_blocking(move || {
+        read_series(&tsdb, &tenant, &device, keys, from, to, plan)
+    })
+    .await
+    .map_err(|e| ApiError::internal("Telemetry query task failed.", &e))??;
     Ok(Json(TelemetryView {
         device_id: id,
         from,
@@ -244,6 +165,118 @@ pub async fn latest_telemetry(
         device_id: id,
         values,
     }))
+}
+
+/// What a telemetry query asks for, validated before any data is read.
+#[derive(Debug, Clone, Copy)]
+enum QueryPlan {
+    Raw { limit: usize },
+    Aggregate { agg: Aggregation, interval: i64 },
+}
+
+fn query_plan(q: &TelemetryQuery, from: i64, to: i64) -> ApiResult<QueryPlan> {
+    match (&q.agg, q.interval) {
+        (None, None) => {
+            let limit = q.limit.unwrap_or(DEFAULT_QUERY_POINTS);
+            if !(1..=MAX_QUERY_POINTS).contains(&limit) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be between 1 and {MAX_QUERY_POINTS}"),
+                ));
+            }
+            Ok(QueryPlan::Raw { limit })
+        }
+        (Some(agg_name), Some(interval)) => {
+            let agg: Aggregation = agg_name.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "agg {agg_name:?} is not one of min, max, avg, sum, count, first, last"
+                    ),
+                )
+            })?;
+            if interval < 1 {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "interval must be at least 1 ms",
+                ));
+            }
+            if (to - from) / interval > MAX_BUCKETS {
+                return Err(ApiError::bad_request(
+                    "too_many_buckets",
+                    format!(
+                        "the range holds more than {MAX_BUCKETS} buckets of {interval} ms; widen interval or narrow the range"
+                    ),
+                ));
+            }
+            if q.limit.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "limit applies to raw queries only",
+                ));
+            }
+            Ok(QueryPlan::Aggregate { agg, interval })
+        }
+        (Some(_), None) => Err(ApiError::bad_request(
+            "missing_parameter",
+            "agg needs interval (ms)",
+        )),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "missing_parameter",
+            "interval needs agg",
+        )),
+    }
+}
+
+type SeriesViews = BTreeMap<String, Vec<PointView>>;
+
+/// Runs a validated query for each key; blocking (it may read block files).
+fn read_series(
+    tsdb: &wulian_tsdb::Tsdb,
+    tenant: &str,
+    device: &str,
+    keys: Vec<String>,
+    from: i64,
+    to: i64,
+    plan: QueryPlan,
+) -> ApiResult<(SeriesViews, Vec<String>)> {
+    let mut series = BTreeMap::new();
+    let mut truncated = Vec::new();
+    for key in keys {
+        let series_key = SeriesKey {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            key: key.clone(),
+        };
+        let points = match plan {
+            QueryPlan::Raw { limit } => {
+                let result = tsdb
+                    .try_range(&series_key, from, to, limit)
+                    .map_err(|e| ApiError::internal("Range query failed.", &e))?;
+                if result.truncated {
+                    truncated.push(key.clone());
+                }
+                result.points.iter().map(point_view).collect()
+            }
+            QueryPlan::Aggregate { agg, interval } => tsdb
+                .aggregate(&series_key, from, to, interval, agg)
+                .map_err(|e| match e {
+                    wulian_tsdb::Error::NotNumeric { .. } => {
+                        ApiError::bad_request("not_numeric", e.to_string())
+                    }
+                    other => ApiError::internal("Aggregate query failed.", &other),
+                })?
+                .iter()
+                .map(|b| PointView {
+                    ts: b.ts,
+                    value: value_json(&b.value),
+                    count: Some(b.count),
+                })
+                .collect(),
+        };
+        series.insert(key, points);
+    }
+    Ok((series, truncated))
 }
 
 /// Who may post telemetry for a device: the device itself (its token), or an application key

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wulian_common::blocking::run_blocking;
-use wulian_registry::{ApiKey, NewTenant, Scope, Tenant};
+use wulian_registry::{ApiKey, MqttPolicy, NewTenant, Scope, Tenant, TopicRules};
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Caller};
@@ -52,6 +52,9 @@ pub struct ApiKeyView {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked: bool,
+    /// What the key may do when an application connects over MQTT with it (the key's own
+    /// policy, or its scope's default).
+    pub mqtt_policy: MqttPolicyBody,
     /// The secret: present only in the response that created the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -59,7 +62,9 @@ pub struct ApiKeyView {
 
 impl ApiKeyView {
     fn new(key: ApiKey, secret: Option<String>) -> ApiKeyView {
+        let mqtt_policy = key.effective_mqtt_policy().into();
         ApiKeyView {
+            mqtt_policy,
             id: key.id,
             tenant: key.tenant,
             name: key.name,
@@ -81,6 +86,57 @@ pub struct CreateApiKey {
     pub scope: String,
     /// Another tenant (installation admin only); the caller's tenant when absent.
     pub tenant: Option<String>,
+    /// MQTT topic policy for applications connecting with this key; the scope's default when
+    /// absent (read_only: subscribe `devices/+/telemetry`, `devices/+/events/#`; read_write and
+    /// admin: also publish `devices/+/commands/#` and subscribe `devices/+/commands/+/response`).
+    pub mqtt_policy: Option<MqttPolicyBody>,
+}
+
+/// Allow and deny topic filters for one direction; deny beats allow. Filters may use
+/// `${tenant}` and `${key_id}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRulesBody {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// `{"publish": {"allow": [...], "deny": [...]}, "subscribe": {...}}`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttPolicyBody {
+    #[serde(default)]
+    pub publish: TopicRulesBody,
+    #[serde(default)]
+    pub subscribe: TopicRulesBody,
+}
+
+impl From<MqttPolicy> for MqttPolicyBody {
+    fn from(p: MqttPolicy) -> MqttPolicyBody {
+        let rules = |r: TopicRules| TopicRulesBody {
+            allow: r.allow,
+            deny: r.deny,
+        };
+        MqttPolicyBody {
+            publish: rules(p.publish),
+            subscribe: rules(p.subscribe),
+        }
+    }
+}
+
+impl From<MqttPolicyBody> for MqttPolicy {
+    fn from(p: MqttPolicyBody) -> MqttPolicy {
+        let rules = |r: TopicRulesBody| TopicRules {
+            allow: r.allow,
+            deny: r.deny,
+        };
+        MqttPolicy {
+            publish: rules(p.publish),
+            subscribe: rules(p.subscribe),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -215,9 +271,10 @@ pub async fn create_api_key(
         )
     })?;
     let name = body.name;
+    let policy = body.mqtt_policy.map(MqttPolicy::from);
     let created = run_blocking(&state.registry, move |r| {
         r.get_tenant(&tenant)?;
-        r.create_api_key(&tenant, &name, scope)
+        r.create_api_key_with_policy(&tenant, &name, scope, policy)
     })
     .await?;
     tracing::info!(tenant = %created.key.tenant, key_id = %created.key.id, scope = %created.key.scope, "API key created.");

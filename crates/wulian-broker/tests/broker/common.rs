@@ -23,13 +23,26 @@ use wulian_mqtt::{Connect, LastWill, Packet};
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// Accepts "dev1"/"secret" (tenant t1, device dev1), "dev2"/"secret" (t1, dev2) and
-/// "t2dev1"/"secret" (tenant t2, device dev1).
+/// Accepts "dev1"/"secret" (tenant t1, device dev1), "dev2"/"secret" (t1, dev2),
+/// "t2dev1"/"secret" (tenant t2, device dev1) and "ops"/"secret" (t1, `$SYS` access).
 pub struct TestAuth;
 
 #[async_trait::async_trait]
 impl Authenticator for TestAuth {
     async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ReasonCode> {
+        if req.username.as_deref() == Some("ops") && req.password.as_deref() == Some(b"secret") {
+            // An installation operator: may read `$SYS`.
+            return Ok(Identity {
+                tenant: "t1".into(),
+                principal: Principal::Anonymous,
+                policy: TopicPolicy {
+                    publish: vec!["ops/#".into()],
+                    subscribe: vec!["ops/#".into()],
+                    ..TopicPolicy::default()
+                },
+                sys_access: true,
+            });
+        }
         let (tenant, device) = match req.username.as_deref() {
             Some("dev1") => ("t1", "dev1"),
             Some("dev2") => ("t1", "dev2"),
@@ -118,6 +131,27 @@ impl Drop for TestBroker {
 pub async fn start(config: BrokerConfig) -> TestBroker {
     let sink = Arc::new(TestSink::default());
     let broker = Broker::new(config, Arc::new(TestAuth), sink.clone());
+    serve(broker, sink).await
+}
+
+/// A broker on `config.data_dir` (durable sessions and retained messages).
+pub async fn start_durable(config: BrokerConfig) -> TestBroker {
+    let sink = Arc::new(TestSink::default());
+    let broker = Broker::open(config, Arc::new(TestAuth), sink.clone()).expect("open broker store");
+    serve(broker, sink).await
+}
+
+/// Shuts the broker down and waits until every connection is closed.
+pub async fn stop(mut b: TestBroker) {
+    b.shutdown.cancel();
+    let serve = std::mem::replace(&mut b.serve, tokio::spawn(async { Ok(()) }));
+    match tokio::time::timeout(Duration::from_secs(10), serve).await {
+        Ok(Ok(Ok(()))) => {}
+        other => panic!("broker did not stop cleanly: {other:?}"),
+    }
+}
+
+async fn serve(broker: Broker, sink: Arc<TestSink>) -> TestBroker {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -364,6 +398,43 @@ impl Raw {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
             protocol,
+        }
+    }
+
+    /// Opens a socket, sends `connect` and returns the CONNACK (which must be a success).
+    pub async fn connect_ack(addr: SocketAddr, connect: Connect) -> (Raw, wulian_mqtt::ConnAck) {
+        let mut raw = Raw::open(addr, connect.protocol).await;
+        raw.send(&Packet::Connect(connect)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(c)) => {
+                assert_eq!(c.code, ReasonCode::Success);
+                (raw, c)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Next PUBLISH, answering nothing; skips other packets. Panics on timeout or close.
+    pub async fn next_publish(&mut self) -> wulian_mqtt::Publish {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => {}
+                None => panic!("connection closed while waiting for PUBLISH"),
+            }
+        }
+    }
+
+    /// True if no PUBLISH arrives within `d`.
+    pub async fn no_publish_within(&mut self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(left).await {
+                Err(()) | Ok(None) => return true,
+                Ok(Some(Packet::Publish(_))) => return false,
+                Ok(Some(_)) => {}
+            }
         }
     }
 

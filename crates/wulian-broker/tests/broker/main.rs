@@ -4,5 +4,8 @@
 
 mod common;
 mod raw;
+mod retained;
+mod sessions;
 mod v311;
 mod v5;
+mod v5_features;

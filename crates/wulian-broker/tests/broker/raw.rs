@@ -351,7 +351,8 @@ async fn will_published_on_abnormal_disconnect_only() {
 }
 
 #[tokio::test]
-async fn v5_subscription_identifier_is_refused() {
+async fn v5_subscription_identifier_is_delivered() {
+    // MQTT-3.3.4-3: the PUBLISH carries the identifier of the matching subscription.
     let b = start_default().await;
     let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
     let mut sub = subscribe("devices/dev1/x", QoS::AtMostOnce);
@@ -359,11 +360,23 @@ async fn v5_subscription_identifier_is_refused() {
         s.properties.subscription_identifiers = vec![5];
     }
     raw.send(&sub).await;
-    match raw.until_closed().await.as_slice() {
-        [Packet::Disconnect(d)] => {
-            assert_eq!(d.code, ReasonCode::SubscriptionIdentifiersNotSupported)
-        }
-        other => panic!("expected DISCONNECT, got {other:?}"),
+    match raw.recv().await {
+        Some(Packet::SubAck(s)) => assert_eq!(s.codes, vec![ReasonCode::Success]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    b.broker.publish(
+        "t1",
+        wulian_broker::OutboundMessage {
+            topic: "devices/dev1/x".into(),
+            payload: bytes::Bytes::from_static(b"hi"),
+            qos: wulian_broker::QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        },
+    );
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.properties.subscription_identifiers, vec![5]),
+        other => panic!("expected PUBLISH, got {other:?}"),
     }
 }
 

@@ -18,9 +18,9 @@ async fn connack_announces_capabilities_and_assigns_id() {
     let p = ack.properties.expect("CONNACK properties");
     assert_eq!(p.receive_max, Some(64));
     assert_eq!(p.max_packet_size, Some(1024 * 1024));
-    assert_eq!(p.retain_available, Some(0));
-    assert_eq!(p.shared_subscription_available, Some(0));
-    assert_eq!(p.subscription_identifiers_available, Some(0));
+    assert_eq!(p.retain_available, Some(1));
+    assert_eq!(p.shared_subscription_available, Some(1));
+    assert_eq!(p.subscription_identifiers_available, Some(1));
     assert_eq!(p.wildcard_subscription_available, Some(1));
     assert_eq!(p.max_qos, None);
     let id = p.assigned_client_identifier.expect("assigned client id");
@@ -121,7 +121,7 @@ async fn suback_codes() {
         vec![
             SubscribeReasonCode::Success(QoS::ExactlyOnce),
             SubscribeReasonCode::NotAuthorized,
-            SubscribeReasonCode::SharedSubscriptionsNotSupported,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
         ]
     );
     assert_eq!(b.broker.metrics().subscribe_denied_total, 1);

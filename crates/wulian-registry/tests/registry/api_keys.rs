@@ -1,5 +1,5 @@
 use wulian_registry::test_support::{new_device, registry_with_tenant};
-use wulian_registry::{API_KEY_PREFIX, Error, Registry, Scope};
+use wulian_registry::{API_KEY_PREFIX, Error, MqttPolicy, Registry, Scope, TopicRules};
 
 use crate::{all_stored_text, contains_bytes, file_registry, raw_file_bytes};
 
@@ -212,4 +212,51 @@ fn scope_strings_and_permissions() {
     assert!(Scope::Admin.can_admin() && Scope::Admin.can_write());
     assert!(!Scope::ReadWrite.can_admin() && Scope::ReadWrite.can_write());
     assert!(!Scope::ReadOnly.can_admin() && !Scope::ReadOnly.can_write());
+}
+
+#[test]
+fn keys_carry_mqtt_policies() {
+    let (registry, _) = registry_with_tenant("acme").unwrap();
+    let policy = MqttPolicy {
+        publish: TopicRules {
+            allow: vec!["apps/${key_id}/#".into()],
+            deny: vec!["apps/${key_id}/private".into()],
+        },
+        subscribe: TopicRules {
+            allow: vec!["devices/+/telemetry".into()],
+            deny: vec![],
+        },
+    };
+    let created = registry
+        .create_api_key_with_policy("acme", "dashboard", Scope::ReadOnly, Some(policy.clone()))
+        .unwrap();
+    let found = registry
+        .authenticate_api_key(&created.secret)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.mqtt_policy.as_ref(), Some(&policy));
+    assert_eq!(found.effective_mqtt_policy(), policy);
+
+    // Without a policy: the scope's default.
+    let plain = registry
+        .create_api_key("acme", "plain", Scope::ReadWrite)
+        .unwrap();
+    assert_eq!(plain.key.mqtt_policy, None);
+    assert_eq!(
+        plain.key.effective_mqtt_policy(),
+        MqttPolicy::default_for(Scope::ReadWrite)
+    );
+
+    // Invalid filters and unknown variables are refused.
+    let bad = MqttPolicy {
+        publish: TopicRules {
+            allow: vec!["a/${device_id}".into()],
+            deny: vec![],
+        },
+        ..MqttPolicy::default()
+    };
+    assert!(matches!(
+        registry.create_api_key_with_policy("acme", "bad", Scope::ReadOnly, Some(bad)),
+        Err(Error::Invalid { .. })
+    ));
 }

@@ -2,6 +2,7 @@
 //! One test binary with modules, so the crate and SQLite are linked once.
 
 mod api_keys;
+mod certificates;
 mod commands;
 mod devices;
 mod isolation;

@@ -1,6 +1,9 @@
 //! The command line: `wulian serve`, `wulian config`, and the API clients (`devices`,
-//! `tenants`, `keys`) that call the same REST API applications use.
+//! `tenants`, `keys`, `ca`) that call the same REST API applications use, and `certs`, which
+//! makes test certificates locally.
 
+mod ca;
+mod certs;
 mod client;
 mod config;
 mod devices;
@@ -33,6 +36,10 @@ enum Command {
     Tenants(tenants::TenantsArgs),
     /// Manage API keys.
     Keys(tenants::KeysArgs),
+    /// Register CA certificates for device certificates (mutual TLS); revoke device certificates.
+    Ca(ca::CaArgs),
+    /// Make a test CA, server and device certificates for TLS (no server needed).
+    Certs(certs::CertsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,5 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Tenants(args) => tenants::run_tenants(args),
         Command::Keys(args) => tenants::run_keys(args),
+        Command::Ca(args) => ca::run(args),
+        Command::Certs(args) => certs::run(args),
     }
 }

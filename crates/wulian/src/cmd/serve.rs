@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// MQTT address; port 0 picks a free port [default: 127.0.0.1:1883].
     #[arg(long, env = "WULIAN_MQTT_ADDR")]
     mqtt_addr: Option<SocketAddr>,
+    /// Let MQTT clients connect without credentials on the main listener (anonymous, default
+    /// tenant, every topic but $SYS). Development only.
+    #[arg(long, env = "WULIAN_MQTT_ALLOW_ANONYMOUS")]
+    mqtt_allow_anonymous: bool,
     /// Telemetry durability: sync (fsync before acknowledging) or async [default: sync].
     #[arg(long, env = "WULIAN_DURABILITY", value_parser = ["sync", "async"])]
     durability: Option<String>,
@@ -47,6 +51,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = args.mqtt_addr {
         config.mqtt.addr = addr;
+    }
+    if args.mqtt_allow_anonymous {
+        config.mqtt.allow_anonymous = true;
     }
     if let Some(mode) = args.durability {
         config.storage.durability = if mode == "async" {

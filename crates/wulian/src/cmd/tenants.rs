@@ -1,5 +1,6 @@
 //! `wulian tenants ...` and `wulian keys ...`.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -53,6 +54,11 @@ enum KeysCommand {
         /// Create it in another tenant (installation admin only).
         #[arg(long)]
         tenant: Option<String>,
+        /// MQTT topic policy as JSON, e.g.
+        /// '{"subscribe": {"allow": ["devices/+/telemetry"]}, "publish": {"deny": ["#"]}}';
+        /// the scope's default when absent (docs/mqtt.md).
+        #[arg(long)]
+        mqtt_policy: Option<String>,
     },
     /// Revoke an API key.
     Revoke {
@@ -88,10 +94,15 @@ pub fn run_keys(args: KeysArgs) -> anyhow::Result<()> {
             name,
             scope,
             tenant,
+            mqtt_policy,
         } => {
+            let mqtt_policy: Option<serde_json::Value> = mqtt_policy
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .context("--mqtt-policy is not JSON")?;
             print_json(&client.post(
                 "/api-keys",
-                &json!({"name": name, "scope": scope, "tenant": tenant}),
+                &json!({"name": name, "scope": scope, "tenant": tenant, "mqtt_policy": mqtt_policy}),
             )?);
             eprintln!("The secret above is shown once; only its hash is stored.");
         }

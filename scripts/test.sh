@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real clients the tests drive (mosquitto_pub,
-# Eclipse Paho for Python, curl) when they are missing, then runs every test in the workspace.
+# Eclipse Paho for Python, curl, Node.js with npm for MQTT.js) when they are missing, then runs
+# every test in the workspace. The MQTT.js test runs `npm ci` in interop/mqttjs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} (apt-get)..."
   apt-get update -qq

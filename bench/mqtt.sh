@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# MQTT broker benchmark: wulian against Mosquitto, side by side on this machine, with the same
+# load generator (crates/wulian-bench) and the same scenarios. Writes the results block of
+# docs/benchmarks.md ("MQTT broker vs Mosquitto"). Everything listens on 127.0.0.1 only, every
+# load is bounded in time, and every process started here is stopped on exit.
+#
+#   bench/mqtt.sh                 # defaults below (about 5 minutes)
+#   DURATION=20 FANIN_CLIENTS=1000 CONNECTIONS=5000 bench/mqtt.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-15}            # seconds of load per message scenario
+FANIN_CLIENTS=${FANIN_CLIENTS:-1000}
+FANIN_RATE=${FANIN_RATE:-10000}     # offered msgs/s over all fan-in clients (below the
+                                    # load generator's own ceiling on 2 shared cores)
+FANIN_MAX_RATE=${FANIN_MAX_RATE:-50000} # offered msgs/s for the saturation run
+FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FANOUT_RATE=${FANOUT_RATE:-20}      # publisher msgs/s; deliveries = rate x subscribers
+QOS2_CLIENTS=${QOS2_CLIENTS:-200}
+QOS2_RATE=${QOS2_RATE:-5000}
+CONNECTIONS=${CONNECTIONS:-5000}
+SOURCE_ADDRS=${SOURCE_ADDRS:-4}     # 127.0.0.1 .. 127.0.0.N as client source addresses
+OUT=${OUT:-docs/benchmarks.md}
+# wulian's wildcard and fan-out subscribers log in as an application (docs/mqtt.md): any
+# username, an API key as the password; by default the admin key printed on first start.
+WULIAN_SUB_USER=${WULIAN_SUB_USER:-apikey}
+WULIAN_SUB_PASSWORD=${WULIAN_SUB_PASSWORD:-}
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "Installing mosquitto (apt-get)..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# mosquitto's Debian package starts a system service on port 1883; we never use it.
+
+# Thousands of sockets in the load generator and in each broker.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# WULIAN_BIN / BENCH_BIN: use binaries built elsewhere (e.g. from another commit) instead.
+if [ -z "${WULIAN_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+  echo "== building (release)"
+  cargo build --release --locked -q -p wulian -p wulian-bench
+fi
+BENCH=${BENCH_BIN:-"$ROOT/target/release/wulian-bench"}
+WULIAN=${WULIAN_BIN:-"$ROOT/target/release/wulian"}
+
+# On the project's disk (not tmpfs), so wulian's fsyncs cost what they cost.
+WORK="$ROOT/target/bench-mqtt"
+rm -rf "$WORK"
+mkdir -p "$WORK/results"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # host port
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1:$2" >&2
+  return 1
+}
+
+# --- Mosquitto: settings matched to wulian's defaults (mqtt.max_inflight = 64,
+#     mqtt.outgoing_queue = 1000), no persistence, TCP_NODELAY like wulian.
+MQ_PORT=$(free_port)
+cat >"$WORK/mosquitto.conf" <<CONF
+listener $MQ_PORT 127.0.0.1
+allow_anonymous true
+max_inflight_messages 64
+max_queued_messages 1000
+set_tcp_nodelay true
+persistence false
+max_connections -1
+log_dest stderr
+log_type error
+log_type warning
+CONF
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" 2>"$WORK/mosquitto.log" &
+MQ_PID=$!
+PIDS+=("$MQ_PID")
+wait_port 127.0.0.1 "$MQ_PORT"
+
+# --- wulian serve with its defaults (durability = sync: a QoS 1 PUBACK waits for fsync).
+start_wulian() { # name extra-args... -> sets S_PID S_HTTP S_PORT S_KEY
+  local name=$1
+  shift
+  S_HTTP=$(free_port)
+  S_PORT=$(free_port)
+  "$WULIAN" serve --http-addr "127.0.0.1:$S_HTTP" --mqtt-addr "127.0.0.1:$S_PORT" \
+    --data-dir "$WORK/$name-data" "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  S_PID=$!
+  PIDS+=("$S_PID")
+  wait_port 127.0.0.1 "$S_PORT"
+  S_KEY=$(sed -n 's/^admin API key: //p' "$WORK/$name.out" | head -1)
+  [ -n "$S_KEY" ] || { echo "wulian printed no admin key" >&2; return 1; }
+}
+start_wulian wulian
+WL_PID=$S_PID WL_HTTP=$S_HTTP WL_PORT=$S_PORT WL_KEY=$S_KEY
+
+DEVICES=$((CONNECTIONS > FANIN_CLIENTS ? CONNECTIONS : FANIN_CLIENTS))
+echo "== provisioning $DEVICES wulian devices"
+"$BENCH" provision --url "http://127.0.0.1:$WL_HTTP" --api-key "$WL_KEY" --count "$DEVICES" \
+  --out "$WORK/wulian.creds" --parallel 4 | tee "$WORK/results/provision.json"
+
+# run NAME TARGET ARGS...: one bounded load; the JSON report (or the error) is kept.
+run() {
+  local name=$1 target=$2
+  shift 2
+  local port pid creds=()
+  case $target in
+    mosquitto) port=$MQ_PORT pid=$MQ_PID ;;
+    wulian) port=$WL_PORT pid=$WL_PID creds=(--credentials-file "$WORK/wulian.creds") ;;
+  esac
+  echo "== $name against $target"
+  # The outer timeout is a safety net only: every scenario already stops by itself.
+  if timeout 300 "$BENCH" --port "$port" --broker-pid "$pid" --label "$target" "${creds[@]}" "$@" \
+    >"$WORK/results/$name.$target.json" 2>"$WORK/results/$name.$target.err"; then
+    jq -c '{scenario, label, published: .published.completed_per_sec, delivered: .delivered.per_sec, connected, errors, first_error}' \
+      "$WORK/results/$name.$target.json" 2>/dev/null || cat "$WORK/results/$name.$target.json"
+  else
+    echo "   failed: $(grep -m1 '^Error: ' "$WORK/results/$name.$target.err" || tail -1 "$WORK/results/$name.$target.err")"
+  fi
+  sleep 2 # let the broker settle between runs
+}
+
+sub_args() { # target: a wildcard/fan-out subscriber's credentials
+  if [ "$1" = wulian ]; then
+    echo "--subscriber-user $WULIAN_SUB_USER --subscriber-password ${WULIAN_SUB_PASSWORD:-$WL_KEY}"
+  fi
+}
+
+metric() { # name: wulian's counter value
+  curl -s -H "Authorization: Bearer $WL_KEY" "http://127.0.0.1:$WL_HTTP/api/v1/metrics" \
+    | awk -v m="$1" '$1 == m {print $2}'
+}
+
+LOAD=(--duration-secs "$DURATION" --drain-secs 3)
+for target in mosquitto wulian; do
+  before=$( [ $target = wulian ] && metric wulian_mqtt_publish_received_total || echo 0)
+  run fan-in "$target" fan-in --clients "$FANIN_CLIENTS" --rate "$FANIN_RATE" --qos 1 "${LOAD[@]}"
+  if [ $target = wulian ]; then
+    after=$(metric wulian_mqtt_publish_received_total)
+    echo "{\"publish_received\": $(( ${after:-0} - ${before:-0} ))}" >"$WORK/results/fan-in.wulian.server.json"
+  fi
+done
+for target in mosquitto wulian; do
+  run fan-in-max "$target" fan-in --clients "$FANIN_CLIENTS" --rate "$FANIN_MAX_RATE" --qos 1 "${LOAD[@]}"
+done
+for target in mosquitto wulian; do
+  # shellcheck disable=SC2046
+  run fan-in-sub "$target" fan-in --clients "$FANIN_CLIENTS" --rate "$FANIN_RATE" --qos 1 \
+    --subscribe 'devices/+/telemetry' $(sub_args $target) "${LOAD[@]}"
+done
+for target in mosquitto wulian; do
+  # shellcheck disable=SC2046
+  run fan-out "$target" fan-out --subscribers "$FANOUT_SUBS" --rate "$FANOUT_RATE" --qos 1 \
+    --duration-secs "$DURATION" --drain-secs 3 $(sub_args $target)
+done
+for target in mosquitto wulian; do
+  run qos2 "$target" qos2 --clients "$QOS2_CLIENTS" --rate "$QOS2_RATE" "${LOAD[@]}"
+done
+for target in mosquitto wulian; do
+  run connections "$target" connections --count "$CONNECTIONS" --source-addrs "$SOURCE_ADDRS" \
+    --duration-secs 120 --hold-secs 3 --connect-concurrency 64
+done
+
+# Machine and versions, for the record.
+{
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "cores=$(nproc)"
+  echo "memory=$(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel=$(uname -r)"
+  echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "mosquitto=$("$MOSQUITTO" -h | head -1)"
+  echo "wulian=${WULIAN_VERSION:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' + uncommitted changes')}"
+  echo "rustc=$(rustc --version)"
+  echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "duration=$DURATION"
+} >"$WORK/results/machine.txt"
+
+python3 bench/mqtt_report.py "$WORK/results" "$OUT"
+echo "== results written to $OUT"

@@ -257,20 +257,20 @@ fn peek_connect_level(buf: &[u8]) -> Option<u8> {
     buf.get(pos + 2 + name_len).copied()
 }
 
-/// Handshake: CONNECT within the timeout, authentication, CONNACK; then the session loop.
-async fn serve<S>(
+/// CONNECT within the timeout and authentication. `None` when the connection ended here
+/// (answered and closed, or gone).
+async fn handshake<S>(
     mut t: Transport<S>,
     remote: SocketAddr,
-    conn_id: SubscriberId,
     shutdown: &CancellationToken,
-) -> Result<(), ConnectionError>
+) -> Result<Option<(Transport<S>, Connect, Identity)>, ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let shared = Arc::clone(&t.shared);
     let config = &shared.config;
     let first = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
+        _ = shutdown.cancelled() => return Ok(None),
         read = tokio::time::timeout(config.connect_timeout, read_connect(&mut t)) => match read {
             Err(_) => {
                 debug!("no CONNECT within the connect timeout");
@@ -283,7 +283,7 @@ where
     let connect = match first {
         None => {
             debug!("connection closed before CONNECT");
-            return Ok(());
+            return Ok(None);
         }
         Some(Packet::Connect(c)) => c,
         Some(other) => {
@@ -305,7 +305,7 @@ where
         .await?;
         t.close().await;
         debug!("empty client id without clean session refused");
-        return Ok(());
+        return Ok(None);
     }
 
     if let Some(method) = &connect.properties.authentication_method
@@ -320,7 +320,7 @@ where
         ))
         .await?;
         t.close().await;
-        return Ok(());
+        return Ok(None);
     }
 
     let request = ConnectRequest {
@@ -332,7 +332,7 @@ where
         transport: crate::listener::current_transport(),
     };
     let authenticated = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
+        _ = shutdown.cancelled() => return Ok(None),
         auth = tokio::time::timeout(config.connect_timeout, shared.auth.authenticate(&request)) => auth,
     };
     let identity = match authenticated {
@@ -352,7 +352,7 @@ where
             );
             t.send(&connack(code, Properties::default())).await?;
             t.close().await;
-            return Ok(());
+            return Ok(None);
         }
         Err(_) => {
             warn!(client_id = %connect.client_id, "authenticator timed out");
@@ -362,13 +362,31 @@ where
             ))
             .await?;
             t.close().await;
-            return Ok(());
+            return Ok(None);
         }
     };
+    Ok(Some((t, connect, identity)))
+}
 
-    let mut active = Active::accept(t, connect, identity, remote, conn_id).await?;
+/// Handshake (CONNECT, authentication), CONNACK, then the session loop.
+async fn serve<S>(
+    t: Transport<S>,
+    remote: SocketAddr,
+    conn_id: SubscriberId,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // A future is allocated at the size of its largest state, for the connection's whole
+    // life. The handshake, CONNACK and final clean-up are large but brief, so they are boxed:
+    // what an idle connection keeps is the session loop's resting state.
+    let Some((t, connect, identity)) = Box::pin(handshake(t, remote, shutdown)).await? else {
+        return Ok(());
+    };
+    let mut active = Box::pin(Active::accept(t, connect, identity, remote, conn_id)).await?;
     let close = active.run(shutdown).await;
-    active.finish(close).await;
+    Box::pin(active.finish(close)).await;
     Ok(())
 }
 
@@ -770,7 +788,7 @@ where
         tokio::pin!(idle);
 
         // Packets pipelined behind CONNECT are already buffered.
-        if let Err(close) = self.drain_inbound(&mut idle, keep_alive).await {
+        if let Err(close) = Box::pin(self.drain_inbound(&mut idle, keep_alive)).await {
             return close;
         }
         loop {
@@ -793,7 +811,7 @@ where
                 },
                 read = self.t.read_more() => match read {
                     Ok(0) => Err(Close::ConnectionLost),
-                    Ok(_) => self.drain_inbound(&mut idle, keep_alive).await,
+                    Ok(_) => Box::pin(self.drain_inbound(&mut idle, keep_alive)).await,
                     Err(e) => Err(Close::Failed(e.into())),
                 },
                 Some(delivery) = self.deliveries.recv(), if window_open => {

@@ -250,29 +250,40 @@ async fn open(
     match &config.transport {
         Transport::Tcp => run(&shared, info(None), stream, remote, permit, &shutdown).await,
         Transport::Tls(tls) => {
-            let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
-                return;
-            };
-            let peer = peer_certificates(&stream);
-            run(&shared, info(peer), stream, remote, permit, &shutdown).await;
+            // Boxed, like the other non-TCP arms: this task's future would otherwise be as
+            // large as a TLS or WebSocket handshake for every plain TCP client too.
+            Box::pin(async {
+                let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
+                    return;
+                };
+                let peer = peer_certificates(&stream);
+                run(&shared, info(peer), stream, remote, permit, &shutdown).await;
+            })
+            .await;
         }
         Transport::Ws { path } => {
-            let upgrade = ws::accept(stream, path, max_frame);
-            let Some(stream) = step("WebSocket").bound(upgrade).await else {
-                return;
-            };
-            run(&shared, info(None), stream, remote, permit, &shutdown).await;
+            Box::pin(async {
+                let upgrade = ws::accept(stream, path, max_frame);
+                let Some(stream) = step("WebSocket").bound(upgrade).await else {
+                    return;
+                };
+                run(&shared, info(None), stream, remote, permit, &shutdown).await;
+            })
+            .await;
         }
         Transport::Wss { tls, path } => {
-            let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
-                return;
-            };
-            let peer = peer_certificates(&stream);
-            let upgrade = ws::accept(stream, path, max_frame);
-            let Some(stream) = step("WebSocket").bound(upgrade).await else {
-                return;
-            };
-            run(&shared, info(peer), stream, remote, permit, &shutdown).await;
+            Box::pin(async {
+                let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
+                    return;
+                };
+                let peer = peer_certificates(&stream);
+                let upgrade = ws::accept(stream, path, max_frame);
+                let Some(stream) = step("WebSocket").bound(upgrade).await else {
+                    return;
+                };
+                run(&shared, info(peer), stream, remote, permit, &shutdown).await;
+            })
+            .await;
         }
     }
 }
@@ -337,12 +348,14 @@ async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    TRANSPORT
-        .scope(
-            info,
-            connection::run(Arc::clone(shared), stream, remote, permit, shutdown.clone()),
-        )
-        .await;
+    // Boxed: the accept task's future is as large as its largest state, and it is allocated
+    // for every connection; keeping the per-transport connection futures behind a pointer
+    // makes an idle plain-TCP client pay for neither TLS nor WebSocket state.
+    Box::pin(TRANSPORT.scope(
+        info,
+        connection::run(Arc::clone(shared), stream, remote, permit, shutdown.clone()),
+    ))
+    .await;
 }
 
 fn log_join(done: Result<(), tokio::task::JoinError>) {

@@ -175,7 +175,10 @@ impl Authenticator for DeviceAuthenticator {
         if let Some(chain) = &req.transport.peer_certificates {
             return self.certificate(req, chain).await;
         }
-        if req.username.is_some() || req.password.is_some() {
+        // An empty user name with no password carries no credential (many clients, gmqtt
+        // among them, always send the field): on an anonymous listener it is anonymous.
+        let has_username = req.username.as_deref().is_some_and(|u| !u.is_empty());
+        if has_username || req.password.is_some() {
             return self.device(req).await;
         }
         if req.transport.allow_anonymous {

@@ -298,6 +298,22 @@ async fn identities_and_sys_access() {
     assert!(matches!(anonymous.principal, Principal::Anonymous));
     assert_eq!(anonymous.tenant, "default");
     assert!(!anonymous.sys_access);
+
+    // An empty user name without a password is no credential (gmqtt always sends one).
+    let empty_username = ConnectRequest {
+        username: Some(String::new()),
+        ..request("", true)
+    };
+    let anonymous = auth.authenticate(&empty_username).await.unwrap();
+    assert!(matches!(anonymous.principal, Principal::Anonymous));
+    let empty_username = ConnectRequest {
+        username: Some(String::new()),
+        ..request("", false)
+    };
+    assert_eq!(
+        auth.authenticate(&empty_username).await.unwrap_err(),
+        ReasonCode::BadUserNameOrPassword
+    );
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ use tower_http::timeout::TimeoutLayer;
 pub use error::ApiError;
 pub use state::AppState;
 
-use routes::{certificates, commands, devices, system, telemetry, tenants};
+use routes::{
+    certificates, commands, devices, export, fleet, lineprotocol, system, telemetry, tenants,
+};
 
 /// Limits of the HTTP front end.
 #[derive(Debug, Clone)]
@@ -95,6 +97,12 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             get(telemetry::latest_telemetry),
         )
         .route(
+            "/devices/{id}/telemetry/export",
+            get(export::export_telemetry),
+        )
+        .route("/telemetry", get(fleet::fleet_telemetry))
+        .route("/telemetry/latest", get(fleet::fleet_latest))
+        .route(
             "/devices/{id}/commands",
             get(commands::list_commands).post(commands::send_command),
         )
@@ -106,7 +114,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
+        // InfluxDB-compatible line protocol writes (Telegraf, InfluxDB client libraries).
+        .route("/api/v2/write", post(lineprotocol::write_v2))
+        .route("/write", post(lineprotocol::write_v1))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

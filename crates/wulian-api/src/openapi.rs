@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{certificates, commands, devices, system, telemetry, tenants};
+use crate::routes::{
+    certificates, commands, devices, export, fleet, lineprotocol, system, telemetry, tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +19,8 @@ use crate::routes::{certificates, commands, devices, system, telemetry, tenants}
         devices::create_device, devices::list_devices, devices::get_device, devices::update_device,
         devices::delete_device, devices::rotate_token,
         telemetry::query_telemetry, telemetry::latest_telemetry, telemetry::post_telemetry,
+        export::export_telemetry, fleet::fleet_latest, fleet::fleet_telemetry,
+        lineprotocol::write_v2, lineprotocol::write_v1,
         commands::send_command, commands::list_commands, commands::get_command,
         certificates::add_ca_certificate, certificates::list_ca_certificates,
         certificates::delete_ca_certificate, certificates::revoke_certificate,

@@ -72,6 +72,7 @@ use tokio::sync::{mpsc, oneshot};
 #[doc(hidden)]
 pub use compress::float_column_sizes;
 pub use error::{Error, Result};
+pub use query::PartialBucket;
 pub use stats::Stats;
 #[doc(hidden)]
 pub use storage::{FaultPoint, inject_fault};
@@ -432,6 +433,30 @@ impl Tsdb {
         query::check(&series.key, view.kind, interval_ms, agg)?;
         let points = view.points(None)?;
         Ok(query::aggregate(&points, interval_ms, agg))
+    }
+
+    /// [`Tsdb::aggregate`] with each bucket's mergeable summary ([`PartialBucket`]), for
+    /// combining buckets across series. Works on every kind; whether an aggregation applies to
+    /// the series' kind is the caller's check ([`Tsdb::series_kind`]).
+    pub fn partial_aggregate(
+        &self,
+        series: &SeriesKey,
+        from: i64,
+        to: i64,
+        interval_ms: i64,
+    ) -> Result<Vec<PartialBucket>> {
+        if interval_ms < 1 {
+            return Err(Error::InvalidInterval);
+        }
+        let view = {
+            let head = self.inner.shared.head.read();
+            storage::SeriesView::new(&head, series, from, to)
+        };
+        let Some(view) = view else {
+            return Ok(Vec::new());
+        };
+        let points = view.points(None)?;
+        Ok(query::partial_aggregate(&points, interval_ms))
     }
 
     /// Drops the data older than [`Config::retention`] before `now_ms` (ms since the epoch),

@@ -40,6 +40,10 @@ pub struct TelemetryQuery {
     pub interval: Option<i64>,
     /// Most points per key for raw queries (default 10,000, at most 100,000).
     pub limit: Option<usize>,
+    /// Chart downsampling: at most this many buckets per key. Picks `interval` (whole
+    /// seconds, the smallest that keeps the epoch-aligned buckets of the range within the
+    /// number); `agg` defaults to `avg`. Not together with `interval`.
+    pub max_points: Option<i64>,
 }
 
 /// One point or bucket.
@@ -128,6 +132,10 @@ pub async fn query_telemetry(
         None => state.tsdb.keys(caller.tenant(), &id),
     };
     let plan = query_plan(&q, from, to)?;
+    let (agg, interval) = match plan {
+        QueryPlan::Raw { .. } => (None, None),
+        QueryPlan::Aggregate { agg, interval } => (Some(agg.as_str().to_string()), Some(interval)),
+    };
     let (tsdb, tenant, device) = (state.tsdb.clone(), caller.tenant().to_string(), id.clone());
     // Reads of flushed data decode block files: keep them off the async workers.
     let (series, truncated) = tokio::task::spawn_blocking(move || {
@@ -139,8 +147,8 @@ pub async fn query_telemetry(
         device_id: id,
         from,
         to,
-        agg: q.agg,
-        interval: q.interval,
+        agg,
+        interval,
         series,
         truncated,
     }))
@@ -175,8 +183,17 @@ enum QueryPlan {
 }
 
 fn query_plan(q: &TelemetryQuery, from: i64, to: i64) -> ApiResult<QueryPlan> {
-    match (&q.agg, q.interval) {
-        (None, None) => {
+    match aggregate_plan(q.agg.as_deref(), q.interval, q.max_points, from, to)? {
+        Some((agg, interval)) => {
+            if q.limit.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "limit applies to raw queries only",
+                ));
+            }
+            Ok(QueryPlan::Aggregate { agg, interval })
+        }
+        None => {
             let limit = q.limit.unwrap_or(DEFAULT_QUERY_POINTS);
             if !(1..=MAX_QUERY_POINTS).contains(&limit) {
                 return Err(ApiError::bad_request(
@@ -186,46 +203,101 @@ fn query_plan(q: &TelemetryQuery, from: i64, to: i64) -> ApiResult<QueryPlan> {
             }
             Ok(QueryPlan::Raw { limit })
         }
-        (Some(agg_name), Some(interval)) => {
-            let agg: Aggregation = agg_name.parse().map_err(|_| {
-                ApiError::bad_request(
+    }
+}
+
+/// The aggregation and bucket width a query asks for (`agg` with `interval`, or `max_points`
+/// with an optional `agg`, default avg), validated against the range; `None` for raw queries.
+pub(crate) fn aggregate_plan(
+    agg: Option<&str>,
+    interval: Option<i64>,
+    max_points: Option<i64>,
+    from: i64,
+    to: i64,
+) -> ApiResult<Option<(Aggregation, i64)>> {
+    let parse_agg = |name: &str| -> ApiResult<Aggregation> {
+        name.parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("agg {name:?} is not one of min, max, avg, sum, count, first, last"),
+            )
+        })
+    };
+    let (agg, interval) = match (agg, interval, max_points) {
+        (None, None, None) => return Ok(None),
+        (_, Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give either interval or max_points, not both",
+            ));
+        }
+        (agg, None, Some(max_points)) => {
+            if !(1..=MAX_BUCKETS).contains(&max_points) {
+                return Err(ApiError::bad_request(
                     "invalid_query",
-                    format!(
-                        "agg {agg_name:?} is not one of min, max, avg, sum, count, first, last"
-                    ),
-                )
-            })?;
+                    format!("max_points must be between 1 and {MAX_BUCKETS}"),
+                ));
+            }
+            let agg = agg.map_or(Ok(Aggregation::Avg), parse_agg)?;
+            (agg, downsample_interval(from, to, max_points))
+        }
+        (Some(agg), Some(interval), None) => {
+            let agg = parse_agg(agg)?;
             if interval < 1 {
                 return Err(ApiError::bad_request(
                     "invalid_query",
                     "interval must be at least 1 ms",
                 ));
             }
-            if (to - from) / interval > MAX_BUCKETS {
-                return Err(ApiError::bad_request(
-                    "too_many_buckets",
-                    format!(
-                        "the range holds more than {MAX_BUCKETS} buckets of {interval} ms; widen interval or narrow the range"
-                    ),
-                ));
-            }
-            if q.limit.is_some() {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "limit applies to raw queries only",
-                ));
-            }
-            Ok(QueryPlan::Aggregate { agg, interval })
+            (agg, interval)
         }
-        (Some(_), None) => Err(ApiError::bad_request(
-            "missing_parameter",
-            "agg needs interval (ms)",
-        )),
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "missing_parameter",
-            "interval needs agg",
-        )),
+        (Some(_), None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_parameter",
+                "agg needs interval (ms) or max_points",
+            ));
+        }
+        (None, Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "missing_parameter",
+                "interval needs agg",
+            ));
+        }
+    };
+    if (to - from) / interval > MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "too_many_buckets",
+            format!(
+                "the range holds more than {MAX_BUCKETS} buckets of {interval} ms; widen interval or narrow the range"
+            ),
+        ));
     }
+    Ok(Some((agg, interval)))
+}
+
+/// Epoch-aligned buckets of `interval` that `[from, to)` touches.
+fn bucket_count(from: i64, to: i64, interval: i64) -> i64 {
+    (to - 1).div_euclid(interval) - from.div_euclid(interval) + 1
+}
+
+/// The bucket width for at most `max_points` buckets over `[from, to)` (`from < to`,
+/// `max_points >= 1`): `ceil((to - from) / max_points)` rounded up to a whole second, widened
+/// (by seconds, then doubling) until the epoch-aligned buckets the range touches are at most
+/// `max_points`.
+pub(crate) fn downsample_interval(from: i64, to: i64, max_points: i64) -> i64 {
+    let span = (to - from).max(1);
+    let per_point = (span + max_points - 1) / max_points;
+    let mut interval = ((per_point + 999) / 1000).max(1) * 1000;
+    let mut steps = 0;
+    while bucket_count(from, to, interval) > max_points {
+        interval = if steps < 64 {
+            interval + 1000
+        } else {
+            interval.saturating_mul(2)
+        };
+        steps += 1;
+    }
+    interval
 }
 
 type SeriesViews = BTreeMap<String, Vec<PointView>>;
@@ -342,5 +414,29 @@ pub async fn post_telemetry(
             Err(ApiError::new(status, error.code(), error.to_string()))
         }
         Err(error) => Err(ApiError::internal("Storing telemetry failed.", &error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_never_exceeds_max_points() {
+        let day = 86_400_000;
+        for (from, to, n) in [
+            (0, 30 * day, 500),
+            (1_700_000_000_123, 1_700_000_000_123 + 30 * day, 500),
+            (12_345, 12_345 + 3_600_000, 7),
+            (999_999_999, 1_000_000_001, 1),
+            (5, 6, 1),
+            (1_000, 61_000, 100),
+        ] {
+            let i = downsample_interval(from, to, n);
+            assert_eq!(i % 1000, 0, "{from} {to} {n}");
+            assert!(bucket_count(from, to, i) <= n, "{from} {to} {n}: {i}");
+            assert!(i >= (to - from) / n);
+        }
+        assert_eq!(downsample_interval(0, 30 * 86_400_000, 720), 3_600_000);
     }
 }

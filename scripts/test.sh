@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real clients the tests drive (mosquitto_pub,
-# Eclipse Paho for Python, curl, Node.js with npm for MQTT.js) when they are missing, then runs
-# every test in the workspace. The MQTT.js test runs `npm ci` in interop/mqttjs itself.
+# Eclipse Paho for Python, curl, Node.js with npm for MQTT.js, pytest for gmqtt's MQTT 5 suite)
+# when they are missing, then runs every test in the workspace. The MQTT.js test runs `npm ci` in
+# interop/mqttjs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,13 @@ if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
   echo "Installing paho-mqtt (pip)..."
   python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
+fi
+# gmqtt's MQTT 5 suite (crates/wulian/tests/gmqtt_suite.rs downloads gmqtt's sdist itself).
+if ! python3 -c 'import pytest, pytest_asyncio, pytest_timeout' >/dev/null 2>&1; then
+  echo "Installing pytest, pytest-asyncio, pytest-timeout (pip)..."
+  pytest_pkgs=('pytest==8.3.4' 'pytest-asyncio==0.24.0' 'pytest-timeout==2.3.1')
+  python3 -m pip install --quiet "${pytest_pkgs[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${pytest_pkgs[@]}"
 fi
 
 cargo test --workspace --locked "$@"

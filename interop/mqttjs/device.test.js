@@ -12,6 +12,8 @@ function env(name) {
 
 const HTTP = env('WULIAN_HTTP').replace(/\/$/, '');
 const MQTT_URL = env('WULIAN_MQTT');
+// Optional: ws://host:port/mqtt of a WebSocket listener; its test is skipped without it.
+const MQTT_WS_URL = process.env.WULIAN_MQTT_WS;
 const API_KEY = env('WULIAN_API_KEY');
 const DEVICE = env('WULIAN_DEVICE_ID');
 const TOKEN = env('WULIAN_DEVICE_TOKEN');
@@ -27,8 +29,8 @@ async function api(method, path, body) {
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
-async function connect(protocolVersion) {
-  const client = await mqtt.connectAsync(MQTT_URL, {
+async function connect(protocolVersion, url = MQTT_URL) {
+  const client = await mqtt.connectAsync(url, {
     protocolVersion,
     clientId: DEVICE,
     username: DEVICE,
@@ -140,3 +142,23 @@ for (const version of [4, 5]) {
     }
   });
 }
+
+test('MQTT 5.0 over WebSocket: telemetry at QoS 1 is stored', { timeout: 30_000, skip: !MQTT_WS_URL }, async () => {
+  const client = await connect(5, MQTT_WS_URL);
+  try {
+    const stamp = Date.now();
+    const packet = await client.publishAsync(
+      `devices/${DEVICE}/telemetry`,
+      JSON.stringify({ mqttjs_ws: stamp }),
+      { qos: 1 },
+    );
+    assert.ok(!packet?.reasonCode, `QoS 1 publish acknowledged with ${packet?.reasonCode}`);
+    await eventually('the telemetry sent over WebSocket to be stored', 10_000, async () => {
+      const { status, body } = await api('GET', `/devices/${DEVICE}/telemetry/latest`);
+      assert.equal(status, 200);
+      return body.values.mqttjs_ws?.value === stamp;
+    });
+  } finally {
+    await client.endAsync();
+  }
+});

@@ -1,6 +1,7 @@
 //! Interoperability with MQTT.js, the Node.js client behind many gateways and dashboards: the
 //! test in `interop/mqttjs/` drives the real binary over MQTT 3.1.1 and 5.0 (telemetry at QoS
-//! 0/1/2, a command sent through the API and answered). Node.js and npm must be installed;
+//! 0/1/2, a command sent through the API and answered, telemetry over a WebSocket listener).
+//! Node.js and npm must be installed;
 //! `npm ci` runs once per checkout (skipped when `node_modules` exists).
 
 mod support;
@@ -61,7 +62,14 @@ fn mqttjs_device_telemetry_and_commands() {
     npm_ci(&dir);
 
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path());
+    let config = data.path().join("wulian.toml");
+    std::fs::write(
+        &config,
+        "[[mqtt.listeners]]\nkind = \"ws\"\naddr = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with_args(data.path(), &["--config", config.to_str().unwrap()]);
+    let ws = server.wait_for_line("MQTT ws listening on ");
     let admin = server
         .admin_key
         .clone()
@@ -77,6 +85,7 @@ fn mqttjs_device_telemetry_and_commands() {
             "WULIAN_MQTT",
             format!("mqtt://{}:{}", server.mqtt_host, server.mqtt_port),
         )
+        .env("WULIAN_MQTT_WS", format!("ws://{ws}"))
         .env("WULIAN_API_KEY", &admin)
         .env("WULIAN_DEVICE_ID", "mqttjs-1")
         .env("WULIAN_DEVICE_TOKEN", token);
@@ -87,6 +96,6 @@ fn mqttjs_device_telemetry_and_commands() {
         "node --test failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Four tests: telemetry and commands, each over 3.1.1 and 5.0.
-    assert!(stdout.contains("pass 4"), "{stdout}");
+    // Five tests: telemetry and commands, each over 3.1.1 and 5.0, and telemetry over WebSocket.
+    assert!(stdout.contains("pass 5"), "{stdout}");
 }

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,10 +20,18 @@ pub struct TestServer {
     pub mqtt_port: u16,
     /// Only on the first start of a data directory.
     pub admin_key: Option<String>,
+    /// The rest of the server's standard output, line by line (see [`TestServer::wait_for_line`]).
+    pub stdout: Mutex<mpsc::Receiver<String>>,
 }
 
 impl TestServer {
     pub fn start(data_dir: &Path) -> TestServer {
+        TestServer::start_with_args(data_dir, &[])
+    }
+
+    /// Like [`TestServer::start`], with extra `wulian serve` arguments (e.g.
+    /// `--mqtt-allow-anonymous`, `--config FILE`).
+    pub fn start_with_args(data_dir: &Path, extra_args: &[&str]) -> TestServer {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -34,6 +42,7 @@ impl TestServer {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra_args)
             .env("WULIAN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,6 +79,22 @@ impl TestServer {
             mqtt_host: host.to_string(),
             mqtt_port: port.parse().unwrap(),
             admin_key,
+            stdout: Mutex::new(rx),
+        }
+    }
+
+    /// Waits up to 30 s for a line of the server's output starting with `prefix` (e.g. `MQTT ws
+    /// listening on ` for an extra listener) and returns the rest of it.
+    pub fn wait_for_line(&self, prefix: &str) -> String {
+        let rx = self.stdout.lock().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("wulian serve printed a line starting with {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_string();
+            }
         }
     }
 

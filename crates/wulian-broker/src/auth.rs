@@ -199,6 +199,22 @@ pub trait MessageSink: Send + Sync + 'static {
     /// Called for every authorised PUBLISH before it is acknowledged (PUBACK is sent only
     /// after Ok — the sink makes it durable).
     async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError>;
+    /// Several authorised QoS 0/1 PUBLISHes of one client that arrived in one socket read, in
+    /// order; returns one result per message, in the same order. Each `Ok` carries the same
+    /// promise as [`MessageSink::on_publish`] (durable before the broker acknowledges it), and
+    /// a refusal applies to its own message only. The default handles them one by one; a sink
+    /// overrides it to make the batch durable at once.
+    async fn on_publish_batch(
+        &self,
+        identity: &Identity,
+        msgs: &[InboundMessage],
+    ) -> Vec<Result<(), SinkError>> {
+        let mut results = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            results.push(self.on_publish(identity, msg).await);
+        }
+        results
+    }
     /// A client finished CONNECT successfully.
     async fn on_connect(&self, _identity: &Identity, _info: &ConnectionInfo) {}
     /// A client's connection ended.

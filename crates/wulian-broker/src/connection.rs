@@ -28,7 +28,7 @@ use wulian_mqtt::{
 use crate::Shared;
 use crate::alias::{AliasError, Aliases};
 use crate::auth::{
-    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, rewrite_me,
+    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, SinkError, rewrite_me,
 };
 use crate::error::{Close, ConnectionError, truncate_reason};
 use crate::housekeeping::end_session;
@@ -463,6 +463,22 @@ impl Drop for Registration {
     }
 }
 
+/// A PUBLISH after the broker's own checks.
+enum Prepared {
+    /// Answered without the sink (MQTT 5 `0x87`, a QoS 2 retransmission): the PUBACK (QoS 1)
+    /// or PUBREC (QoS 2) to send.
+    Reply(QoS, Ack),
+    /// For the sink, with its packet identifier.
+    Sink(InboundMessage, u16),
+}
+
+/// QoS 0/1 PUBLISHes of one socket read, prepared and waiting for the sink together.
+#[derive(Default)]
+struct PublishBatch {
+    msgs: Vec<InboundMessage>,
+    ids: Vec<u16>,
+}
+
 /// A connection past CONNACK.
 struct Active<S> {
     t: Transport<S>,
@@ -834,15 +850,50 @@ where
         idle: &mut std::pin::Pin<&mut tokio::time::Sleep>,
         keep_alive: Option<Duration>,
     ) -> Result<(), Close> {
+        // Consecutive QoS 0/1 PUBLISHes go to the sink as one batch (one durable write for all
+        // of them); anything else first completes the batch, so answers keep the packets' order.
+        let mut batch = PublishBatch::default();
+        let result = self.drain_packets(idle, keep_alive, &mut batch).await;
+        // Messages prepared before a closing packet are still handled and answered first.
+        let completed = self.publish_batch(&mut batch).await;
+        result.and(completed)?;
+        // Answer promptly even when the sink was slow.
+        self.t.flush().await?;
+        Ok(())
+    }
+
+    async fn drain_packets(
+        &mut self,
+        idle: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+        keep_alive: Option<Duration>,
+        batch: &mut PublishBatch,
+    ) -> Result<(), Close> {
         loop {
             match self.t.try_decode() {
                 Ok(Some(packet)) => {
                     if let Some(ka) = keep_alive {
                         idle.as_mut().reset(Instant::now() + ka);
                     }
-                    self.handle(packet).await?;
-                    // Answer promptly even when the sink was slow.
-                    self.t.flush().await?;
+                    match packet {
+                        Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
+                            match self.prepare_publish(p)? {
+                                Prepared::Sink(msg, packet_id) => {
+                                    batch.msgs.push(msg);
+                                    batch.ids.push(packet_id);
+                                }
+                                Prepared::Reply(qos, a) => {
+                                    self.publish_batch(batch).await?;
+                                    self.queue(&publish_packet_ack(qos, a))?;
+                                }
+                            }
+                        }
+                        packet => {
+                            self.publish_batch(batch).await?;
+                            self.handle(packet).await?;
+                            // Answer promptly even when the sink was slow.
+                            self.t.flush().await?;
+                        }
+                    }
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -933,7 +984,22 @@ where
         self.t.queue(packet).map_err(Close::Failed)
     }
 
-    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+    /// A single PUBLISH, handled on its own (QoS 2, or outside a read batch).
+    async fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        match self.prepare_publish(p)? {
+            Prepared::Reply(qos, a) => self.queue(&publish_packet_ack(qos, a)),
+            Prepared::Sink(msg, packet_id) => {
+                let sink = Arc::clone(&self.shared.sink);
+                let result = sink.on_publish(&self.identity, &msg).await;
+                self.finish_publish(msg, packet_id, result).await
+            }
+        }
+    }
+
+    /// Everything before the sink: rate limit, topic alias, QoS 2 duplicates and window,
+    /// `devices/me` rewrite, topic validity and policy. Queues nothing itself, so that a read
+    /// batch can answer its earlier messages first.
+    fn prepare_publish(&mut self, mut p: Publish) -> Result<Prepared, Close> {
         Metrics::inc(&self.metrics().publish_received_total);
         if !self.rate.allow(p.payload.len()) {
             Metrics::inc(&self.metrics().publish_rate_limited_total);
@@ -971,7 +1037,10 @@ where
         if p.qos == QoS::ExactlyOnce {
             if self.session.inbound_qos2.contains(&p.packet_id) {
                 // Retransmission of a message already handed to the sink: exactly once.
-                return self.queue(&Packet::PubRec(ack(p.packet_id, ReasonCode::Success, None)));
+                return Ok(Prepared::Reply(
+                    QoS::ExactlyOnce,
+                    ack(p.packet_id, ReasonCode::Success, None),
+                ));
             }
             if self.session.inbound_qos2.len()
                 >= usize::from(self.shared.config.max_inflight.max(1))
@@ -999,11 +1068,9 @@ where
                 }
                 (true, qos) => {
                     let reason = self.reason(reason);
-                    self.queue(&publish_ack(
+                    Ok(Prepared::Reply(
                         qos,
-                        p.packet_id,
-                        ReasonCode::NotAuthorized,
-                        reason,
+                        ack(p.packet_id, ReasonCode::NotAuthorized, reason),
                     ))
                 }
             };
@@ -1016,18 +1083,28 @@ where
             retain: p.retain,
             properties: inbound_properties(p.properties),
         };
-        let sink = Arc::clone(&self.shared.sink);
-        match sink.on_publish(&self.identity, &msg).await {
+        Ok(Prepared::Sink(msg, p.packet_id))
+    }
+
+    /// After the sink answered for one message: route and acknowledge it, or refuse it.
+    async fn finish_publish(
+        &mut self,
+        msg: InboundMessage,
+        packet_id: u16,
+        result: Result<(), SinkError>,
+    ) -> Result<(), Close> {
+        let qos = msg.qos;
+        match result {
             Ok(()) => {
                 self.route_accepted(msg).await;
-                match p.qos {
+                match qos {
                     QoS::AtMostOnce => Ok(()),
                     QoS::AtLeastOnce => {
-                        self.queue(&Packet::PubAck(ack(p.packet_id, ReasonCode::Success, None)))
+                        self.queue(&Packet::PubAck(ack(packet_id, ReasonCode::Success, None)))
                     }
                     QoS::ExactlyOnce => {
-                        self.session.inbound_qos2.insert(p.packet_id);
-                        self.queue(&Packet::PubRec(ack(p.packet_id, ReasonCode::Success, None)))
+                        self.session.inbound_qos2.insert(packet_id);
+                        self.queue(&Packet::PubRec(ack(packet_id, ReasonCode::Success, None)))
                     }
                 }
             }
@@ -1039,15 +1116,48 @@ where
                     ReasonCode::UnspecifiedError
                 };
                 warn!(topic = %msg.topic, ?code, reason = %e.reason, "message sink rejected publish");
-                match (self.v5(), p.qos) {
+                match (self.v5(), qos) {
                     (true, QoS::AtMostOnce) => Ok(()),
                     (true, qos) => {
                         let reason = self.reason(e.reason);
-                        self.queue(&publish_ack(qos, p.packet_id, code, reason))
+                        self.queue(&publish_ack(qos, packet_id, code, reason))
                     }
                     // 3.1.1 has no negative PUBACK: closing is the only refusal.
                     (false, _) => Err(Close::refused(code, e.reason)),
                 }
+            }
+        }
+    }
+
+    /// Hands a read batch of prepared QoS 0/1 PUBLISHes to the sink at once, then routes and
+    /// acknowledges (or refuses) each in order. On a refusal that closes the connection
+    /// (3.1.1), the messages after it are neither routed nor acknowledged.
+    async fn publish_batch(&mut self, batch: &mut PublishBatch) -> Result<(), Close> {
+        let sink = Arc::clone(&self.shared.sink);
+        match batch.msgs.len() {
+            0 => Ok(()),
+            1 => {
+                let msg = batch.msgs.pop().expect("one message");
+                let packet_id = batch.ids.pop().expect("one packet id");
+                let result = sink.on_publish(&self.identity, &msg).await;
+                self.finish_publish(msg, packet_id, result).await
+            }
+            _ => {
+                let mut results = sink
+                    .on_publish_batch(&self.identity, &batch.msgs)
+                    .await
+                    .into_iter();
+                let ids = std::mem::take(&mut batch.ids);
+                for (msg, packet_id) in batch.msgs.drain(..).zip(ids) {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(SinkError {
+                            code: ReasonCode::ImplementationSpecificError,
+                            reason: "message sink returned too few results".to_string(),
+                        })
+                    });
+                    self.finish_publish(msg, packet_id, result).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -1621,9 +1731,14 @@ fn ack(packet_id: u16, code: ReasonCode, reason: Option<String>) -> Ack {
 
 /// PUBACK (QoS 1) or PUBREC (QoS 2) for an inbound publish.
 fn publish_ack(qos: QoS, packet_id: u16, code: ReasonCode, reason: Option<String>) -> Packet {
+    publish_packet_ack(qos, ack(packet_id, code, reason))
+}
+
+/// PUBREC for QoS 2, else PUBACK.
+fn publish_packet_ack(qos: QoS, a: Ack) -> Packet {
     match qos {
-        QoS::ExactlyOnce => Packet::PubRec(ack(packet_id, code, reason)),
-        _ => Packet::PubAck(ack(packet_id, code, reason)),
+        QoS::ExactlyOnce => Packet::PubRec(a),
+        _ => Packet::PubAck(a),
     }
 }
 

@@ -103,7 +103,13 @@ impl Pipeline {
         payload: &[u8],
     ) -> Result<usize, IngestError> {
         let result = self.store(tenant, device, payload).await;
-        match &result {
+        self.count(tenant, device, &result);
+        result
+    }
+
+    /// Counts one message's outcome for /metrics (and logs a refusal).
+    fn count(&self, tenant: &str, device: &str, result: &Result<usize, IngestError>) {
+        match result {
             Ok(points) => {
                 self.metrics
                     .messages_accepted
@@ -119,7 +125,6 @@ impl Pipeline {
                 tracing::debug!(tenant, device, code = error.code(), error = %error, "Telemetry refused.");
             }
         }
-        result
     }
 
     async fn store(
@@ -128,28 +133,53 @@ impl Pipeline {
         device: &str,
         payload: &[u8],
     ) -> Result<usize, IngestError> {
-        let readings = telemetry::parse(payload, now_ms())?;
-        if readings.is_empty() {
+        let entries = entries(tenant, device, payload)?;
+        if entries.is_empty() {
             return Ok(0);
         }
-        let entries: Vec<WriteEntry> = readings
-            .into_iter()
-            .map(|r| WriteEntry {
-                series: SeriesKey {
-                    tenant: tenant.to_string(),
-                    device: device.to_string(),
-                    key: r.key,
-                },
-                ts: r.ts,
-                value: r.value,
-            })
-            .collect();
         let count = entries.len();
         self.tsdb
             .write(entries)
             .await
             .map_err(IngestError::from_store)?;
         Ok(count)
+    }
+
+    /// Stores the telemetry payloads of one device (one client's read batch) with one write
+    /// and returns one result per payload. The store refuses a write as a whole, so when the
+    /// batch fails, each payload is written on its own (in order) for its own answer, exactly
+    /// as if they had come one by one.
+    async fn ingest_telemetry_batch(
+        &self,
+        tenant: &str,
+        device: &str,
+        payloads: &[&[u8]],
+    ) -> Vec<Result<usize, IngestError>> {
+        let mut results: Vec<Result<usize, IngestError>> = Vec::with_capacity(payloads.len());
+        let mut all = Vec::new();
+        let mut written = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            match entries(tenant, device, payload) {
+                Ok(entries) => {
+                    results.push(Ok(entries.len()));
+                    if !entries.is_empty() {
+                        written.push(i);
+                        all.extend(entries);
+                    }
+                }
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        if !all.is_empty() && self.tsdb.write(all).await.is_err() {
+            // Nothing of a refused write is stored: retry one by one for each its own answer.
+            for &i in &written {
+                results[i] = self.store(tenant, device, payloads[i]).await;
+            }
+        }
+        for result in &results {
+            self.count(tenant, device, result);
+        }
+        results
     }
 
     fn command_answer(&self, tenant: &str, device: &str, msg: &InboundMessage) {
@@ -169,17 +199,86 @@ impl Pipeline {
     }
 }
 
+/// The store's entries for one telemetry payload of `device` in `tenant`.
+fn entries(tenant: &str, device: &str, payload: &[u8]) -> Result<Vec<WriteEntry>, IngestError> {
+    let readings = telemetry::parse(payload, now_ms())?;
+    Ok(readings
+        .into_iter()
+        .map(|r| WriteEntry {
+            series: SeriesKey {
+                tenant: tenant.to_string(),
+                device: device.to_string(),
+                key: r.key,
+            },
+            ts: r.ts,
+            value: r.value,
+        })
+        .collect())
+}
+
 #[async_trait::async_trait]
 impl MessageSink for Pipeline {
     async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError> {
+        match self.route(identity, msg)? {
+            Some(device_id) => self
+                .ingest_telemetry(&identity.tenant, device_id, &msg.payload)
+                .await
+                .map(|_| ())
+                .map_err(sink_error),
+            None => Ok(()),
+        }
+    }
+
+    async fn on_publish_batch(
+        &self,
+        identity: &Identity,
+        msgs: &[InboundMessage],
+    ) -> Vec<Result<(), SinkError>> {
+        let mut results = Vec::with_capacity(msgs.len());
+        // The telemetry messages: their index in `msgs` and their payload.
+        let mut telemetry = Vec::new();
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        let mut device = None;
+        for (i, msg) in msgs.iter().enumerate() {
+            match self.route(identity, msg) {
+                Ok(Some(device_id)) => {
+                    device = Some(device_id);
+                    telemetry.push(i);
+                    payloads.push(&msg.payload);
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        if let Some(device_id) = device {
+            let stored = self
+                .ingest_telemetry_batch(&identity.tenant, device_id, &payloads)
+                .await;
+            for (i, result) in telemetry.into_iter().zip(stored) {
+                results[i] = result.map(|_| ()).map_err(sink_error);
+            }
+        }
+        results
+    }
+}
+
+impl Pipeline {
+    /// What a device message means: `Some(device id)` for telemetry to store, `None` when
+    /// nothing is left to do (handled here or nothing to store), or a refusal.
+    fn route<'a>(
+        &self,
+        identity: &'a Identity,
+        msg: &InboundMessage,
+    ) -> Result<Option<&'a str>, SinkError> {
         let Principal::Device { device_id } = &identity.principal else {
             // Applications publish to devices (commands, twins) or among themselves; the broker
             // routes what their policy allows. Only devices feed the telemetry store.
-            return Ok(());
+            return Ok(None);
         };
         let Some((topic_device, kind)) = parse_device_topic(&msg.topic) else {
             // Outside the device namespace: the broker's policy decides; nothing to store.
-            return Ok(());
+            return Ok(None);
         };
         // The broker's policy already confines a device to its own namespace; checking again
         // here keeps a policy mistake from writing into another device's series.
@@ -190,19 +289,21 @@ impl MessageSink for Pipeline {
             });
         }
         match kind {
-            DeviceTopic::Telemetry => self
-                .ingest_telemetry(&identity.tenant, device_id, &msg.payload)
-                .await
-                .map(|_| ())
-                .map_err(|error| SinkError {
-                    code: error.reason_code(),
-                    reason: format!("{}: {error}", error.code()),
-                }),
+            DeviceTopic::Telemetry => Ok(Some(device_id)),
             DeviceTopic::CommandResponse { .. } => {
                 self.command_answer(&identity.tenant, device_id, msg);
-                Ok(())
+                Ok(None)
             }
-            DeviceTopic::Event { .. } | DeviceTopic::Command { .. } | DeviceTopic::Other => Ok(()),
+            DeviceTopic::Event { .. } | DeviceTopic::Command { .. } | DeviceTopic::Other => {
+                Ok(None)
+            }
         }
+    }
+}
+
+fn sink_error(error: IngestError) -> SinkError {
+    SinkError {
+        code: error.reason_code(),
+        reason: format!("{}: {error}", error.code()),
     }
 }

@@ -398,3 +398,98 @@ async fn invalid_filter_gets_topic_filter_invalid() {
         other => panic!("expected SUBACK, got {other:?}"),
     }
 }
+
+/// Several packets in one socket write (one read on the broker's side).
+fn one_write(protocol: Protocol, packets: &[Packet]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for p in packets {
+        wulian_mqtt::encode(p, protocol, &mut out).unwrap();
+    }
+    out.to_vec()
+}
+
+#[tokio::test]
+async fn read_batch_answers_each_publish_in_order_v5() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "dev1", "dev1", 30)).await;
+    let topic = "devices/dev1/telemetry";
+    raw.send_bytes(&one_write(
+        Protocol::V5,
+        &[
+            publish(topic, QoS::AtLeastOnce, 1, b"one"),
+            publish(topic, QoS::AtLeastOnce, 2, b"reject"),
+            publish(topic, QoS::AtMostOnce, 0, b"three"),
+            // Outside the device's policy: refused by the broker between sink batches.
+            publish("devices/dev2/telemetry", QoS::AtLeastOnce, 4, b"four"),
+            publish(topic, QoS::AtLeastOnce, 5, b"five"),
+            Packet::PingReq,
+            publish(topic, QoS::AtLeastOnce, 6, b"six"),
+        ],
+    ))
+    .await;
+    let mut answers = Vec::new();
+    while answers.len() < 6 {
+        match raw.recv().await {
+            Some(Packet::PubAck(a)) => answers.push((a.packet_id, a.code)),
+            Some(Packet::PingResp) => answers.push((0, ReasonCode::Success)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [
+            (1, ReasonCode::Success),
+            (2, ReasonCode::QuotaExceeded),
+            (4, ReasonCode::NotAuthorized),
+            (5, ReasonCode::Success),
+            (0, ReasonCode::Success),
+            (6, ReasonCode::Success),
+        ]
+    );
+    let payloads: Vec<Bytes> = b
+        .sink
+        .messages
+        .lock()
+        .iter()
+        .map(|(_, m)| m.payload.clone())
+        .collect();
+    assert_eq!(payloads, ["one", "three", "five", "six"].map(Bytes::from));
+}
+
+#[tokio::test]
+async fn read_batch_refusal_closes_after_earlier_acks_v311() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V311, "dev1", "dev1", 30)).await;
+    let topic = "devices/dev1/telemetry";
+    raw.send_bytes(&one_write(
+        Protocol::V311,
+        &[
+            publish(topic, QoS::AtLeastOnce, 1, b"one"),
+            publish(topic, QoS::AtMostOnce, 0, b"two"),
+            publish(topic, QoS::AtLeastOnce, 3, b"three"),
+            publish(topic, QoS::AtLeastOnce, 4, b"reject"),
+            publish(topic, QoS::AtLeastOnce, 5, b"five"),
+        ],
+    ))
+    .await;
+    // 3.1.1 has no negative PUBACK: the messages before the refusal are acknowledged, in
+    // order, then the connection closes; nothing after the refusal is acknowledged.
+    let acks: Vec<u16> = raw
+        .until_closed()
+        .await
+        .into_iter()
+        .map(|p| match p {
+            Packet::PubAck(a) => a.packet_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, [1, 3]);
+    let payloads: Vec<Bytes> = b
+        .sink
+        .messages
+        .lock()
+        .iter()
+        .map(|(_, m)| m.payload.clone())
+        .collect();
+    assert_eq!(&payloads[..3], ["one", "two", "three"].map(Bytes::from));
+}

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::routes::telemetry::{requested_keys, time_range};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use wulian_common::time::now_ms;
 use wulian_tsdb::{Point, SeriesKey, Tsdb, Value};
 
 use crate::error::{ApiError, ApiResult, Problem};
@@ -62,22 +62,8 @@ pub async fn export_telemetry(
         }
     }
     load_device(&state, caller.tenant(), &id).await?;
-    let to = q.to.unwrap_or_else(|| now_ms().saturating_add(1));
-    let from = q.from.unwrap_or(0);
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "from must be before to",
-        ));
-    }
-    let keys: Vec<String> = match &q.keys {
-        Some(keys) => keys
-            .split(',')
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => state.tsdb.keys(caller.tenant(), &id),
-    };
+    let (from, to) = time_range(q.from, q.to, |_| 0)?;
+    let keys = requested_keys(&state, q.keys.as_deref(), caller.tenant(), &id);
     let cursor = Cursor {
         tsdb: state.tsdb.clone(),
         tenant: caller.tenant().to_string(),

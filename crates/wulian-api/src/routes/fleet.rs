@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::routes::telemetry::time_range;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wulian_common::blocking::run_blocking;
-use wulian_common::time::now_ms;
 use wulian_registry::DeviceQuery;
 use wulian_tsdb::{Aggregation, PartialBucket, SeriesKey, Tsdb};
 
@@ -288,14 +288,7 @@ pub async fn fleet_telemetry(
     caller: Caller,
     ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> ApiResult<Json<FleetTelemetryView>> {
-    let to = q.to.unwrap_or_else(|| now_ms().saturating_add(1));
-    let from = q.from.unwrap_or_else(|| to.saturating_sub(DAY_MS));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "from must be before to",
-        ));
-    }
+    let (from, to) = time_range(q.from, q.to, |to| to.saturating_sub(DAY_MS))?;
     let Some((agg, interval)) =
         aggregate_plan(q.agg.as_deref(), q.interval, q.max_points, from, to)?
     else {

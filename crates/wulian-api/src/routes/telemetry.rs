@@ -115,22 +115,8 @@ pub async fn query_telemetry(
     ApiQuery(q): ApiQuery<TelemetryQuery>,
 ) -> ApiResult<Json<TelemetryView>> {
     load_device(&state, caller.tenant(), &id).await?;
-    let to = q.to.unwrap_or_else(|| now_ms().saturating_add(1));
-    let from = q.from.unwrap_or_else(|| to.saturating_sub(DAY_MS));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "from must be before to",
-        ));
-    }
-    let keys: Vec<String> = match &q.keys {
-        Some(keys) => keys
-            .split(',')
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => state.tsdb.keys(caller.tenant(), &id),
-    };
+    let (from, to) = time_range(q.from, q.to, |to| to.saturating_sub(DAY_MS))?;
+    let keys = requested_keys(&state, q.keys.as_deref(), caller.tenant(), &id);
     let plan = query_plan(&q, from, to)?;
     let (agg, interval) = match plan {
         QueryPlan::Raw { .. } => (None, None),
@@ -173,6 +159,40 @@ pub async fn latest_telemetry(
         device_id: id,
         values,
     }))
+}
+
+/// The `[from, to)` of a query: `to` defaults to now (inclusive), `from` to `default_from(to)`.
+pub(crate) fn time_range(
+    from: Option<i64>,
+    to: Option<i64>,
+    default_from: impl FnOnce(i64) -> i64,
+) -> ApiResult<(i64, i64)> {
+    let to = to.unwrap_or_else(|| now_ms().saturating_add(1));
+    let from = from.unwrap_or_else(|| default_from(to));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must be before to",
+        ));
+    }
+    Ok((from, to))
+}
+
+/// The keys a device query names (`keys=a,b`), or all of the device's keys.
+pub(crate) fn requested_keys(
+    state: &AppState,
+    keys: Option<&str>,
+    tenant: &str,
+    device: &str,
+) -> Vec<String> {
+    match keys {
+        Some(keys) => keys
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => state.tsdb.keys(tenant, device),
+    }
 }
 
 /// What a telemetry query asks for, validated before any data is read.

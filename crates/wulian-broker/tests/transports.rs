@@ -1,6 +1,6 @@
 //! The broker over every transport with real handshakes: TLS (rustls client), mutual TLS with
 //! a CA set that changes at run time, WebSocket and WebSocket over TLS (tungstenite client),
-//! anonymous listeners and per-listener limits. Certificates are made here with rcgen.
+//! anonymous listeners and per-listener limits. Certificates come from wulian-test-support (rcgen).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +20,7 @@ use wulian_broker::{
     TlsConfig, TopicPolicy, Transport, TransportKind,
 };
 use wulian_mqtt::{Connect, Packet, Protocol, Publish, QoS};
+use wulian_test_support::certs::{Ca, ca, leaf};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -112,43 +109,6 @@ impl Server {
 
 // ---------------------------------------------------------------------------------------
 // certificates
-
-struct Ca {
-    der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        der: cert.der().clone(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// (certificate DER, PKCS#8 key DER) signed by `ca`.
-fn leaf(ca: &Ca, name: &str, server: bool) -> (Vec<u8>, Vec<u8>) {
-    let key = KeyPair::generate().unwrap();
-    let sans = if server {
-        vec![name.to_string()]
-    } else {
-        vec![]
-    };
-    let mut params = CertificateParams::new(sans).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.der().to_vec(), key.serialize_der())
-}
 
 fn server_tls(ca: &Ca, client_auth: ClientAuth) -> TlsConfig {
     let (cert, key) = leaf(ca, "localhost", true);

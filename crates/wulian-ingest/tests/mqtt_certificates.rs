@@ -1,5 +1,5 @@
 //! Mutual TLS end to end in process: the broker's TLS listener with the registry's CA set,
-//! wulian's authenticator mapping certificates to devices, rcgen certificates, a rustls
+//! wulian's authenticator mapping certificates to devices, rcgen certificates (wulian-test-support), a rustls
 //! client speaking MQTT 5 built with the codec.
 
 use std::net::SocketAddr;
@@ -7,10 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +19,7 @@ use wulian_ingest::DeviceAuthenticator;
 use wulian_mqtt::{Connect, Packet, Protocol, ReasonCode};
 use wulian_registry::Registry;
 use wulian_registry::test_support::{new_device, new_tenant};
+use wulian_test_support::certs::{Ca, ca, leaf};
 
 struct AcceptAll;
 
@@ -31,42 +28,6 @@ impl MessageSink for AcceptAll {
     async fn on_publish(&self, _: &Identity, _: &InboundMessage) -> Result<(), SinkError> {
         Ok(())
     }
-}
-
-struct Ca {
-    der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        der: cert.der().clone(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-fn leaf(ca: &Ca, name: &str, server: bool) -> (Vec<u8>, Vec<u8>) {
-    let key = KeyPair::generate().unwrap();
-    let sans = if server {
-        vec![name.to_string()]
-    } else {
-        vec![]
-    };
-    let mut params = CertificateParams::new(sans).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.der().to_vec(), key.serialize_der())
 }
 
 /// CONNECT over TLS with a client certificate; the CONNACK code, or None when the handshake

@@ -391,11 +391,7 @@ impl Tsdb {
         to: i64,
         limit: usize,
     ) -> Result<RangeResult> {
-        let view = {
-            let head = self.inner.shared.head.read();
-            storage::SeriesView::new(&head, series, from, to)
-        };
-        let Some(view) = view else {
+        let Some(view) = self.series_view(series, from, to) else {
             return Ok(RangeResult {
                 points: Vec::new(),
                 truncated: false,
@@ -423,11 +419,7 @@ impl Tsdb {
         if interval_ms < 1 {
             return Err(Error::InvalidInterval);
         }
-        let view = {
-            let head = self.inner.shared.head.read();
-            storage::SeriesView::new(&head, series, from, to)
-        };
-        let Some(view) = view else {
+        let Some(view) = self.series_view(series, from, to) else {
             return Ok(Vec::new());
         };
         query::check(&series.key, view.kind, interval_ms, agg)?;
@@ -448,15 +440,19 @@ impl Tsdb {
         if interval_ms < 1 {
             return Err(Error::InvalidInterval);
         }
-        let view = {
-            let head = self.inner.shared.head.read();
-            storage::SeriesView::new(&head, series, from, to)
-        };
-        let Some(view) = view else {
+        let Some(view) = self.series_view(series, from, to) else {
             return Ok(Vec::new());
         };
         let points = view.points(None)?;
         Ok(query::partial_aggregate(&points, interval_ms))
+    }
+
+    /// What `series` holds in `[from, to)`: the head's points and the block files to read,
+    /// captured under the head's read lock (released before any file is decoded). `None` for
+    /// an unknown series.
+    fn series_view(&self, series: &SeriesKey, from: i64, to: i64) -> Option<storage::SeriesView> {
+        let head = self.inner.shared.head.read();
+        storage::SeriesView::new(&head, series, from, to)
     }
 
     /// Drops the data older than [`Config::retention`] before `now_ms` (ms since the epoch),

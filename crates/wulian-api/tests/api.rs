@@ -1,7 +1,7 @@
 //! The REST API in-process (`Router::oneshot`), on real stores in a temporary directory:
 //! authentication, scopes, tenant isolation, and a problem document for every kind of bad input.
 
-use std::sync::Arc;
+mod support;
 
 use axum::Router;
 use axum::body::Body;
@@ -9,11 +9,6 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use wulian_api::{AppState, HttpLimits};
-use wulian_broker::{Broker, BrokerConfig};
-use wulian_ingest::{CommandService, DeviceAuthenticator, Pipeline};
-use wulian_registry::Registry;
-use wulian_tsdb::Tsdb;
 
 struct Api {
     router: Router,
@@ -22,36 +17,11 @@ struct Api {
 }
 
 async fn start() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(Registry::open(&dir.path().join("registry.sqlite")).unwrap());
-    let (_, admin) = registry
-        .bootstrap()
-        .unwrap()
-        .expect("first start bootstraps");
-    let tsdb = Tsdb::open(wulian_tsdb::Config::new(dir.path().join("tsdb"))).unwrap();
-    let pipeline = Pipeline::new(tsdb.clone());
-    let broker = Broker::new(
-        BrokerConfig::default(),
-        DeviceAuthenticator::new(Arc::clone(&registry)),
-        pipeline.clone(),
-    );
-    let commands = CommandService::new(Arc::clone(&registry), broker.clone());
-    pipeline.attach_commands(Arc::clone(&commands));
-    let state = AppState {
-        registry,
-        tsdb,
-        pipeline,
-        commands,
-        broker,
-    };
-    let limits = HttpLimits {
-        max_body_bytes: 64 * 1024,
-        ..HttpLimits::default()
-    };
+    let p = support::platform();
     Api {
-        router: wulian_api::router(state, &limits),
-        admin: admin.secret,
-        _dir: dir,
+        router: p.router,
+        admin: p.admin,
+        _dir: p.dir,
     }
 }
 

@@ -2,6 +2,8 @@
 //! export, fleet queries (latest values and aggregates across devices), chart downsampling.
 //! In-process (`Router::oneshot`) on real stores in a temporary directory.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +13,6 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use wulian_api::{AppState, HttpLimits};
-use wulian_broker::{Broker, BrokerConfig};
-use wulian_ingest::{CommandService, DeviceAuthenticator, Pipeline};
 use wulian_registry::{NewDevice, Registry};
 use wulian_tsdb::{SeriesKey, Tsdb, Value as TsValue, WriteEntry};
 
@@ -26,38 +25,13 @@ struct Api {
 }
 
 async fn start() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(Registry::open(&dir.path().join("registry.sqlite")).unwrap());
-    let (_, admin) = registry
-        .bootstrap()
-        .unwrap()
-        .expect("first start bootstraps");
-    let tsdb = Tsdb::open(wulian_tsdb::Config::new(dir.path().join("tsdb"))).unwrap();
-    let pipeline = Pipeline::new(tsdb.clone());
-    let broker = Broker::new(
-        BrokerConfig::default(),
-        DeviceAuthenticator::new(Arc::clone(&registry)),
-        pipeline.clone(),
-    );
-    let commands = CommandService::new(Arc::clone(&registry), broker.clone());
-    pipeline.attach_commands(Arc::clone(&commands));
-    let state = AppState {
-        registry: Arc::clone(&registry),
-        tsdb: tsdb.clone(),
-        pipeline,
-        commands,
-        broker,
-    };
-    let limits = HttpLimits {
-        max_body_bytes: 64 * 1024,
-        ..HttpLimits::default()
-    };
+    let p = support::platform();
     Api {
-        router: wulian_api::router(state, &limits),
-        admin: admin.secret,
-        registry,
-        tsdb,
-        _dir: dir,
+        router: p.router,
+        admin: p.admin,
+        registry: p.registry,
+        tsdb: p.tsdb,
+        _dir: p.dir,
     }
 }
 

@@ -256,7 +256,7 @@ pub(crate) struct BlockFile {
 }
 
 impl BlockFile {
-    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
         Error::Corrupt {
             file: self.path.clone(),
             offset,
@@ -320,7 +320,7 @@ impl BlockFile {
         Ok((bf, entries))
     }
 
-    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         match self.file.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
@@ -336,7 +336,7 @@ impl BlockFile {
 
     /// Reads the frame at `offset` whose total length (with the 8-byte frame header) must be
     /// `total`; checks the CRC and returns the payload.
-    fn read_frame(&self, offset: u64, total: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_frame(&self, offset: u64, total: usize) -> Result<Vec<u8>> {
         if !(8..=MAX_FRAME).contains(&total) {
             return Err(self.corrupt(offset, format!("frame length {total}")));
         }

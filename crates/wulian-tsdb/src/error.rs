@@ -39,6 +39,9 @@ pub enum Error {
     /// One write call that would not fit in one log record.
     #[error("batch encodes to {bytes} bytes, more than the {max} bytes one write may carry")]
     BatchTooLarge { bytes: usize, max: usize },
+    /// A [`crate::Config`] value the engine cannot work with.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig { reason: String },
     /// An aggregation interval that is zero or negative.
     #[error("aggregation interval must be at least 1 ms")]
     InvalidInterval,
@@ -101,6 +104,9 @@ impl Error {
             Error::BatchTooLarge { bytes, max } => Error::BatchTooLarge {
                 bytes: *bytes,
                 max: *max,
+            },
+            Error::InvalidConfig { reason } => Error::InvalidConfig {
+                reason: reason.clone(),
             },
             Error::InvalidInterval => Error::InvalidInterval,
             Error::Closed => Error::Closed,

@@ -18,8 +18,10 @@
 //! ```text
 //! <dir>/LOCK                       advisory lock: one engine per directory
 //! <dir>/wal/000000000001.wal ...   WAL segments: header, then [len][crc32][payload] records
-//! <dir>/MANIFEST                   block files, WAL replay start, retention floor, tombstones
+//! <dir>/MANIFEST                   block and rollup files, WAL replay start, retention floors,
+//!                                  tombstones
 //! <dir>/blocks/000000000007.blk    one partition's compressed chunks (one per series) + index
+//! <dir>/rollups/000000000007-60000.rup  one partition's 1-minute bucket summaries per series
 //! ```
 //!
 //! - Writes go to one writer thread (`wal::writer`) that group-commits: everything queued is
@@ -31,6 +33,11 @@
 //!   on close, the head is flushed (`storage`): one block file (`block`, `compress`) per
 //!   partition touched, the manifest (`manifest`) replaced atomically, then the WAL segments it
 //!   covers are deleted. Partitions with several files are compacted into one.
+//! - Each partition also gets rollup files (`rollup`, `rollup_store`): per series, count, sum,
+//!   min, max, first and last per 1-minute and per 1-hour bucket, written by flushes (for a
+//!   partition that had no file), compactions and background rebuilds, kept longer than raw
+//!   data ([`Config::rollup_1m_retention`], [`Config::rollup_1h_retention`]). Aggregates whose
+//!   interval is a multiple of a rollup width read them where the answer is identical.
 //! - Open loads the manifest and the block indexes, then replays the later WAL segments
 //!   (`wal::replay`). A torn record at the tail of the last segment (never acknowledged) is cut
 //!   off with a warning; damage anywhere else refuses to open with [`Error::Corrupt`].
@@ -52,6 +59,8 @@ mod fsutil;
 mod head;
 mod manifest;
 mod query;
+mod rollup;
+mod rollup_store;
 mod snapshot;
 mod stats;
 mod storage;
@@ -117,8 +126,19 @@ pub struct Config {
     /// A partition with this many files is merged into one after a flush. Default 4.
     pub compaction_files: usize,
     /// Data older than this is dropped by [`Tsdb::enforce_retention`], a whole partition at a
-    /// time. `None` (default) keeps everything.
+    /// time. `None` (default) keeps everything. The partition's rollups stay (see below).
     pub retention: Option<Duration>,
+    /// How long the 1-minute rollups are kept ([`Tsdb::enforce_retention`], whole partitions).
+    /// Default 90 days; `None` keeps them forever.
+    pub rollup_1m_retention: Option<Duration>,
+    /// How long the 1-hour rollups are kept. Default 2 years (730 days); `None` = forever.
+    pub rollup_1h_retention: Option<Duration>,
+    /// The rollup bucket widths, fine and coarse (default 1 minute and 1 hour). The coarse
+    /// one must be a multiple of the fine one. A level is written only for partitions it
+    /// tiles (the default 1-day partition suits both). For tests; rollups written with other
+    /// widths are ignored.
+    #[doc(hidden)]
+    pub rollup_widths: [Duration; 2],
 }
 
 impl Config {
@@ -133,6 +153,9 @@ impl Config {
             partition: Duration::from_secs(86_400),
             compaction_files: 4,
             retention: None,
+            rollup_1m_retention: Some(Duration::from_secs(90 * 86_400)),
+            rollup_1h_retention: Some(Duration::from_secs(730 * 86_400)),
+            rollup_widths: [Duration::from_secs(60), Duration::from_secs(3600)],
         }
     }
 }
@@ -156,6 +179,7 @@ struct Inner {
     shared: Arc<Shared>,
     closed: AtomicBool,
     dir: PathBuf,
+    widths: query::Widths,
     _writer: WriterThread,
 }
 
@@ -185,13 +209,15 @@ impl Tsdb {
     /// startup or `spawn_blocking`.
     pub fn open(config: Config) -> Result<Tsdb> {
         let started = Instant::now();
+        let widths = rollup_widths(&config)?;
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(Error::io("create the store directory"))?;
         let lock = fsutil::lock_dir(&dir)?;
         let wal_dir = dir.join("wal");
         let snapshot_dir = dir.join("snapshot");
         let blocks_dir = dir.join(storage::BLOCKS_DIR);
-        for d in [&wal_dir, &blocks_dir] {
+        let rollup_dir = dir.join(rollup::DIR);
+        for d in [&wal_dir, &blocks_dir, &rollup_dir] {
             fs::create_dir_all(d).map_err(Error::io("create the store directory"))?;
         }
         fsutil::sync_dir(&dir).map_err(Error::io("sync the store directory"))?;
@@ -245,6 +271,11 @@ impl Tsdb {
             &counters.block_points,
             head.manifest.files.iter().map(|f| f.points).sum(),
         );
+        Counters::set(&counters.rollup_files, head.manifest.rollups.len() as u64);
+        Counters::set(
+            &counters.rollup_bytes,
+            head.manifest.rollups.iter().map(|r| r.bytes).sum(),
+        );
         tracing::info!(
             dir = %dir.display(),
             snapshot = snapshot.as_ref().map(|s| s.path.display().to_string()),
@@ -274,9 +305,12 @@ impl Tsdb {
                 .unwrap_or(i64::MAX)
                 .max(1),
             compaction_files: config.compaction_files,
-            retention_ms: config
-                .retention
-                .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX)),
+            retention_ms: config.retention.map(duration_ms),
+            rollup_retention_ms: [
+                config.rollup_1m_retention.map(duration_ms),
+                config.rollup_1h_retention.map(duration_ms),
+            ],
+            widths,
             wake: tx.downgrade(),
             durability: config.durability,
             segment_bytes: config.wal_segment_bytes,
@@ -293,6 +327,7 @@ impl Tsdb {
                 shared,
                 closed: AtomicBool::new(false),
                 dir,
+                widths,
                 _writer: WriterThread(Mutex::new(Some(handle))),
             }),
         })
@@ -404,7 +439,11 @@ impl Tsdb {
     }
 
     /// Points with `from <= ts < to` folded into buckets aligned to multiples of
-    /// `interval_ms` since the epoch; only non-empty buckets, ascending. Min/Max/Avg/Sum on a
+    /// `interval_ms` since the epoch; only non-empty buckets, ascending. Intervals that are a
+    /// multiple of 1 minute or 1 hour are answered from rollups where that gives the identical
+    /// result (sums are added minute by minute, then hour by hour, then per bucket, whatever
+    /// the source), including partitions whose raw data retention has dropped (whole buckets
+    /// only there). Min/Max/Avg/Sum on a
     /// string or bool series is [`Error::NotNumeric`]; an interval below 1 ms is
     /// [`Error::InvalidInterval`]. An unknown series has no buckets. A damaged block file is
     /// [`Error::Corrupt`].
@@ -423,8 +462,8 @@ impl Tsdb {
             return Ok(Vec::new());
         };
         query::check(&series.key, view.kind, interval_ms, agg)?;
-        let points = view.points(None)?;
-        Ok(query::aggregate(&points, interval_ms, agg))
+        let parts = self.partials(&view, interval_ms)?;
+        Ok(query::to_buckets(&parts, agg))
     }
 
     /// [`Tsdb::aggregate`] with each bucket's mergeable summary ([`PartialBucket`]), for
@@ -443,8 +482,13 @@ impl Tsdb {
         let Some(view) = self.series_view(series, from, to) else {
             return Ok(Vec::new());
         };
-        let points = view.points(None)?;
-        Ok(query::partial_aggregate(&points, interval_ms))
+        self.partials(&view, interval_ms)
+    }
+
+    fn partials(&self, view: &storage::SeriesView, interval_ms: i64) -> Result<Vec<PartialBucket>> {
+        let (parts, reads) = view.partials(interval_ms, self.inner.widths)?;
+        Counters::add(&self.inner.shared.counters.rollup_reads, reads);
+        Ok(parts)
     }
 
     /// What `series` holds in `[from, to)`: the head's points and the block files to read,
@@ -452,15 +496,18 @@ impl Tsdb {
     /// an unknown series.
     fn series_view(&self, series: &SeriesKey, from: i64, to: i64) -> Option<storage::SeriesView> {
         let head = self.inner.shared.head.read();
-        storage::SeriesView::new(&head, series, from, to)
+        storage::SeriesView::new(&head, series, from, to, self.inner.widths)
     }
 
     /// Drops the data older than [`Config::retention`] before `now_ms` (ms since the epoch),
     /// a whole partition at a time: the floor is the start of the partition that
-    /// `now_ms - retention` falls in. Points below the floor disappear from queries, series
+    /// `now_ms - retention` falls in. Points below the floor disappear from raw reads, series
     /// left without points disappear from `keys`/`latest`, their files are deleted, and later
-    /// writes below the floor are accepted and discarded. Returns the number of block files
-    /// deleted. Without a configured retention it does nothing. Call it periodically.
+    /// writes below the floor are accepted and discarded. The dropped partitions' rollups are
+    /// brought up to date first and stay, so aggregates over whole minutes/hours keep
+    /// answering for them, until [`Config::rollup_1m_retention`] /
+    /// [`Config::rollup_1h_retention`] drop those the same way. Returns the number of block
+    /// files deleted. Without any configured retention it does nothing. Call it periodically.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -529,11 +576,31 @@ impl Tsdb {
             block_bytes: Counters::get(&c.block_bytes),
             block_points: Counters::get(&c.block_points),
             compactions: Counters::get(&c.compactions),
+            rollup_files: Counters::get(&c.rollup_files),
+            rollup_bytes: Counters::get(&c.rollup_bytes),
+            rollup_reads: Counters::get(&c.rollup_reads),
             commit_groups: Counters::get(&c.commit_groups),
             commit_requests: Counters::get(&c.commit_requests),
             recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),
         }
     }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The rollup widths in ms, checked: at least 1 ms, the coarse a multiple of the fine.
+fn rollup_widths(config: &Config) -> Result<query::Widths> {
+    let [fine, coarse] = config.rollup_widths.map(duration_ms);
+    if fine < 1 || coarse < fine || coarse % fine != 0 {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "rollup widths {fine} ms and {coarse} ms: both at least 1 ms, the second a multiple of the first"
+            ),
+        });
+    }
+    Ok([fine, coarse])
 }
 
 /// Async mode: a thread that asks the writer to fsync every `interval`. It holds only a weak

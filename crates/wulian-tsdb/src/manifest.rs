@@ -8,7 +8,13 @@
 //! [n u32] × file: generation u64, partition start i64, partition end i64, bytes u64,
 //!                 points u64, min ts i64, max ts i64
 //! [n u32] × tombstone: tenant str, device str, generation u64
+//! version 2 adds:
+//! rollup floor of the fine level i64, of the coarse level i64,
+//! [n u32] × rollup file: generation u64, width i64, partition start i64, partition end i64,
+//!                        bytes u64
 //! ```
+//!
+//! Version 1 manifests (no rollups) are read as version 2 with no rollups and zero floors.
 //!
 //! It is replaced atomically: written to `MANIFEST.tmp`, fsynced, renamed, directory fsynced.
 //! A file in `blocks/` that the manifest does not name is a leftover of an interrupted flush
@@ -23,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
 
 const MAGIC: &[u8; 6] = b"WLNMAN";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 pub(crate) const FILE: &str = "MANIFEST";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +50,15 @@ pub(crate) struct Tombstone {
     pub generation: u64,
 }
 
+/// A rollup file (see `rollup`): one partition at one bucket width.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RollupEntry {
+    pub generation: u64,
+    pub width: i64,
+    pub partition: (i64, i64),
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Manifest {
     pub next_generation: u64,
@@ -52,6 +67,10 @@ pub(crate) struct Manifest {
     pub floor: i64,
     pub files: Vec<FileEntry>,
     pub tombstones: Vec<Tombstone>,
+    /// Rollup files of a partition ending at or below the floor of their level (fine, coarse)
+    /// were dropped by rollup retention.
+    pub rollup_floors: [i64; 2],
+    pub rollups: Vec<RollupEntry>,
 }
 
 impl Default for Manifest {
@@ -62,6 +81,8 @@ impl Default for Manifest {
             floor: 0,
             files: Vec::new(),
             tombstones: Vec::new(),
+            rollup_floors: [0, 0],
+            rollups: Vec::new(),
         }
     }
 }
@@ -88,6 +109,16 @@ impl Manifest {
             put_str(&mut p, &t.device);
             put_u64(&mut p, t.generation);
         }
+        put_i64(&mut p, self.rollup_floors[0]);
+        put_i64(&mut p, self.rollup_floors[1]);
+        put_u32(&mut p, self.rollups.len() as u32);
+        for r in &self.rollups {
+            put_u64(&mut p, r.generation);
+            put_i64(&mut p, r.width);
+            put_i64(&mut p, r.partition.0);
+            put_i64(&mut p, r.partition.1);
+            put_u64(&mut p, r.bytes);
+        }
         let mut out = Vec::with_capacity(p.len() + 16);
         out.extend_from_slice(MAGIC);
         put_u16(&mut out, VERSION);
@@ -102,7 +133,7 @@ impl Manifest {
             return Err((0, "not a manifest (bad magic or too short)".into()));
         }
         let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err((6, format!("unsupported manifest version {version}")));
         }
         let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default()) as usize;
@@ -140,6 +171,21 @@ impl Manifest {
                     generation: r.u64()?,
                 });
             }
+            let mut rollup_floors = [0, 0];
+            let mut rollups = Vec::new();
+            if version >= 2 {
+                rollup_floors = [r.i64()?, r.i64()?];
+                let n = r.count(40)?;
+                rollups.reserve(n);
+                for _ in 0..n {
+                    rollups.push(RollupEntry {
+                        generation: r.u64()?,
+                        width: r.i64()?,
+                        partition: (r.i64()?, r.i64()?),
+                        bytes: r.u64()?,
+                    });
+                }
+            }
             r.finish()?;
             Ok(Manifest {
                 next_generation,
@@ -147,6 +193,8 @@ impl Manifest {
                 floor,
                 files,
                 tombstones,
+                rollup_floors,
+                rollups,
             })
         })()
         .map_err(|e| (16, e.0))?;
@@ -222,6 +270,13 @@ mod tests {
                 tenant: "t".into(),
                 device: "d".into(),
                 generation: 5,
+            }],
+            rollup_floors: [60_000, 0],
+            rollups: vec![RollupEntry {
+                generation: 3,
+                width: 60_000,
+                partition: (0, 86_400_000),
+                bytes: 77,
             }],
         };
         m.store(dir.path()).unwrap();

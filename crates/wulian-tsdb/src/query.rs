@@ -23,45 +23,82 @@ pub(crate) fn check(key: &str, kind: ValueKind, interval_ms: i64, agg: Aggregati
 /// Folds points (already cut to the range, sorted ascending) into epoch-aligned buckets of
 /// `interval_ms`; only non-empty buckets are returned, ascending. The first bucket may start
 /// before the range's `from` (it is the bucket `from` falls in) but holds only points in range.
-/// `check` must have passed.
+/// Sums follow [`partials`]. `check` must have passed.
+#[cfg(test)]
 pub(crate) fn aggregate(points: &[Point], interval_ms: i64, agg: Aggregation) -> Vec<Bucket> {
-    let mut out = Vec::new();
-    let mut rest = points;
-    while let Some(first) = rest.first() {
-        // Timestamps are >= 0, so truncating division is flooring.
-        let start = first.ts - first.ts.rem_euclid(interval_ms);
-        let end = start.saturating_add(interval_ms);
-        let n = rest.partition_point(|p| p.ts < end);
-        let (bucket, tail) = rest.split_at(n);
-        out.push(Bucket {
-            ts: start,
-            value: fold(bucket, agg),
-            count: bucket.len() as u64,
-        });
-        rest = tail;
-    }
-    out
+    to_buckets(&partials(points, interval_ms, DEFAULT_WIDTHS), agg)
 }
 
-/// One bucket's value. `points` is non-empty.
-fn fold(points: &[Point], agg: Aggregation) -> Value {
-    let numbers = || points.iter().filter_map(|p| p.value.as_f64());
-    match agg {
-        Aggregation::Min => Value::F64(numbers().fold(f64::INFINITY, f64::min)),
-        Aggregation::Max => Value::F64(numbers().fold(f64::NEG_INFINITY, f64::max)),
-        Aggregation::Sum => Value::F64(numbers().sum()),
-        Aggregation::Avg => Value::F64(numbers().sum::<f64>() / points.len() as f64),
-        Aggregation::Count => Value::I64(i64::try_from(points.len()).unwrap_or(i64::MAX)),
-        // Non-empty by construction: buckets are only made for points that exist.
-        Aggregation::First => points
-            .first()
-            .map(|p| p.value.clone())
-            .unwrap_or(Value::I64(0)),
-        Aggregation::Last => points
-            .last()
-            .map(|p| p.value.clone())
-            .unwrap_or(Value::I64(0)),
+/// Each partial bucket's value under `agg`.
+pub(crate) fn to_buckets(parts: &[PartialBucket], agg: Aggregation) -> Vec<Bucket> {
+    parts
+        .iter()
+        .map(|b| Bucket {
+            ts: b.ts,
+            value: b.value(agg),
+            count: b.count,
+        })
+        .collect()
+}
+
+/// The rollup bucket widths (ms): the fine level (1 minute) and the coarse level (1 hour, a
+/// multiple of the fine one).
+pub(crate) type Widths = [i64; 2];
+#[cfg(test)]
+pub(crate) const DEFAULT_WIDTHS: Widths = [60_000, 3_600_000];
+
+/// The rollup level whose buckets tile buckets of `interval_ms`: coarse (1), fine (0) or none.
+pub(crate) fn level_for(interval_ms: i64, widths: Widths) -> Option<usize> {
+    if interval_ms % widths[1] == 0 {
+        Some(1)
+    } else if interval_ms % widths[0] == 0 {
+        Some(0)
+    } else {
+        None
     }
+}
+
+/// The canonical summary of points (sorted, unique timestamps) at `interval_ms`. Sums are
+/// computed level by level so that rollups reproduce them bit for bit: the points of each
+/// fine bucket (1 min) are added in time order; when the interval is a multiple of the coarse
+/// width (1 h), the fine sums of each coarse bucket are added in time order; then the level's
+/// sums are added in time order per bucket. An interval that is not a multiple of the fine
+/// width adds the points of each bucket directly.
+#[cfg(test)]
+pub(crate) fn partials(points: &[Point], interval_ms: i64, widths: Widths) -> Vec<PartialBucket> {
+    match level_for(interval_ms, widths) {
+        None => partial_aggregate(points, interval_ms),
+        Some(level) => fold_partials(&level_partials(points, level, widths), interval_ms),
+    }
+}
+
+/// Points summarised at a rollup level: fine buckets straight from the points, coarse
+/// buckets folded from the fine ones. Exactly what a rollup file of that level holds.
+pub(crate) fn level_partials(points: &[Point], level: usize, widths: Widths) -> Vec<PartialBucket> {
+    let fine = partial_aggregate(points, widths[0]);
+    if level == 0 {
+        fine
+    } else {
+        fold_partials(&fine, widths[1])
+    }
+}
+
+/// Folds partial buckets (ascending) into buckets of `interval_ms` (a multiple of theirs),
+/// merging in time order.
+pub(crate) fn fold_partials(parts: &[PartialBucket], interval_ms: i64) -> Vec<PartialBucket> {
+    let mut out: Vec<PartialBucket> = Vec::new();
+    for p in parts {
+        let start = p.ts - p.ts.rem_euclid(interval_ms);
+        match out.last_mut() {
+            Some(last) if last.ts == start => last.merge(p),
+            _ => {
+                let mut b = p.clone();
+                b.ts = start;
+                out.push(b);
+            }
+        }
+    }
+    out
 }
 
 /// A bucket's mergeable summary: enough to compute every [`Aggregation`] of the bucket, and to
@@ -85,7 +122,7 @@ pub struct PartialBucket {
 }
 
 impl PartialBucket {
-    fn of(ts: i64, points: &[Point]) -> Option<PartialBucket> {
+    pub(crate) fn of(ts: i64, points: &[Point]) -> Option<PartialBucket> {
         let (first, last) = (points.first()?, points.last()?);
         let mut b = PartialBucket {
             ts,

@@ -25,7 +25,13 @@ pub struct Stats {
     pub block_files: u64,
     pub block_bytes: u64,
     pub block_points: u64,
-    /// Partitions merged by compaction since open.
+    /// Rollup files on disk (one per partition and bucket width) and their bytes.
+    pub rollup_files: u64,
+    pub rollup_bytes: u64,
+    /// Rollup frames (one series, one day) read by aggregate queries since open: how often
+    /// charts were answered from rollups instead of raw points.
+    pub rollup_reads: u64,
+    /// Partitions merged by compaction (or whose rollups were rebuilt) since open.
     pub compactions: u64,
     /// Group commits since open, and the write/delete calls they carried; their ratio is how
     /// many calls share one WAL write (and, in `Sync` mode, one fsync).
@@ -45,6 +51,9 @@ pub(crate) struct Counters {
     pub block_bytes: AtomicU64,
     pub block_points: AtomicU64,
     pub compactions: AtomicU64,
+    pub rollup_files: AtomicU64,
+    pub rollup_bytes: AtomicU64,
+    pub rollup_reads: AtomicU64,
     pub commit_groups: AtomicU64,
     pub commit_requests: AtomicU64,
     pub recovered_torn_tail: std::sync::atomic::AtomicBool,

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
 use crate::head::{Frozen, FrozenSeries, Head};
 use crate::manifest::{FileEntry, Manifest};
+use crate::query::{self, PartialBucket, Widths};
+use crate::rollup::RollupMeta;
+use crate::rollup_store::{self, LoadedRollup, RollupSet};
 use crate::value::{Point, SeriesKey, ValueKind};
 
 pub(crate) const BLOCKS_DIR: &str = "blocks";
@@ -112,8 +115,9 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
         chunks.sort_by_key(|(id, _)| *id);
         files.push(Arc::new(LoadedFile { bf, entry, chunks }));
     }
+    head.rollups = Arc::new(rollup_store::load(dir, &manifest)?);
     head.manifest = manifest;
-    head.files = Arc::new(files);
+    head.set_files(files);
     Ok(())
 }
 
@@ -121,18 +125,61 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
 /// read without holding it.
 pub(crate) struct SeriesView {
     pub kind: ValueKind,
-    id: u32,
+    /// `None` for a series known only from rollups (its raw data was dropped by retention).
+    id: Option<u32>,
     head_points: Vec<Point>,
     frozen_points: Vec<Point>,
     files: Arc<Vec<Arc<LoadedFile>>>,
+    /// Fresh, visible rollups of this series overlapping the range, ascending by partition.
+    rollups: Vec<RollupSource>,
     floor: i64,
     from: i64,
     to: i64,
 }
 
+/// One rollup file holding the series.
+struct RollupSource {
+    file: Arc<LoadedRollup>,
+    level: usize,
+    meta: RollupMeta,
+}
+
 impl SeriesView {
-    pub(crate) fn new(head: &Head, key: &SeriesKey, from: i64, to: i64) -> Option<SeriesView> {
-        let s = head.series(key)?;
+    /// `None` for a series that is neither in the head nor in any visible rollup.
+    pub(crate) fn new(
+        head: &Head,
+        key: &SeriesKey,
+        from: i64,
+        to: i64,
+        widths: Widths,
+    ) -> Option<SeriesView> {
+        let hidden_below = head
+            .manifest
+            .tombstones
+            .iter()
+            .find(|t| t.tenant == key.tenant && t.device == key.device)
+            .map_or(0, |t| t.generation);
+        let visible = |r: &LoadedRollup| r.entry.generation >= hidden_below;
+        let Some(s) = head.series(key) else {
+            // Only rollups may be left: the kind is the newest visible rollup's.
+            let kind = head
+                .rollups
+                .iter()
+                .rev()
+                .filter(|r| visible(r))
+                .find_map(|r| r.rf.meta(key).map(|m| m.kind))?;
+            return Some(SeriesView {
+                kind,
+                id: None,
+                head_points: Vec::new(),
+                frozen_points: Vec::new(),
+                files: Arc::clone(&head.files),
+                rollups: rollup_sources(head, key, kind, from, to, widths, &visible),
+                floor: head.manifest.floor,
+                from,
+                to,
+            });
+        };
         let frozen_points = head
             .frozen
             .as_ref()
@@ -145,22 +192,132 @@ impl SeriesView {
             .unwrap_or_default();
         Some(SeriesView {
             kind: s.kind(),
-            id: s.id(),
+            id: Some(s.id()),
             head_points: s.range(from, to).to_vec(),
             frozen_points,
             files: Arc::clone(&head.files),
+            rollups: rollup_sources(head, key, s.kind(), from, to, widths, &visible),
             floor: head.manifest.floor,
             from,
             to,
         })
     }
 
-    /// The merged points with `from <= ts < to`, ascending, unique timestamps. With a
-    /// `limit`, the partitions are read in time order and reading stops once more than
-    /// `limit` points are known (so the caller can tell that the answer was truncated).
     pub(crate) fn points(self, limit: Option<usize>) -> Result<Vec<Point>> {
-        let from = self.from.max(self.floor);
-        let to = self.to;
+        self.points_between(self.from, self.to, limit)
+    }
+
+    /// The canonical bucket summaries of the range (see `query::partials`), read from fresh
+    /// rollups where they give the same answer for less work: whole rollup buckets inside
+    /// the range, in partitions where the series has no unflushed points, and either the raw
+    /// data is gone (retention) or the rollup has fewer buckets than the raw chunks points.
+    /// Everything else is computed from the raw points.
+    /// Also returns how many rollup frames were read.
+    pub(crate) fn partials(
+        &self,
+        interval_ms: i64,
+        widths: Widths,
+    ) -> Result<(Vec<PartialBucket>, u64)> {
+        let Some(level) = query::level_for(interval_ms, widths) else {
+            let points = self.points_between(self.from, self.to, None)?;
+            return Ok((query::partial_aggregate(&points, interval_ms), 0));
+        };
+        let width = widths[level];
+        // Whole level buckets inside the range.
+        let a = self
+            .from
+            .checked_add((width - self.from.rem_euclid(width)) % width)
+            .unwrap_or(i64::MAX);
+        let b = self.to - self.to.rem_euclid(width);
+        let mut pieces: Vec<PartialBucket> = Vec::new();
+        let mut cursor = self.from;
+        let mut reads = 0;
+        for (part, source) in self.pick_rollups(level, widths) {
+            let seg = (part.0.max(a), part.1.min(b));
+            if seg.0 >= seg.1 || seg.0 < cursor {
+                continue;
+            }
+            let mut buckets = source.file.rf.read(&source.meta)?;
+            reads += 1;
+            buckets.retain(|x| x.ts >= seg.0 && x.ts < seg.1);
+            if source.level < level {
+                buckets = query::fold_partials(&buckets, widths[level]);
+            }
+            if seg.0 > cursor {
+                let raw = self.points_between(cursor, seg.0, None)?;
+                pieces.extend(query::level_partials(&raw, level, widths));
+            }
+            pieces.extend(buckets);
+            cursor = seg.1;
+        }
+        if cursor < self.to {
+            let raw = self.points_between(cursor, self.to, None)?;
+            pieces.extend(query::level_partials(&raw, level, widths));
+        }
+        Ok((query::fold_partials(&pieces, interval_ms), reads))
+    }
+
+    /// For each partition in the range, the rollup to read at `level`, if one is worth it
+    /// (see `partials`). Ascending by partition.
+    fn pick_rollups(&self, level: usize, widths: Widths) -> Vec<((i64, i64), &RollupSource)> {
+        let mut parts: Vec<(i64, i64)> = self
+            .rollups
+            .iter()
+            .map(|r| r.file.entry.partition)
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let in_memory = |p: (i64, i64)| {
+            [&self.head_points, &self.frozen_points].iter().any(|v| {
+                let i = v.partition_point(|x| x.ts < p.0);
+                v.get(i).is_some_and(|x| x.ts < p.1)
+            })
+        };
+        let mut out = Vec::new();
+        for part in parts {
+            if in_memory(part) {
+                continue;
+            }
+            let at = |l: usize| {
+                self.rollups
+                    .iter()
+                    .find(|r| r.level == l && r.file.entry.partition == part)
+            };
+            // A coarse bucket folded from fine ones is exact only if no coarse bucket crosses
+            // the partition's edges.
+            let fine_tiles = level == 0
+                || (part.0.rem_euclid(widths[1]) == 0 && part.1.rem_euclid(widths[1]) == 0);
+            let Some(source) = at(level).or_else(|| at(0).filter(|_| fine_tiles)) else {
+                continue;
+            };
+            let raw_gone = part.1 <= self.floor;
+            if !raw_gone {
+                let raw: u64 = match self.id {
+                    Some(id) => self
+                        .files
+                        .iter()
+                        .filter(|f| rollup_store::overlaps(f.entry.partition, part))
+                        .filter_map(|f| f.chunk(id))
+                        .map(|c| u64::from(c.count))
+                        .sum(),
+                    None => 0,
+                };
+                if u64::from(source.meta.buckets) >= raw && raw > 0 {
+                    continue;
+                }
+            }
+            out.push((part, source));
+        }
+        out
+    }
+
+    /// The merged points with `from <= ts < to` (within the view's range), ascending, unique
+    /// timestamps. With a `limit`, the partitions are read in time order and reading stops
+    /// once more than `limit` points are known (so the caller can tell that the answer was
+    /// truncated).
+    fn points_between(&self, from: i64, to: i64, limit: Option<usize>) -> Result<Vec<Point>> {
+        let from = from.max(self.from).max(self.floor);
+        let to = to.min(self.to);
         if from >= to {
             return Ok(Vec::new());
         }
@@ -169,7 +326,8 @@ impl SeriesView {
             if f.entry.max_ts < from || f.entry.min_ts >= to {
                 continue;
             }
-            if let Some(meta) = f.chunk(self.id)
+            if let Some(id) = self.id
+                && let Some(meta) = f.chunk(id)
                 && meta.max_ts >= from
                 && meta.min_ts < to
             {
@@ -225,6 +383,33 @@ impl SeriesView {
         }
         Ok(out)
     }
+}
+
+/// The fresh rollups holding `key` (of `kind`) whose partition overlaps `[from, to)`, at a
+/// width of this store's levels, visible past the device's tombstone.
+fn rollup_sources(
+    head: &Head,
+    key: &SeriesKey,
+    kind: ValueKind,
+    from: i64,
+    to: i64,
+    widths: Widths,
+    visible: &dyn Fn(&LoadedRollup) -> bool,
+) -> Vec<RollupSource> {
+    head.rollups
+        .iter()
+        .filter(|r| rollup_store::overlaps(r.entry.partition, (from, to)) && visible(r))
+        .filter(|r| head.file_gens.is_fresh(&r.entry))
+        .filter_map(|r| {
+            let level = rollup_store::level_of(r.entry.width, widths)?;
+            let meta = r.rf.meta(key).filter(|m| m.kind == kind)?;
+            Some(RollupSource {
+                file: Arc::clone(r),
+                level,
+                meta: meta.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Merges sorted runs; for equal timestamps the later run wins.
@@ -295,9 +480,14 @@ pub(crate) fn check_fault(dir: &Path, point: FaultPoint) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Flush and compaction
 
-/// Tombstones that can still hide something: those newer than some file.
+/// Tombstones that can still hide something: those newer than some block or rollup file.
 pub(crate) fn gc_tombstones(manifest: &mut Manifest) {
-    let oldest = manifest.files.iter().map(|f| f.generation).min();
+    let oldest = manifest
+        .files
+        .iter()
+        .map(|f| f.generation)
+        .chain(manifest.rollups.iter().map(|r| r.generation))
+        .min();
     manifest
         .tombstones
         .retain(|t| oldest.is_some_and(|g| g < t.generation));
@@ -354,14 +544,28 @@ fn open_written(
 pub(crate) struct FlushJob {
     series: Vec<FrozenSeries>,
     frozen: Arc<Frozen>,
-    /// Partitions touched, ascending, each with its file's generation.
-    partitions: Vec<((i64, i64), u64)>,
+    /// Partitions touched, ascending, each with its file's generation and the rollup levels
+    /// to write with it (only for a partition that had no block file: then the flushed points
+    /// are the whole partition).
+    partitions: Vec<((i64, i64), u64, Vec<usize>)>,
+    widths: Widths,
     dir: PathBuf,
+}
+
+/// What a flush wrote.
+pub(crate) struct Flushed {
+    pub files: Vec<Arc<LoadedFile>>,
+    pub rollups: Vec<Arc<LoadedRollup>>,
 }
 
 /// Freezes the head's points and reserves one generation per partition they touch. Runs on
 /// the writer thread under the write lock; the head must have no frozen set.
-pub(crate) fn prepare_flush(dir: &Path, head: &mut Head, partition_ms: i64) -> FlushJob {
+pub(crate) fn prepare_flush(
+    dir: &Path,
+    head: &mut Head,
+    partition_ms: i64,
+    widths: Widths,
+) -> FlushJob {
     let (mut series, frozen) = head.freeze();
     series.sort_by(|a, b| a.key.cmp(&b.key));
     let mut parts: BTreeMap<(i64, i64), ()> = BTreeMap::new();
@@ -378,23 +582,35 @@ pub(crate) fn prepare_flush(dir: &Path, head: &mut Head, partition_ms: i64) -> F
         .map(|part| {
             let generation = head.manifest.next_generation;
             head.manifest.next_generation += 1;
-            (part, generation)
+            let fresh = !head
+                .files
+                .iter()
+                .any(|f| rollup_store::overlaps(f.entry.partition, part));
+            let levels = if fresh {
+                rollup_store::levels_for(part, widths, head.manifest.rollup_floors)
+            } else {
+                Vec::new()
+            };
+            (part, generation, levels)
         })
         .collect();
     FlushJob {
         series,
         frozen,
         partitions,
+        widths,
         dir: dir.to_path_buf(),
     }
 }
 
 impl FlushJob {
     /// Writes the block files (fsynced, directory fsynced). Runs on the flush thread.
-    pub(crate) fn write(&self) -> Result<Vec<Arc<LoadedFile>>> {
+    pub(crate) fn write(&self) -> Result<Flushed> {
         let blocks_dir = self.dir.join(BLOCKS_DIR);
         let mut out = Vec::with_capacity(self.partitions.len());
-        for &(part, generation) in &self.partitions {
+        let mut rollups = Vec::new();
+        for (part, generation, levels) in &self.partitions {
+            let (part, generation) = (*part, *generation);
             let mut data = Vec::new();
             for s in &self.series {
                 let Some(pts) = self.frozen.points.get(&s.id) else {
@@ -414,12 +630,22 @@ impl FlushJob {
                 }
             }
             out.push(write_partition(&blocks_dir, generation, part, &data)?);
+            if !levels.is_empty() {
+                let mut set = RollupSet::create(&self.dir, generation, part, levels, self.widths)?;
+                for (_, d) in &data {
+                    set.add(d.key, d.kind, d.points)?;
+                }
+                rollups.extend(set.finish(&self.dir)?);
+            }
         }
         if !out.is_empty() {
             sync_dir(&blocks_dir).map_err(Error::io("sync the block directory"))?;
         }
         check_fault(&self.dir, FaultPoint::FlushAfterBlocks)?;
-        Ok(out)
+        Ok(Flushed {
+            files: out,
+            rollups,
+        })
     }
 }
 
@@ -436,19 +662,45 @@ pub(crate) struct FlushDone {
 pub(crate) fn install_flush(
     dir: &Path,
     head_lock: &parking_lot::RwLock<Head>,
-    new_files: Vec<Arc<LoadedFile>>,
+    flushed: Flushed,
     next_segment: u64,
+    widths: Widths,
 ) -> Result<FlushDone> {
     let blocks_dir = dir.join(BLOCKS_DIR);
-    let (mut manifest, old_files) = {
+    let new_files = flushed.files;
+    let (mut manifest, old_files, old_gens, old_rollups) = {
         let head = head_lock.read();
-        (head.manifest.clone(), Arc::clone(&head.files))
+        (
+            head.manifest.clone(),
+            Arc::clone(&head.files),
+            Arc::clone(&head.file_gens),
+            Arc::clone(&head.rollups),
+        )
     };
     let floor = manifest.floor;
     let (kept, dropped): (Vec<Arc<LoadedFile>>, Vec<Arc<LoadedFile>>) = old_files
         .iter()
         .cloned()
         .partition(|f| f.entry.max_ts >= floor);
+    let (mut rollups, mut rollups_dropped) = rollup_store::updated_list(
+        &old_rollups,
+        &flushed.rollups,
+        None,
+        manifest.rollup_floors,
+        widths,
+    );
+    // A stale rollup of a partition whose raw data goes now would look fresh afterwards
+    // (no newer file left): it goes too (retention rebuilds rollups first, so this happens
+    // only when that rebuild failed).
+    let (stale, fresh): (Vec<_>, Vec<_>) = rollups.into_iter().partition(|r| {
+        !old_gens.is_fresh(&r.entry)
+            && dropped
+                .iter()
+                .any(|f| rollup_store::overlaps(f.entry.partition, r.entry.partition))
+    });
+    rollups = fresh;
+    rollups_dropped.extend(stale);
+    manifest.rollups = rollups.iter().map(|r| r.entry.clone()).collect();
     let mut files: Vec<Arc<LoadedFile>> = kept;
     files.extend(new_files.iter().cloned());
     files.sort_by_key(|f| f.entry.generation);
@@ -461,9 +713,11 @@ pub(crate) fn install_flush(
         let mut head = head_lock.write();
         head.drop_frozen();
         head.manifest = manifest;
-        head.files = Arc::new(files);
+        head.set_files(files);
+        head.rollups = Arc::new(rollups);
     }
     remove_files(&blocks_dir, &dropped);
+    rollup_store::remove_files(dir, &rollups_dropped);
     Ok(FlushDone {
         files_written: new_files.len(),
         files_dropped: dropped.len(),
@@ -488,7 +742,8 @@ fn remove_files(blocks_dir: &Path, files: &[Arc<LoadedFile>]) {
 /// A compaction to run on the compaction thread: the files of one partition, the live series
 /// (as of the start) and the generation reserved for the merged file. It must start while no
 /// flush is in flight, so that every file written later gets a higher generation than the
-/// merged one (newer data keeps its precedence).
+/// merged one (newer data keeps its precedence). A **rollup rebuild** is the same job with
+/// `rewrite` off: it reads and merges the partition the same way but writes only its rollups.
 pub(crate) struct CompactJob {
     dir: PathBuf,
     part: (i64, i64),
@@ -496,6 +751,9 @@ pub(crate) struct CompactJob {
     series: Vec<(SeriesKey, u32, ValueKind)>,
     generation: u64,
     floor: i64,
+    rewrite: bool,
+    levels: Vec<usize>,
+    widths: Widths,
 }
 
 /// Picks the first partition with at least `min_files` files (at least 2) and reserves a
@@ -504,6 +762,7 @@ pub(crate) fn prepare_compaction(
     dir: &Path,
     head_lock: &parking_lot::RwLock<Head>,
     min_files: usize,
+    widths: Widths,
 ) -> Option<CompactJob> {
     let min_files = min_files.max(2);
     let mut head = head_lock.write();
@@ -512,6 +771,62 @@ pub(crate) fn prepare_compaction(
         *counts.entry(f.entry.partition).or_default() += 1;
     }
     let (&part, _) = counts.iter().find(|(_, n)| **n >= min_files)?;
+    Some(job_for(dir, &mut head, part, true, widths, None))
+}
+
+/// Picks a partition whose rollups are missing or stale and that no longer receives the
+/// newest data (not the latest partition), skipping `skip`; reserves a generation. A
+/// partition with several files is compacted (which writes its rollups), one with a single
+/// file gets a rollup rebuild. Writer thread.
+pub(crate) fn prepare_rollup_rebuild(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    widths: Widths,
+    skip: &HashSet<(i64, i64)>,
+) -> Option<CompactJob> {
+    // Only the writer thread changes the head, so what the read lock shows still holds when
+    // the write lock is taken to reserve the generation.
+    let (part, n) = {
+        let head = head_lock.read();
+        let parts = head.file_gens.partitions();
+        let newest = parts.last()?.0.0;
+        let rollups = rollup_store::newest_rollups(&head.manifest);
+        let floors = head.manifest.rollup_floors;
+        parts.into_iter().find(|(p, _)| {
+            p.0 < newest
+                && !skip.contains(p)
+                && rollup_store::needs_rebuild(*p, &rollups, &head.file_gens, widths, floors)
+        })?
+    };
+    let mut head = head_lock.write();
+    Some(job_for(dir, &mut head, part, n > 1, widths, None))
+}
+
+/// A rollup rebuild of `part` computing the levels above `floors` (retention: before the
+/// partition's raw data goes). `None` if it needs none. Writer thread.
+pub(crate) fn prepare_rollups_for(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    part: (i64, i64),
+    widths: Widths,
+    floors: [i64; 2],
+) -> Option<CompactJob> {
+    let mut head = head_lock.write();
+    let rollups = rollup_store::newest_rollups(&head.manifest);
+    if !rollup_store::needs_rebuild(part, &rollups, &head.file_gens, widths, floors) {
+        return None;
+    }
+    Some(job_for(dir, &mut head, part, false, widths, Some(floors)))
+}
+
+fn job_for(
+    dir: &Path,
+    head: &mut Head,
+    part: (i64, i64),
+    rewrite: bool,
+    widths: Widths,
+    floors: Option<[i64; 2]>,
+) -> CompactJob {
     let group: Vec<Arc<LoadedFile>> = head
         .files
         .iter()
@@ -525,29 +840,55 @@ pub(crate) fn prepare_compaction(
     series.sort_by(|a, b| a.0.cmp(&b.0));
     let generation = head.manifest.next_generation;
     head.manifest.next_generation += 1;
-    Some(CompactJob {
+    let floors = floors.unwrap_or(head.manifest.rollup_floors);
+    CompactJob {
         dir: dir.to_path_buf(),
         part,
         group,
         series,
         generation,
         floor: head.manifest.floor,
-    })
+        rewrite,
+        levels: rollup_store::levels_for(part, widths, floors),
+        widths,
+    }
 }
 
-/// The outcome of a compaction's file writing: the merged file (none if nothing was left)
-/// and the files it replaces.
+/// The outcome of a compaction's file writing: the merged file (none if nothing was left),
+/// the files it replaces, and the partition's new rollups.
 pub(crate) struct Compacted {
     merged: Option<Arc<LoadedFile>>,
     replaced: Vec<Arc<LoadedFile>>,
+    rollups: Vec<Arc<LoadedRollup>>,
+    part: (i64, i64),
+    generation: u64,
 }
 
 impl CompactJob {
-    /// Writes the merged file, one series at a time (read its chunks, merge with newer file
-    /// wins, append). Compaction thread.
+    pub(crate) fn part(&self) -> (i64, i64) {
+        self.part
+    }
+
+    /// Writes the merged file and the rollups, one series at a time (read its chunks, merge
+    /// with newer file wins, append). Compaction thread.
     pub(crate) fn write(self) -> Result<Compacted> {
         let blocks_dir = self.dir.join(BLOCKS_DIR);
-        let mut w = BlockWriter::create(&blocks_dir, self.generation, self.part)?;
+        let mut w = if self.rewrite {
+            Some(BlockWriter::create(
+                &blocks_dir,
+                self.generation,
+                self.part,
+            )?)
+        } else {
+            None
+        };
+        let mut set = RollupSet::create(
+            &self.dir,
+            self.generation,
+            self.part,
+            &self.levels,
+            self.widths,
+        )?;
         let mut chunks = Vec::new();
         for (key, id, kind) in &self.series {
             let mut runs = Vec::new();
@@ -567,36 +908,53 @@ impl CompactJob {
                 kind: *kind,
                 points: &points,
             };
-            if let Some(meta) = w.add(&data)? {
+            if let Some(w) = &mut w
+                && let Some(meta) = w.add(&data)?
+            {
                 chunks.push((*id, meta));
             }
+            set.add(key, *kind, &points)?;
         }
-        let merged = if chunks.is_empty() {
-            drop(w);
-            None
-        } else {
-            let f = open_written(&blocks_dir, self.generation, self.part, w, chunks)?;
-            sync_dir(&blocks_dir).map_err(Error::io("sync the block directory"))?;
-            Some(f)
+        let (merged, rollups) = match w {
+            Some(w) if chunks.is_empty() => {
+                // Nothing live is left in the partition: no file, no rollups.
+                drop((w, set));
+                (None, Vec::new())
+            }
+            Some(w) => {
+                let f = open_written(&blocks_dir, self.generation, self.part, w, chunks)?;
+                sync_dir(&blocks_dir).map_err(Error::io("sync the block directory"))?;
+                (Some(f), set.finish(&self.dir)?)
+            }
+            None => (None, set.finish(&self.dir)?),
         };
         check_fault(&self.dir, FaultPoint::CompactAfterWrite)?;
         Ok(Compacted {
             merged,
-            replaced: self.group,
+            replaced: if self.rewrite { self.group } else { Vec::new() },
+            rollups,
+            part: self.part,
+            generation: self.generation,
         })
     }
 }
 
-/// Replaces the compacted files by the merged one: manifest first, then memory, then the old
-/// files are deleted. Writer thread. Files flushed since the compaction started stay.
+/// Replaces the compacted files by the merged one and the partition's older rollups by the
+/// new ones: manifest first, then memory, then the old files are deleted. Writer thread.
+/// Files flushed since the compaction started stay.
 pub(crate) fn install_compaction(
     dir: &Path,
     head_lock: &parking_lot::RwLock<Head>,
     done: Compacted,
+    widths: Widths,
 ) -> Result<()> {
-    let (mut manifest, files) = {
+    let (mut manifest, files, old_rollups) = {
         let head = head_lock.read();
-        (head.manifest.clone(), Arc::clone(&head.files))
+        (
+            head.manifest.clone(),
+            Arc::clone(&head.files),
+            Arc::clone(&head.rollups),
+        )
     };
     let gone: HashSet<u64> = done.replaced.iter().map(|f| f.entry.generation).collect();
     let mut new_list: Vec<Arc<LoadedFile>> = files
@@ -608,15 +966,25 @@ pub(crate) fn install_compaction(
         new_list.push(Arc::clone(f));
     }
     new_list.sort_by_key(|f| f.entry.generation);
+    let (rollups, rollups_dropped) = rollup_store::updated_list(
+        &old_rollups,
+        &done.rollups,
+        Some((done.part, done.generation)),
+        manifest.rollup_floors,
+        widths,
+    );
     manifest.files = new_list.iter().map(|f| f.entry.clone()).collect();
+    manifest.rollups = rollups.iter().map(|r| r.entry.clone()).collect();
     gc_tombstones(&mut manifest);
     manifest.store(dir)?;
     check_fault(dir, FaultPoint::CompactAfterManifest)?;
     {
         let mut head = head_lock.write();
         head.manifest = manifest;
-        head.files = Arc::new(new_list);
+        head.set_files(new_list);
+        head.rollups = Arc::new(rollups);
     }
     remove_files(&dir.join(BLOCKS_DIR), &done.replaced);
+    rollup_store::remove_files(dir, &rollups_dropped);
     Ok(())
 }

@@ -856,3 +856,89 @@ async fn torn_segment_header_after_rotation_is_dropped() {
         Err(Error::Corrupt { offset: 0, .. })
     ));
 }
+
+/// With the real widths (1 min, 1 h) and day partitions: hourly aggregates over three days are
+/// read from rollups, a late rewrite into a flushed day is seen at once (the day's rollups go
+/// stale and its raw points answer), the writer then re-summarises that closed day in the
+/// background, and raw retention keeps the day answering from its rollups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_aggregates_come_from_rollups_and_follow_late_writes() {
+    const DAY: i64 = 86_400_000;
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.retention = Some(Duration::from_secs(2 * 86_400));
+    config.flush_age = None;
+    let db = Tsdb::open(config.clone()).unwrap();
+    let k = key("boiler", "temp");
+    let t0 = 20_000 * DAY;
+    // Three days at 30 s, values with two decimals.
+    let entries: Vec<WriteEntry> = (0..3 * 2880)
+        .map(|i| f(&k, t0 + i * 30_000, (i % 500) as f64 / 100.0))
+        .collect();
+    db.write(entries).await.unwrap();
+    db.checkpoint().await.unwrap();
+    assert_eq!(db.stats().rollup_files, 6, "{:?}", db.stats());
+    let hourly = |db: &Tsdb| {
+        db.aggregate(&k, t0, t0 + 3 * DAY, HOUR, Aggregation::Sum)
+            .unwrap()
+    };
+    let before = db.stats().rollup_reads;
+    let first = hourly(&db);
+    assert_eq!(first.len(), 72);
+    assert!(first.iter().all(|b| b.count == 120));
+    assert_eq!(db.stats().rollup_reads, before + 3);
+
+    // A late rewrite into day 0 (hour 5), and a new day 3 so that day 0 is closed.
+    db.write(vec![
+        f(&k, t0 + 5 * HOUR + 30_000, 1000.0),
+        f(&k, t0 + 3 * DAY, 1.0),
+    ])
+    .await
+    .unwrap();
+    let second = hourly(&db);
+    assert_eq!(second[5].count, 120);
+    assert!(second[5].value != first[5].value);
+    // Unflushed points in day 0: day 0 comes from raw points, days 1 and 2 from rollups.
+    assert_eq!(db.stats().rollup_reads, before + 5);
+    db.checkpoint().await.unwrap();
+    // Day 0 now has two files and a stale rollup; the writer re-summarises it in the
+    // background (a compaction, as it has two files) after the next group commit.
+    db.write(vec![f(&k, t0 + 3 * DAY + 1, 1.0)]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reads = db.stats().rollup_reads;
+        let again = hourly(&db);
+        assert_eq!(again, second);
+        if db.stats().rollup_reads == reads + 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "day 0 was not re-summarised"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        db.write(vec![f(&k, t0 + 3 * DAY + 2, 1.0)]).await.unwrap();
+    }
+
+    // Raw retention drops days 0 and 1; their hourly buckets still answer, identically.
+    let dropped = db.enforce_retention(t0 + 4 * DAY).await.unwrap();
+    assert!(dropped >= 2, "{dropped}");
+    assert!(db.range(&k, t0, t0 + 2 * DAY, 10).points.is_empty());
+    assert_eq!(hourly(&db), second);
+    drop(db);
+    let db = Tsdb::open(config).unwrap();
+    assert_eq!(hourly(&db), second);
+    // A range starting mid-hour gets no partial bucket where only rollups are left.
+    let cut = db
+        .aggregate(
+            &k,
+            t0 + 30 * 60_000,
+            t0 + 2 * HOUR,
+            HOUR,
+            Aggregation::Count,
+        )
+        .unwrap();
+    assert_eq!(cut.len(), 1);
+    assert_eq!(cut[0].ts, t0 + HOUR);
+}

@@ -43,9 +43,10 @@ use crate::Durability;
 use crate::Shared;
 use crate::error::{Error, Result};
 use crate::head::Head;
+use crate::query::Widths;
 use crate::snapshot;
 use crate::stats::Counters;
-use crate::storage::{self, Compacted, FaultPoint, LoadedFile};
+use crate::storage::{self, CompactJob, Compacted, FaultPoint, Flushed};
 use crate::value::{SeriesKey, Value, ValueKind, WriteEntry, WriteSummary};
 use crate::wal::record::{self, MAX_PAYLOAD};
 use crate::wal::segment::{AppendError, HEADER_LEN, SegmentLog};
@@ -111,6 +112,9 @@ pub(crate) struct Writer {
     pub partition_ms: i64,
     pub compaction_files: usize,
     pub retention_ms: Option<i64>,
+    /// Retention of the fine and the coarse rollups.
+    pub rollup_retention_ms: [Option<i64>; 2],
+    pub widths: Widths,
     /// For the flush thread to wake the writer; weak so that it does not keep it alive.
     pub wake: mpsc::WeakSender<Request>,
     /// The directory lock; released when the writer ends.
@@ -121,11 +125,12 @@ pub(crate) struct Writer {
 struct Compacting {
     done: std::sync::mpsc::Receiver<Result<Compacted>>,
     thread: std::thread::JoinHandle<()>,
+    part: (i64, i64),
 }
 
 /// A flush whose files are being written by the flush thread.
 struct InFlight {
-    done: std::sync::mpsc::Receiver<Result<Vec<Arc<LoadedFile>>>>,
+    done: std::sync::mpsc::Receiver<Result<Flushed>>,
     thread: std::thread::JoinHandle<()>,
     next_segment: u64,
     started: Instant,
@@ -202,6 +207,14 @@ struct Running {
     partition_ms: i64,
     compaction_files: usize,
     retention_ms: Option<i64>,
+    rollup_retention_ms: [Option<i64>; 2],
+    widths: Widths,
+    /// Partitions whose rollup rebuild failed (e.g. a damaged chunk): not retried until
+    /// restart, so that a broken file does not make the writer loop on it.
+    rollup_failed: HashSet<(i64, i64)>,
+    /// Whether the files or rollups changed since the last search for a partition whose
+    /// rollups need rebuilding (so that the search does not run after every group commit).
+    rollups_dirty: bool,
     /// When the oldest write not yet flushed to block files was committed.
     unflushed_since: Option<Instant>,
     wake: mpsc::WeakSender<Request>,
@@ -232,6 +245,10 @@ impl Running {
             partition_ms: w.partition_ms.max(1),
             compaction_files: w.compaction_files,
             retention_ms: w.retention_ms,
+            rollup_retention_ms: w.rollup_retention_ms,
+            widths: w.widths,
+            rollup_failed: HashSet::new(),
+            rollups_dirty: true,
             unflushed_since: None,
             wake: w.wake,
             in_flight: None,
@@ -601,7 +618,7 @@ impl Running {
         self.poison_on_fault(fault)?;
         let job = {
             let mut head = self.shared.head.write();
-            storage::prepare_flush(&self.dir, &mut head, self.partition_ms)
+            storage::prepare_flush(&self.dir, &mut head, self.partition_ms, self.widths)
         };
         self.unflushed_since = None;
         let (tx, done) = std::sync::mpsc::channel();
@@ -675,16 +692,21 @@ impl Running {
         self.finish_flush(result)
     }
 
-    fn finish_flush(&mut self, result: Result<Vec<Arc<LoadedFile>>>) -> Result<usize> {
+    fn finish_flush(&mut self, result: Result<Flushed>) -> Result<usize> {
         let Some(flight) = self.in_flight.take() else {
             return Ok(0);
         };
         if flight.thread.join().is_err() {
             tracing::error!("The flush thread panicked.");
         }
-        let installed = self.poison_on_fault(result).and_then(|files| {
-            let result =
-                storage::install_flush(&self.dir, &self.shared.head, files, flight.next_segment);
+        let installed = self.poison_on_fault(result).and_then(|flushed| {
+            let result = storage::install_flush(
+                &self.dir,
+                &self.shared.head,
+                flushed,
+                flight.next_segment,
+                self.widths,
+            );
             self.poison_on_fault(result)
         });
         let done = match installed {
@@ -697,6 +719,7 @@ impl Running {
             }
         };
         self.checkpoint_at = self.checkpoint_bytes;
+        self.rollups_dirty = true;
         self.log
             .remove_before(flight.next_segment)
             .map_err(Error::io("remove flushed WAL segments"))?;
@@ -729,14 +752,33 @@ impl Running {
         Ok(n)
     }
 
-    /// Starts a background compaction if a partition has `compaction_files` files and neither
-    /// a flush nor another compaction is in flight.
+    /// Starts a background compaction if a partition has `compaction_files` files, or else a
+    /// rollup rebuild of a partition whose rollups are missing or stale, if neither a flush
+    /// nor another compaction is in flight.
     fn maybe_compact(&mut self) {
         if self.poisoned || self.in_flight.is_some() || self.compacting.is_some() {
             return;
         }
-        if let Err(error) = self.start_compaction(self.compaction_files) {
-            tracing::warn!(%error, "Starting a compaction failed.");
+        match self.start_compaction(self.compaction_files) {
+            Ok(true) => {}
+            Ok(false) if self.rollups_dirty => {
+                let job = storage::prepare_rollup_rebuild(
+                    &self.dir,
+                    &self.shared.head,
+                    self.widths,
+                    &self.rollup_failed,
+                );
+                match job {
+                    None => self.rollups_dirty = false,
+                    Some(job) => {
+                        if let Err(error) = self.spawn_compaction(job) {
+                            tracing::warn!(%error, "Starting a rollup rebuild failed.");
+                        }
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "Starting a compaction failed."),
         }
     }
 
@@ -749,9 +791,18 @@ impl Running {
         if self.in_flight.is_some() || self.compacting.is_some() {
             return Ok(false);
         }
-        let Some(job) = storage::prepare_compaction(&self.dir, &self.shared.head, min_files) else {
+        let Some(job) =
+            storage::prepare_compaction(&self.dir, &self.shared.head, min_files, self.widths)
+        else {
             return Ok(false);
         };
+        self.spawn_compaction(job)?;
+        Ok(true)
+    }
+
+    /// Runs a compaction or rollup rebuild on a compaction thread.
+    fn spawn_compaction(&mut self, job: CompactJob) -> Result<()> {
+        let part = job.part();
         let (tx, done) = std::sync::mpsc::channel();
         let wake = self.wake.clone();
         let thread = std::thread::Builder::new()
@@ -769,8 +820,8 @@ impl Running {
                 }
             })
             .map_err(Error::io("start the compaction thread"))?;
-        self.compacting = Some(Compacting { done, thread });
-        Ok(true)
+        self.compacting = Some(Compacting { done, thread, part });
+        Ok(())
     }
 
     fn poll_compaction(&mut self) {
@@ -810,36 +861,106 @@ impl Running {
         if c.thread.join().is_err() {
             tracing::error!("The compaction thread panicked.");
         }
+        self.rollups_dirty = true;
         let installed = self.poison_on_fault(result).and_then(|done| {
-            let result = storage::install_compaction(&self.dir, &self.shared.head, done);
+            let result =
+                storage::install_compaction(&self.dir, &self.shared.head, done, self.widths);
             self.poison_on_fault(result)
         });
         // A failure leaves the old files in place; a merged file that was written but not
         // installed is not in the manifest and is deleted at the next open.
+        if installed.is_err() {
+            self.rollup_failed.insert(c.part);
+        }
         installed?;
         Counters::add(&self.shared.counters.compactions, 1);
         self.publish_block_stats();
         Ok(())
     }
 
-    /// Drops partitions older than the retention at `now_ms`.
+    /// Drops partitions older than the retention at `now_ms`, and rollups older than their
+    /// own retention. Before a partition's raw data goes, its rollups are brought up to date
+    /// (the head is flushed first so that they see every point), so they keep answering for
+    /// it. The rebuilds run here, on the writer thread: writes wait for them.
     fn retention(&mut self, now_ms: i64) -> Result<usize> {
         if self.poisoned {
             return Err(Error::WalFailed);
         }
-        let Some(retention_ms) = self.retention_ms else {
-            return Ok(0);
-        };
-        self.wait_flush()?;
-        self.wait_compaction()?;
-        let cutoff = now_ms.saturating_sub(retention_ms).max(0);
-        let floor = storage::partition_of(cutoff, self.partition_ms).0;
-        if floor <= self.shared.head.read().manifest.floor {
+        if self.retention_ms.is_none() && self.rollup_retention_ms.iter().all(Option::is_none) {
             return Ok(0);
         }
-        self.shared.head.write().apply_floor(floor);
+        self.wait_flush()?;
+        self.wait_compaction()?;
+        let partition_ms = self.partition_ms;
+        let floor_at = |retention: Option<i64>| {
+            retention
+                .map(|r| storage::partition_of(now_ms.saturating_sub(r).max(0), partition_ms).0)
+        };
+        let (old_floor, old_rollup_floors) = {
+            let head = self.shared.head.read();
+            (head.manifest.floor, head.manifest.rollup_floors)
+        };
+        let floor = floor_at(self.retention_ms).filter(|f| *f > old_floor);
+        let mut rollup_floors = old_rollup_floors;
+        for (level, r) in self.rollup_retention_ms.iter().enumerate() {
+            if let Some(f) = floor_at(*r) {
+                rollup_floors[level] = rollup_floors[level].max(f);
+            }
+        }
+        if floor.is_none() && rollup_floors == old_rollup_floors {
+            return Ok(0);
+        }
+        if let Some(floor) = floor {
+            self.flush(false)?;
+            let parts: Vec<(i64, i64)> = {
+                let head = self.shared.head.read();
+                let mut p: Vec<(i64, i64)> = head
+                    .files
+                    .iter()
+                    .filter(|f| f.entry.max_ts < floor)
+                    .map(|f| f.entry.partition)
+                    .collect();
+                p.sort_unstable();
+                p.dedup();
+                p
+            };
+            for part in parts {
+                let job = storage::prepare_rollups_for(
+                    &self.dir,
+                    &self.shared.head,
+                    part,
+                    self.widths,
+                    rollup_floors,
+                );
+                let Some(job) = job else { continue };
+                let rebuilt = job.write().and_then(|done| {
+                    storage::install_compaction(&self.dir, &self.shared.head, done, self.widths)
+                });
+                if let Err(error) = self.poison_on_fault(rebuilt) {
+                    if self.poisoned {
+                        return Err(error);
+                    }
+                    // A damaged partition must not block retention forever: it goes without
+                    // up-to-date rollups (the raw data they would come from is damaged).
+                    tracing::warn!(%error, partition_start = part.0, "Rebuilding a partition's rollups before retention failed; its raw data is dropped without them.");
+                }
+            }
+        }
+        {
+            let mut head = self.shared.head.write();
+            head.manifest.rollup_floors = rollup_floors;
+            if let Some(floor) = floor {
+                head.apply_floor(floor);
+            }
+        }
         let dropped = self.flush(true)?;
-        tracing::info!(floor, files_dropped = dropped, "Retention applied.");
+        tracing::info!(
+            floor = floor.unwrap_or(old_floor),
+            rollup_floor_fine = rollup_floors[0],
+            rollup_floor_coarse = rollup_floors[1],
+            files_dropped = dropped,
+            "Retention applied."
+        );
         Ok(dropped)
     }
 
@@ -854,6 +975,11 @@ impl Running {
         Counters::set(
             &c.block_points,
             head.manifest.files.iter().map(|f| f.points).sum(),
+        );
+        Counters::set(&c.rollup_files, head.manifest.rollups.len() as u64);
+        Counters::set(
+            &c.rollup_bytes,
+            head.manifest.rollups.iter().map(|r| r.bytes).sum(),
         );
     }
 

@@ -101,12 +101,18 @@ def rows(results, notes):
             ("connect p99 (TCP + CONNACK)", ("connect_latency", "p99_ms"), " ms"),
             ("broker RSS per connection", "rss", " KiB"),
         ]),
+        ("connections-mtls", "idle connections over mutual TLS (ECDSA P-256 certificates, full handshakes)", [
+            ("connections held", ("connected",), ""),
+            ("connects/s", ("connects_per_sec",), ""),
+            ("connect p99 (TCP + TLS + CONNACK)", ("connect_latency", "p99_ms"), " ms"),
+            ("broker RSS per connection", "rss", " KiB"),
+        ]),
     ]
     for name, title, metrics in specs:
         m, m_err = load(results, name, "mosquitto")
         w, w_err = load(results, name, "wulian")
         size = dig(m or w, "publishers"), dig(m or w, "subscribers"), dig(m or w, "target_rate")
-        if name == "connections":
+        if name.startswith("connections"):
             detail = f"{dig(m or w, 'requested')} requested"
         elif name == "fan-out":
             detail = f"{dig(m, 'subscribers') or '?'} subscribers, {size[2]} msg/s offered"

@@ -60,6 +60,8 @@ pub enum Command {
     Connections(Connections),
     /// Create devices through wulian's REST API and write a credentials file.
     Provision(Provision),
+    /// Write a CA, a server certificate and one client certificate per device (mutual TLS).
+    DeviceCerts(DeviceCerts),
 }
 
 /// The publishing side shared by the message scenarios.
@@ -152,6 +154,23 @@ pub struct Connections {
     /// Keep-alive announced in CONNECT, seconds (no PINGREQ is sent while holding).
     #[arg(long, default_value_t = 300)]
     pub keep_alive: u16,
+    /// Connect over TLS, trusting this CA (PEM); every connection is a full handshake.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: client N presents DIR/{its id}.pem and DIR/{its id}.key (from
+    /// `device-certs`) and sends no username or password. Needs `--tls-ca`.
+    #[arg(long, requires = "tls_ca")]
+    pub client_certs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeviceCerts {
+    /// Output directory: ca.pem, ca.key, server.pem, server.key, devices/{id}.pem and .key.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Devices: the ids of `--credentials-file`, else `bench-000000` onwards.
+    #[arg(long)]
+    pub count: usize,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,9 @@
 //! rumqttc cannot bind a client socket to a chosen local address, and one source address
 //! gives only ~28,000 ephemeral ports towards one broker port; so this scenario speaks MQTT
 //! 3.1.1 itself with `wulian_mqtt`'s codec over tokio sockets bound to 127.0.0.1..=127.0.0.N.
+//! With `--tls-ca` it connects over TLS (every connection a full handshake), and with
+//! `--client-certs` each client presents its own certificate (mutual TLS) instead of a
+//! password.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -23,40 +26,87 @@ use crate::cli::{Common, Connections};
 use crate::creds::{self, Credential};
 use crate::proc_stats;
 use crate::report;
+use crate::tls::ClientTls;
 
-/// Connects, sends CONNECT, waits for a successful CONNACK; returns the open stream.
+/// An open client connection, held idle (never read again, only dropped).
+enum Held {
+    Tcp {
+        _stream: TcpStream,
+    },
+    Tls {
+        _stream: Box<tokio_rustls::client::TlsStream<TcpStream>>,
+    },
+}
+
+/// Connects (TCP, then the TLS handshake if `tls`), sends CONNECT and waits for a successful
+/// CONNACK; returns the open connection.
 async fn open(
     broker: SocketAddr,
     source: Ipv4Addr,
     cred: Credential,
+    tls: Option<(&ClientTls, usize)>,
     keep_alive: u16,
     deadline: Instant,
-) -> anyhow::Result<TcpStream> {
+) -> anyhow::Result<Held> {
     let socket = TcpSocket::new_v4().context("socket")?;
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .with_context(|| format!("bind {source}"))?;
-    let mut stream = timeout_at(deadline.into(), socket.connect(broker))
+    let stream = timeout_at(deadline.into(), socket.connect(broker))
         .await
         .context("TCP connect timed out")?
         .context("TCP connect")?;
     stream.set_nodelay(true).ok();
+    let Some((tls, i)) = tls else {
+        let mut stream = stream;
+        mqtt_connect(&mut stream, cred, false, keep_alive, deadline).await?;
+        return Ok(Held::Tcp { _stream: stream });
+    };
+    let (connector, name) = tls
+        .connector(i)
+        .with_context(|| format!("no client certificate loaded for client {i}"))?;
+    let mut stream = timeout_at(deadline.into(), connector.connect(name, stream))
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake")?;
+    mqtt_connect(&mut stream, cred, tls.mutual(), keep_alive, deadline).await?;
+    Ok(Held::Tls {
+        _stream: Box::new(stream),
+    })
+}
+
+/// CONNECT, then a successful CONNACK. A client with a certificate sends no username or
+/// password: the certificate is its identity.
+async fn mqtt_connect<S>(
+    stream: &mut S,
+    cred: Credential,
+    certificate: bool,
+    keep_alive: u16,
+    deadline: Instant,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let token = if certificate { None } else { cred.token };
     let connect = Packet::Connect(Connect {
         protocol: Protocol::V311,
         clean_start: true,
         keep_alive,
-        client_id: cred.id.clone(),
-        username: cred.token.as_ref().map(|_| cred.id.clone()),
-        password: cred.token.map(Bytes::from),
+        username: token.as_ref().map(|_| cred.id.clone()),
+        client_id: cred.id,
+        password: token.map(Bytes::from),
         will: None,
         properties: Properties::default(),
     });
     let mut out = BytesMut::new();
     wulian_mqtt::encode(&connect, Protocol::V311, &mut out).context("encode CONNECT")?;
-    timeout_at(deadline.into(), stream.write_all(&out))
-        .await
-        .context("CONNECT write timed out")?
-        .context("write CONNECT")?;
+    timeout_at(deadline.into(), async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    })
+    .await
+    .context("CONNECT write timed out")?
+    .context("write CONNECT")?;
     let mut buf = BytesMut::with_capacity(64);
     // Bounded: CONNACK is 4 bytes; give up after a few reads or at the deadline.
     for _ in 0..8 {
@@ -68,7 +118,7 @@ async fn open(
             anyhow::bail!("connection closed before CONNACK");
         }
         match wulian_mqtt::decode(&mut buf, Protocol::V311, 1024)? {
-            Some(Packet::ConnAck(ack)) if ack.code == ReasonCode::Success => return Ok(stream),
+            Some(Packet::ConnAck(ack)) if ack.code == ReasonCode::Success => return Ok(()),
             Some(Packet::ConnAck(ack)) => anyhow::bail!("CONNACK refused: {:?}", ack.code),
             Some(other) => anyhow::bail!("expected CONNACK, got {other:?}"),
             None => {}
@@ -95,6 +145,17 @@ pub async fn run(
     let sources: Vec<Ipv4Addr> = (1..=args.source_addrs.max(1))
         .map(|i| Ipv4Addr::new(127, 0, 0, i))
         .collect();
+    // Certificates are loaded before the clock starts.
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let ids = (0..count)
+                .map(|i| creds::nth(creds, i).map(|c| c.id))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let dir = args.client_certs.as_deref();
+            Some(Arc::new(ClientTls::load(&common.host, ca, dir, &ids)?))
+        }
+    };
     let before = common.broker_pid.and_then(proc_stats::sample);
     let started = Instant::now();
     let stop_opening = started + Duration::from_secs(args.duration_secs.max(1));
@@ -119,10 +180,12 @@ pub async fn run(
         let keep_alive = args.keep_alive;
         let timeout = Duration::from_secs(common.connect_timeout_secs.max(1));
         let hold_until = stop_opening + Duration::from_secs(args.hold_secs + 30);
+        let tls = tls.clone();
         spawned += 1;
         holders.spawn(async move {
             let t = Instant::now();
-            let result = open(broker, source, cred, keep_alive, t + timeout).await;
+            let tls = tls.as_deref().map(|tls| (tls, i));
+            let result = open(broker, source, cred, tls, keep_alive, t + timeout).await;
             drop(permit);
             match result {
                 Ok(stream) => {
@@ -189,6 +252,11 @@ pub async fn run(
         "failed": failed,
         "first_error": first_error,
         "source_addrs": sources.len(),
+        "transport": match &tls {
+            None => "tcp",
+            Some(tls) if tls.mutual() => "mutual-tls",
+            Some(_) => "tls",
+        },
         "connect_secs": connect_secs,
         "connects_per_sec": connected as f64 / connect_secs.max(1e-9),
         "connect_latency": report::latency(&hist),

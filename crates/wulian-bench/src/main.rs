@@ -12,6 +12,7 @@ mod creds;
 mod messaging;
 mod proc_stats;
 mod report;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;
@@ -23,6 +24,14 @@ fn main() -> anyhow::Result<()> {
     if let Command::Provision(args) = &cli.command {
         let summary = creds::provision(args)?;
         println!("{summary}");
+        return Ok(());
+    }
+    if let Command::DeviceCerts(args) = &cli.command {
+        let credentials = creds::load(cli.common.credentials_file.as_deref())?;
+        let ids = (0..args.count)
+            .map(|i| creds::nth(&credentials, i).map(|c| c.id))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        println!("{}", tls::make_certs(args, &ids)?);
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -42,6 +51,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         Command::FanOut(args) => messaging::fan_out(&cli.common, &credentials, &args).await,
         Command::Qos2(args) => messaging::qos2(&cli.common, &credentials, &args).await,
         Command::Connections(args) => connections::run(&cli.common, &credentials, &args).await,
-        Command::Provision(_) => unreachable!("handled before the runtime starts"),
+        Command::Provision(_) | Command::DeviceCerts(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

@@ -18,12 +18,19 @@ pub(crate) enum AliasError {
     EmptyTopic,
 }
 
+/// The maps, allocated when the first alias is used: most clients never use one, and every
+/// connection holds an `Aliases` for its whole life.
+#[derive(Debug, Default)]
+struct Maps {
+    inbound: HashMap<u16, String>,
+    outbound: HashMap<String, u16>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Aliases {
     inbound_max: u16,
-    inbound: HashMap<u16, String>,
     outbound_max: u16,
-    outbound: HashMap<String, u16>,
+    maps: Option<Box<Maps>>,
 }
 
 impl Aliases {
@@ -31,8 +38,12 @@ impl Aliases {
         Aliases {
             inbound_max,
             outbound_max,
-            ..Aliases::default()
+            maps: None,
         }
+    }
+
+    fn maps(&mut self) -> &mut Maps {
+        self.maps.get_or_insert_with(Box::default)
     }
 
     /// The topic of an inbound PUBLISH, learning or applying its alias.
@@ -53,32 +64,40 @@ impl Aliases {
         }
         if topic.is_empty() {
             return self
-                .inbound
-                .get(&alias)
+                .maps
+                .as_ref()
+                .and_then(|m| m.inbound.get(&alias))
                 .cloned()
                 .ok_or(AliasError::Unknown(alias));
         }
-        self.inbound.insert(alias, topic.clone());
+        self.maps().inbound.insert(alias, topic.clone());
         Ok(topic)
     }
 
     /// The alias to send `topic` with: `(alias, already known by the client)`; None when the
     /// client takes no (more) aliases.
     pub(crate) fn outbound(&mut self, topic: &str) -> Option<(u16, bool)> {
-        if let Some(alias) = self.outbound.get(topic) {
-            return Some((*alias, true));
-        }
-        let next = u16::try_from(self.outbound.len() + 1).ok()?;
-        if next > self.outbound_max {
+        if self.outbound_max == 0 {
             return None;
         }
-        self.outbound.insert(topic.to_owned(), next);
+        let max = self.outbound_max;
+        let outbound = &mut self.maps().outbound;
+        if let Some(alias) = outbound.get(topic) {
+            return Some((*alias, true));
+        }
+        let next = u16::try_from(outbound.len() + 1).ok()?;
+        if next > max {
+            return None;
+        }
+        outbound.insert(topic.to_owned(), next);
         Some((next, false))
     }
 
     /// Forgets an alias just assigned for a packet that was not sent after all.
     pub(crate) fn unassign(&mut self, topic: &str) {
-        self.outbound.remove(topic);
+        if let Some(m) = &mut self.maps {
+            m.outbound.remove(topic);
+        }
     }
 }
 
@@ -118,5 +137,16 @@ mod tests {
         a.unassign("a");
         assert_eq!(a.outbound("b"), Some((1, false)));
         assert_eq!(Aliases::new(0, 0).outbound("a"), None);
+    }
+
+    #[test]
+    fn unused_aliases_allocate_nothing() {
+        let mut a = Aliases::new(32, 32);
+        assert_eq!(a.resolve_inbound("a/b".into(), None).unwrap(), "a/b");
+        a.unassign("a/b");
+        assert!(a.maps.is_none());
+        assert_eq!(Aliases::new(0, 0).outbound("a"), None);
+        assert_eq!(a.outbound("a"), Some((1, false)));
+        assert!(a.maps.is_some());
     }
 }

@@ -164,6 +164,8 @@ pub struct ConnectionInfo {
     pub remote_addr: SocketAddr,
     /// Effective keep alive in seconds (after the broker's cap).
     pub keep_alive: u16,
+    /// The listener kind the client came through (TCP, TLS, WebSocket, WebSocket over TLS).
+    pub transport: TransportKind,
 }
 
 /// An authorised PUBLISH from a client (topic already alias-rewritten).

@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     pub max_publish_bytes_rate: u64,
     /// How often `$SYS/broker/...` statistics are published (zero: never).
     pub sys_interval: Duration,
+    /// Authentications in progress at once (at least 1); further CONNECTs wait their turn
+    /// within the connect timeout. Authenticators run on the blocking pool: without a bound, a
+    /// burst of connects starts a thread for each (each with its stack and allocator arena).
+    pub max_concurrent_auth: usize,
 }
 
 impl Default for BrokerConfig {
@@ -76,6 +80,10 @@ impl Default for BrokerConfig {
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             sys_interval: Duration::from_secs(10),
+            // Twice the cores, at least 4: authentication is short work on the blocking pool.
+            max_concurrent_auth: std::thread::available_parallelism()
+                .map_or(4, |n| n.get().saturating_mul(2))
+                .max(4),
         }
     }
 }

@@ -3,20 +3,27 @@
 //!
 //! A single task owns the socket, so there is no lock between reading and writing and the
 //! order of acknowledgements is the order of the packets they answer. The task waits on the
-//! socket, its outgoing delivery queue (only while the in-flight window has room), control
-//! messages (session takeover), the shutdown token and the keep alive timer. PUBLISH
-//! handling awaits the message sink before acknowledging, which applies backpressure to that
-//! client only. The transport is generic so TLS and WebSocket streams can reuse it.
+//! socket and on its mailbox: routed deliveries (only while the in-flight window has room) and
+//! close requests (session takeover, `Broker::disconnect`, keep-alive expiry found by the
+//! housekeeping sweep, shutdown of its listener). PUBLISH handling awaits the message sink
+//! before acknowledging, which applies backpressure to that client only. The transport is
+//! generic so TLS and WebSocket streams can reuse it.
+//!
+//! An idle client keeps this task for as long as it is connected, so its resting state is
+//! kept small (docs/benchmarks.md, "Idle connection memory"): brief phases are boxed, rarely
+//! used state is allocated on first use, and there is no per-connection timer or waiter.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -28,15 +35,17 @@ use wulian_mqtt::{
 use crate::Shared;
 use crate::alias::{AliasError, Aliases};
 use crate::auth::{
-    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, SinkError, rewrite_me,
+    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, SinkError, TransportInfo,
+    TransportKind, rewrite_me,
 };
 use crate::error::{Close, ConnectionError, truncate_reason};
 use crate::housekeeping::end_session;
+use crate::mailbox::{Mailbox, listener_mailbox};
 use crate::metrics::Metrics;
 use crate::persist;
 use crate::ratelimit::RateLimiter;
 use crate::router::{Delivery, MAX_FILTER_LEVELS, RoutedMessage, SubEntry, SubscriberId};
-use crate::session::{Control, OutState, Parked, PendingWill, Persistent, PushOutcome, Session};
+use crate::session::{Lazy, OutState, Parked, PendingWill, Persistent, PushOutcome, Session};
 use crate::store;
 use crate::sys::{self, SYS_NAMESPACE};
 
@@ -61,44 +70,137 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a CONNECT resuming a session waits for the previous connection to hand it over.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves one accepted connection until it ends; never panics on input and logs its end.
-pub(crate) async fn run<S>(
+/// What the listener hands a connection task. Boxed: a task's future keeps what it captured
+/// for its whole life, so it captures one pointer rather than these.
+pub(crate) struct Accepted<S> {
     shared: Arc<Shared>,
+    /// The listener's id (see [`crate::session::SessionRegistry::kick_listener`]).
+    listener: u64,
+    conn_id: SubscriberId,
     stream: S,
     remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    /// What authentication needs to know about the transport.
+    transport: TransportInfo,
+    permits: Permits,
+}
+
+impl<S> Accepted<S> {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        listener: u64,
+        stream: S,
+        remote: SocketAddr,
+        transport: TransportInfo,
+        permits: Permits,
+    ) -> Box<Accepted<S>> {
+        Box::new(Accepted {
+            conn_id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            shared: Arc::clone(shared),
+            listener,
+            stream,
+            remote,
+            transport,
+            permits,
+        })
+    }
+}
+
+/// Connection-limit permits (broker-wide, the listener's own), held for the lifetime of a
+/// connection and never read.
+pub(crate) struct Permits {
+    pub(crate) _broker: OwnedSemaphorePermit,
+    pub(crate) _listener: Option<OwnedSemaphorePermit>,
+}
+
+/// Serves one accepted connection until it ends; never panics on input and logs its end.
+///
+/// Memory: an idle client keeps this future for as long as it stays connected, so it holds
+/// only the session loop's resting state ([`Active`] and its wait); the handshake, CONNACK
+/// and the final clean-up are large but brief and run boxed.
+pub(crate) fn run<S>(
+    accepted: Box<Accepted<S>>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!(
+    // Debug level: an enabled span costs ~0.5 KiB per connection in the subscriber for as long
+    // as the connection lives, a quarter of an idle connection's budget. Events at info level
+    // and above carry the client id and tenant themselves; the handshake has its own span.
+    let span = tracing::debug_span!(
         "mqtt_connection",
-        %remote,
-        conn_id,
+        remote = %accepted.remote,
+        conn_id = accepted.conn_id,
         client_id = tracing::field::Empty,
         tenant = tracing::field::Empty,
     );
     async move {
-        let _permit = permit;
-        Metrics::inc(&shared.metrics.connections_total);
         // A guard, so the gauge is right even when shutdown aborts this task.
-        let _current = CurrentConnection::new(Arc::clone(&shared));
-        let transport = Transport {
-            stream,
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            protocol: Protocol::V311,
-            shared: Arc::clone(&shared),
+        let _current = CurrentConnection::new(Arc::clone(&accepted.shared));
+        let Some(mut active) = Box::pin(establish(accepted, &shutdown)).await else {
+            return;
         };
-        match serve(transport, remote, conn_id, &shutdown).await {
-            Ok(()) => {}
-            Err(ConnectionError::Io(e)) => debug!(error = %e, "connection failed before CONNECT"),
-            Err(e) => warn!(error = %e, "connection refused during CONNECT"),
-        }
+        let close = active.run(&shutdown).await;
+        Box::pin(active.finish(close)).await;
     }
     .instrument(span)
-    .await;
+}
+
+/// CONNECT, authentication and CONNACK, under a span of their own (the connection's span is
+/// at debug level). `None` when the connection ended here.
+async fn establish<S>(accepted: Box<Accepted<S>>, shutdown: &CancellationToken) -> Option<Active<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Accepted {
+        shared,
+        listener,
+        conn_id,
+        stream,
+        remote,
+        transport,
+        permits,
+    } = *accepted;
+    Metrics::inc(&shared.metrics.connections_total);
+    let span = tracing::info_span!("mqtt_connect", %remote, conn_id);
+    let kind = transport.kind;
+    let t = Transport {
+        stream,
+        bufs: None,
+        protocol: Protocol::V311,
+        shared,
+    };
+    let connect = async move {
+        let (t, connect, identity) = match handshake(t, remote, transport, shutdown).await {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return None,
+            Err(ConnectionError::Io(e)) => {
+                debug!(error = %e, "connection failed before CONNECT");
+                return None;
+            }
+            Err(e) => {
+                warn!(error = %e, "connection refused during CONNECT");
+                return None;
+            }
+        };
+        let ids = (listener, conn_id, kind);
+        match Active::accept(t, connect, identity, remote, ids, permits).await {
+            Ok(active) => Some(active),
+            Err(e) => {
+                warn!(error = %e, "connection refused during CONNECT");
+                None
+            }
+        }
+    };
+    let (mut active, info) = connect.instrument(span).await?;
+    if let Err(e) = active.t.flush().await {
+        active.finish(e.into()).await;
+        return None;
+    }
+    let sink = Arc::clone(&active.t.shared.sink);
+    sink.on_connect(&active.identity, &info).await;
+    active.notified_connect = true;
+    Some(active)
 }
 
 /// Keeps `connections_current` up to date for the lifetime of a connection task.
@@ -117,19 +219,64 @@ impl Drop for CurrentConnection {
     }
 }
 
+/// Bytes read but not decoded yet, and bytes encoded but not written yet.
+#[derive(Default)]
+struct Buffers {
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
 /// Socket plus buffers; encodes and decodes at the negotiated protocol level.
 struct Transport<S> {
     stream: S,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    /// Allocated while either buffer holds something: an idle client holds none (two empty
+    /// `BytesMut` would be 64 bytes of every connection's resting state).
+    bufs: Option<Box<Buffers>>,
     protocol: Protocol,
     shared: Arc<Shared>,
 }
 
+impl<S> Transport<S> {
+    fn bufs(&mut self) -> &mut Buffers {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Bytes read and not decoded yet.
+    fn rbuf(&self) -> &[u8] {
+        self.bufs.as_ref().map_or(&[], |b| &b.rbuf[..])
+    }
+
+    /// Length of what is queued for writing.
+    fn wlen(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.wbuf.len())
+    }
+
+    /// Drops queued output past `len` (a packet that must not go out after all).
+    fn truncate_output(&mut self, len: usize) {
+        if let Some(b) = &mut self.bufs {
+            b.wbuf.truncate(len);
+        }
+    }
+
+    /// Gives the buffers back once both are empty.
+    fn release_idle(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.rbuf.is_empty() && b.wbuf.is_empty())
+        {
+            self.bufs = None;
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     fn try_decode(&mut self) -> Result<Option<Packet>, wulian_mqtt::DecodeError> {
+        let Some(bufs) = &mut self.bufs else {
+            return Ok(None);
+        };
         wulian_mqtt::decode(
-            &mut self.rbuf,
+            &mut bufs.rbuf,
             self.protocol,
             self.shared.config.max_packet_size,
         )
@@ -138,21 +285,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Reads more bytes; Ok(0) at end of stream. Cancel safe: bytes are moved out of the
     /// scratch buffer in the same poll that read them.
     async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.rbuf.is_empty() {
-            // Everything read so far was decoded: give the memory back while the client idles.
-            self.rbuf = BytesMut::new();
-        }
-        let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+        self.release_idle();
+        let (stream, bufs) = (&mut self.stream, &mut self.bufs);
         let n = std::future::poll_fn(|cx| {
             READ_SCRATCH.with_borrow_mut(|scratch| {
                 let mut buf = tokio::io::ReadBuf::new(scratch);
-                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
-                    std::task::Poll::Ready(Ok(())) => {
-                        rbuf.extend_from_slice(buf.filled());
-                        std::task::Poll::Ready(Ok(buf.filled().len()))
+                match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let filled = buf.filled();
+                        if !filled.is_empty() {
+                            // Allocated only now that there is something to keep.
+                            let bufs = bufs.get_or_insert_with(Box::default);
+                            bufs.rbuf.extend_from_slice(filled);
+                        }
+                        Poll::Ready(Ok(filled.len()))
                     }
-                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
-                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
                 }
             })
         })
@@ -162,32 +311,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     fn queue(&mut self, packet: &Packet) -> Result<(), ConnectionError> {
-        wulian_mqtt::encode(packet, self.protocol, &mut self.wbuf)?;
+        let protocol = self.protocol;
+        wulian_mqtt::encode(packet, protocol, &mut self.bufs().wbuf)?;
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), ConnectionError> {
-        if self.wbuf.is_empty() {
+        if self.wlen() == 0 {
+            self.release_idle();
             return Ok(());
         }
-        // flush: TLS and WebSocket streams buffer what write_all hands them.
+        // The socket nearly always takes everything at once: try that without a timer, and
+        // keep the timed wait (a timer is ~100 bytes in every connection's resting state)
+        // boxed for a client that stopped reading.
+        let mut written = 0;
+        let done = std::future::poll_fn(|cx| Poll::Ready(self.write_now(cx, &mut written))).await?;
+        if !done {
+            Box::pin(self.flush_slow(written)).await?;
+        }
+        self.flushed();
+        Ok(())
+    }
+
+    /// Writes and flushes what the stream takes without waiting; true when everything went.
+    fn write_now(&mut self, cx: &mut Context<'_>, written: &mut usize) -> std::io::Result<bool> {
+        let mut stream = Pin::new(&mut self.stream);
+        let wbuf = self.bufs.as_ref().map_or(&[][..], |b| &b.wbuf[..]);
+        while *written < wbuf.len() {
+            match stream.as_mut().poll_write(cx, &wbuf[*written..]) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        // TLS and WebSocket streams buffer what they are handed.
+        match stream.poll_flush(cx) {
+            Poll::Ready(result) => result.map(|()| true),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// The rest of a flush, bounded by the write timeout.
+    async fn flush_slow(&mut self, written: usize) -> Result<(), ConnectionError> {
+        let wbuf = self.bufs.as_ref().map_or(&[][..], |b| &b.wbuf[..]);
+        let stream = &mut self.stream;
         let write = async {
-            self.stream.write_all(&self.wbuf).await?;
-            self.stream.flush().await
+            stream
+                .write_all(wbuf.get(written..).unwrap_or_default())
+                .await?;
+            stream.flush().await
         };
         tokio::time::timeout(WRITE_TIMEOUT, write)
             .await
             .map_err(|_| ConnectionError::WriteTimeout)??;
-        Metrics::add(
-            &self.shared.metrics.bytes_sent_total,
-            self.wbuf.len() as u64,
-        );
-        if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
-            self.wbuf = BytesMut::new();
-        } else {
-            self.wbuf.clear();
-        }
         Ok(())
+    }
+
+    /// Counts what was sent and empties the write buffer.
+    fn flushed(&mut self) {
+        Metrics::add(&self.shared.metrics.bytes_sent_total, self.wlen() as u64);
+        if let Some(b) = &mut self.bufs {
+            if b.wbuf.capacity() > KEEP_WRITE_BUFFER {
+                b.wbuf = BytesMut::new();
+            } else {
+                b.wbuf.clear();
+            }
+        }
+        self.release_idle();
     }
 
     async fn send(&mut self, packet: &Packet) -> Result<(), ConnectionError> {
@@ -262,6 +453,7 @@ fn peek_connect_level(buf: &[u8]) -> Option<u8> {
 async fn handshake<S>(
     mut t: Transport<S>,
     remote: SocketAddr,
+    transport: TransportInfo,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Transport<S>, Connect, Identity)>, ConnectionError>
 where
@@ -329,11 +521,16 @@ where
         username: connect.username.clone(),
         password: connect.password.clone(),
         remote_addr: remote,
-        transport: crate::listener::current_transport(),
+        transport,
+    };
+    let authenticate = async {
+        // Never closed, so a permit always comes.
+        let _slot = shared.auth_slots.acquire().await.ok();
+        shared.auth.authenticate(&request).await
     };
     let authenticated = tokio::select! {
         _ = shutdown.cancelled() => return Ok(None),
-        auth = tokio::time::timeout(config.connect_timeout, shared.auth.authenticate(&request)) => auth,
+        auth = tokio::time::timeout(config.connect_timeout, authenticate) => auth,
     };
     let identity = match authenticated {
         Ok(Ok(identity)) => identity,
@@ -368,35 +565,13 @@ where
     Ok(Some((t, connect, identity)))
 }
 
-/// Handshake (CONNECT, authentication), CONNACK, then the session loop.
-async fn serve<S>(
-    t: Transport<S>,
-    remote: SocketAddr,
-    conn_id: SubscriberId,
-    shutdown: &CancellationToken,
-) -> Result<(), ConnectionError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    // A future is allocated at the size of its largest state, for the connection's whole
-    // life. The handshake, CONNACK and final clean-up are large but brief, so they are boxed:
-    // what an idle connection keeps is the session loop's resting state.
-    let Some((t, connect, identity)) = Box::pin(handshake(t, remote, shutdown)).await? else {
-        return Ok(());
-    };
-    let mut active = Box::pin(Active::accept(t, connect, identity, remote, conn_id)).await?;
-    let close = active.run(shutdown).await;
-    Box::pin(active.finish(close)).await;
-    Ok(())
-}
-
 /// Reads the first packet, answering undecodable CONNECTs as well as the protocol allows.
 async fn read_connect<S>(t: &mut Transport<S>) -> Result<Option<Packet>, ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let level = peek_connect_level(&t.rbuf);
+        let level = peek_connect_level(t.rbuf());
         match t.try_decode() {
             Ok(Some(packet)) => return Ok(Some(packet)),
             Ok(None) => {}
@@ -430,39 +605,6 @@ where
     }
 }
 
-/// Unregisters the connection from the router and registry, also on panic.
-struct Registration {
-    shared: Arc<Shared>,
-    tenant: String,
-    client_id: String,
-    conn_id: SubscriberId,
-    /// Router identity (for `$SYS` subscriptions).
-    sub_id: SubscriberId,
-    /// A persistent session stays in the router; dropping the registration releases it (marks
-    /// it offline), after `finish` parked or ended it — or as a fallback without `finish`.
-    persistent: Option<Arc<Persistent>>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.shared.router.unregister(SYS_NAMESPACE, self.sub_id);
-        match &self.persistent {
-            None => self.shared.router.unregister(&self.tenant, self.conn_id),
-            Some(p) => {
-                let mut st = p.state.lock();
-                if st.online == Some(self.conn_id) {
-                    st.online = None;
-                    st.offline_since = Some(Instant::now());
-                    st.offline_since_ms = Some(store::now_ms());
-                }
-            }
-        }
-        self.shared
-            .sessions
-            .unregister(&self.tenant, &self.client_id, self.conn_id);
-    }
-}
-
 /// A PUBLISH after the broker's own checks.
 enum Prepared {
     /// Answered without the sink (MQTT 5 `0x87`, a QoS 2 retransmission): the PUBACK (QoS 1)
@@ -479,39 +621,115 @@ struct PublishBatch {
     ids: Vec<u16>,
 }
 
-/// A connection past CONNACK.
+/// Messages a connection sends before its routed deliveries: a resumed session's queue and
+/// retained messages for new subscriptions. Usually empty, and then only a null pointer.
+#[derive(Default)]
+struct Pending(Lazy<VecDeque<Delivery>>);
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.0.get().is_none()
+    }
+
+    fn push_back(&mut self, d: Delivery) {
+        self.0.make_mut().push_back(d);
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let queue = self.0.get_mut()?;
+        let d = queue.pop_front();
+        if queue.is_empty() {
+            self.0.take();
+        }
+        d
+    }
+
+    /// Everything, oldest first.
+    fn take(&mut self) -> VecDeque<Delivery> {
+        self.0.take()
+    }
+}
+
+/// A connection past CONNACK: what an idle client keeps for as long as it is connected, so
+/// rarely used state is boxed or allocated on first use.
 struct Active<S> {
     t: Transport<S>,
-    shared: Arc<Shared>,
     identity: Identity,
     client_id: String,
-    info: ConnectionInfo,
+    /// Effective keep alive in seconds (after the broker's cap).
+    keep_alive: u16,
     session: Session,
     /// Maximum Packet Size the client announced (5.0).
-    client_max_packet: Option<usize>,
+    client_max_packet: Option<u32>,
     /// Topic aliases in both directions (5.0).
     aliases: Aliases,
-    /// Publish rate limit of this client.
-    rate: RateLimiter,
+    /// Publish rate limit of this client; None when the broker sets none.
+    rate: Option<Box<RateLimiter>>,
     /// False when a 5.0 client asked for no reason strings.
     problem_info: bool,
-    deliveries: mpsc::Receiver<Delivery>,
-    /// Sender side of `deliveries`, for the `$SYS` namespace (registered on first use).
-    delivery_tx: mpsc::Sender<Delivery>,
+    /// Registered in the tenant's router (at the first SUBSCRIBE for a clean session: an
+    /// unsubscribed client cannot be routed to).
+    routed: bool,
+    /// Registered in the `$SYS` namespace (on first use).
     sys_registered: bool,
+    /// Still in the router and session registry; released by [`Active::release`], or by
+    /// `Drop` when the task ends otherwise (panic, abort).
+    registered: bool,
+    /// The sink was told about this connection (so it must hear about its end).
+    notified_connect: bool,
+    /// Routed deliveries and close requests (session takeover, `Broker::disconnect`).
+    deliveries: Mailbox,
     /// Messages to send before anything from `deliveries`: a resumed session's queue and
     /// retained messages for new subscriptions.
-    pending: VecDeque<Delivery>,
+    pending: Pending,
     /// The persistent session (3.1.1 clean session = 0, 5.0 session expiry > 0 or resumed).
     persistent: Option<Arc<Persistent>>,
+    conn_id: SubscriberId,
     /// Identity in the router: the persistent session's, else the connection's.
     sub_id: SubscriberId,
     /// Session expiry interval in seconds (`u32::MAX` = never), after the broker's cap.
     session_expiry: u32,
-    control: mpsc::Receiver<Control>,
-    registration: Option<Registration>,
-    /// The sink was told about this connection (so it must hear about its end).
-    notified_connect: bool,
+    _permits: Permits,
+}
+
+impl<S> Active<S> {
+    /// Unregisters the connection from the router and the session registry. A persistent
+    /// session stays in the router; releasing it marks it offline, which `finish` does only
+    /// after parking or ending it, so a resuming connection sees the final state.
+    fn release(&mut self, persistent: Option<&Persistent>) {
+        if !std::mem::take(&mut self.registered) {
+            return;
+        }
+        let shared = &self.t.shared;
+        if self.sys_registered {
+            shared.router.unregister(SYS_NAMESPACE, self.sub_id);
+        }
+        match persistent {
+            None => {
+                if self.routed {
+                    shared.router.unregister(&self.identity.tenant, self.sub_id);
+                }
+            }
+            Some(p) => {
+                let mut st = p.state.lock();
+                if st.online == Some(self.conn_id) {
+                    st.online = None;
+                    st.offline_since = Some(Instant::now());
+                    st.offline_since_ms = Some(store::now_ms());
+                }
+            }
+        }
+        shared
+            .sessions
+            .unregister(&self.identity.tenant, &self.client_id, self.conn_id);
+    }
+}
+
+impl<S> Drop for Active<S> {
+    fn drop(&mut self) {
+        let persistent = self.persistent.take();
+        self.release(persistent.as_deref());
+    }
 }
 
 impl<S> Active<S>
@@ -521,12 +739,13 @@ where
     /// Registers the client (taking over an older connection with the same id) and queues
     /// CONNACK.
     async fn accept(
-        mut t: Transport<S>,
+        t: Transport<S>,
         connect: Connect,
         identity: Identity,
         remote: SocketAddr,
-        conn_id: SubscriberId,
-    ) -> Result<Active<S>, ConnectionError> {
+        (listener, conn_id, transport): (u64, SubscriberId, TransportKind),
+        permits: Permits,
+    ) -> Result<(Active<S>, ConnectionInfo), ConnectionError> {
         let shared = Arc::clone(&t.shared);
         let config = &shared.config;
         let v5 = connect.protocol == Protocol::V5;
@@ -561,10 +780,6 @@ where
             connect.keep_alive
         };
 
-        let span = tracing::Span::current();
-        span.record("client_id", client_id.as_str());
-        span.record("tenant", identity.tenant.as_str());
-
         let window = if v5 {
             connect
                 .properties
@@ -575,10 +790,7 @@ where
             config.max_inflight
         };
         let client_max_packet = if v5 {
-            connect
-                .properties
-                .maximum_packet_size
-                .and_then(|m| usize::try_from(m).ok())
+            connect.properties.maximum_packet_size
         } else {
             None
         };
@@ -597,17 +809,52 @@ where
             props.session_expiry_interval = Some(session_expiry);
         }
 
-        let (delivery_tx, deliveries) = mpsc::channel(config.outgoing_queue.max(1));
-        let (control_tx, control) = mpsc::channel(2);
-        let took_over = shared
-            .sessions
-            .register(&identity.tenant, &client_id, conn_id, control_tx);
+        let aliases = if v5 {
+            Aliases::new(
+                config.topic_alias_maximum,
+                connect.properties.topic_alias_maximum.unwrap_or(0),
+            )
+        } else {
+            Aliases::new(0, 0)
+        };
+        let rate = (config.max_publish_rate > 0 || config.max_publish_bytes_rate > 0).then(|| {
+            Box::new(RateLimiter::new(
+                config.max_publish_rate,
+                config.max_publish_bytes_rate,
+            ))
+        });
+        let (postbox, deliveries) = listener_mailbox(config.outgoing_queue, listener);
+        let took_over =
+            shared
+                .sessions
+                .register(&identity.tenant, &client_id, conn_id, postbox.clone());
+        // From here on dropping `active` unregisters the client, whatever happens next.
+        let mut active = Active {
+            t,
+            identity,
+            client_id,
+            keep_alive,
+            session: Session::new(window, connect.will),
+            client_max_packet,
+            aliases,
+            rate,
+            problem_info: connect.properties.request_problem_information != Some(0),
+            routed: false,
+            sys_registered: false,
+            registered: true,
+            notified_connect: false,
+            deliveries,
+            pending: Pending::default(),
+            persistent: None,
+            conn_id,
+            sub_id: conn_id,
+            session_expiry,
+            _permits: permits,
+        };
+        let (tenant, client_id) = (&active.identity.tenant, &active.client_id);
 
-        let mut session = Session::new(window, connect.will);
-        let mut pending = VecDeque::new();
         let mut session_present = false;
-        let mut persistent = None;
-        if let Some(p) = shared.sessions.persistent(&identity.tenant, &client_id) {
+        if let Some(p) = shared.sessions.persistent(tenant, client_id) {
             // A connection still attached was told to close by `register`; wait for it to
             // hand the session back.
             wait_detached(&p).await;
@@ -625,22 +872,28 @@ where
                     // The session resumed before the will delay passed: no will.
                     st.will = None;
                     let inflight = std::mem::take(&mut st.inflight);
+                    let session = &mut active.session;
                     session.outgoing.import(&inflight);
-                    session.inbound_qos2 = std::mem::take(&mut st.inbound_qos2);
-                    session.subscriptions = st.subscriptions.clone();
-                    pending = std::mem::take(&mut st.queue)
-                        .into_iter()
-                        .map(|q| q.delivery)
+                    *session.inbound_qos2.make_mut() =
+                        std::mem::take(&mut st.inbound_qos2).into_iter().collect();
+                    *session.subscriptions.make_mut() = st
+                        .subscriptions
+                        .iter()
+                        .map(|(filter, entry)| (filter.clone(), *entry))
                         .collect();
+                    for q in std::mem::take(&mut st.queue) {
+                        active.pending.push_back(q.delivery);
+                    }
                     session_present = true;
                     drop(st);
-                    persistent = Some(p);
+                    active.persistent = Some(p);
                 }
             }
         }
-        if persistent.is_none() && session_expiry > 0 {
+        let (tenant, client_id) = (&active.identity.tenant, &active.client_id);
+        if active.persistent.is_none() && session_expiry > 0 {
             let p = Arc::new(Persistent {
-                tenant: identity.tenant.clone(),
+                tenant: tenant.clone(),
                 client_id: client_id.clone(),
                 sub_id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
                 state: parking_lot::Mutex::new(Parked {
@@ -651,37 +904,20 @@ where
             });
             shared.sessions.insert_persistent(Arc::clone(&p));
             Metrics::inc(&shared.metrics.sessions_persistent);
-            persistent = Some(p);
+            active.persistent = Some(p);
         }
-        let sys_tx = delivery_tx.clone();
-        let sub_id = match &persistent {
-            Some(p) => {
-                shared
-                    .router
-                    .attach(&identity.tenant, p.sub_id, Some(delivery_tx), p);
-                let (tenant, cid) = (identity.tenant.clone(), client_id.clone());
-                shared
-                    .store_write("create session", move |s| {
-                        s.put_session(&tenant, &cid, session_expiry, None)
-                    })
-                    .await;
-                p.sub_id
-            }
-            None => {
-                shared
-                    .router
-                    .register(&identity.tenant, conn_id, delivery_tx);
-                conn_id
-            }
-        };
-        let registration = Registration {
-            shared: Arc::clone(&shared),
-            tenant: identity.tenant.clone(),
-            client_id: client_id.clone(),
-            conn_id,
-            sub_id,
-            persistent: persistent.clone(),
-        };
+        if let Some(p) = &active.persistent {
+            // A persistent session is routed to (or queued for) from the start.
+            shared.router.attach(tenant, p.sub_id, Some(postbox), p);
+            active.sub_id = p.sub_id;
+            active.routed = true;
+            let (tenant, cid) = (tenant.clone(), client_id.clone());
+            shared
+                .store_write("create session", move |s| {
+                    s.put_session(&tenant, &cid, session_expiry, None)
+                })
+                .await;
+        }
 
         if v5 {
             props.receive_maximum = Some(config.max_inflight.max(1));
@@ -693,12 +929,14 @@ where
             props.subscription_identifier_available = Some(1);
             // Maximum QoS is left out: absent means 2 (sending 2 is a protocol error).
         }
-        t.queue(&Packet::ConnAck(ConnAck {
+        active.t.queue(&Packet::ConnAck(ConnAck {
             session_present,
             code: ReasonCode::Success,
             properties: props,
         }))?;
         info!(
+            client_id = %active.client_id,
+            tenant = %active.identity.tenant,
             protocol = ?connect.protocol,
             keep_alive,
             took_over,
@@ -707,49 +945,18 @@ where
             username = connect.username.as_deref().unwrap_or(""),
             "client connected"
         );
-
         let info = ConnectionInfo {
             protocol: connect.protocol,
-            client_id: client_id.clone(),
+            client_id: active.client_id.clone(),
             remote_addr: remote,
             keep_alive,
-        };
-        let aliases = if v5 {
-            Aliases::new(
-                config.topic_alias_maximum,
-                connect.properties.topic_alias_maximum.unwrap_or(0),
-            )
-        } else {
-            Aliases::new(0, 0)
-        };
-        let rate = RateLimiter::new(config.max_publish_rate, config.max_publish_bytes_rate);
-        let mut active = Active {
-            t,
-            shared,
-            identity,
-            client_id,
-            info,
-            session,
-            client_max_packet,
-            problem_info: connect.properties.request_problem_information != Some(0),
-            aliases,
-            rate,
-            deliveries,
-            delivery_tx: sys_tx,
-            sys_registered: false,
-            pending,
-            persistent,
-            sub_id,
-            session_expiry,
-            control,
-            registration: Some(registration),
-            notified_connect: false,
+            transport,
         };
         active.resend_inflight().map_err(|close| match close {
             Close::Failed(e) => e,
             other => ConnectionError::Io(std::io::Error::other(other.describe())),
         })?;
-        Ok(active)
+        Ok((active, info))
     }
 
     /// MQTT-4.4.0-1: after resuming a session, unacknowledged PUBLISH packets are resent
@@ -779,8 +986,16 @@ where
         self.t.protocol == Protocol::V5
     }
 
+    /// A packet arrived: the keep alive starts again (one and a half periods, MQTT-3.1.2-24).
+    fn touch(&self) {
+        if self.keep_alive > 0 {
+            let deadline = self.t.shared.clock_ms() + u64::from(self.keep_alive) * 1500;
+            self.deliveries.set_keep_alive_deadline(deadline);
+        }
+    }
+
     fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        &self.t.shared.metrics
     }
 
     /// Reason string for acks, unless the client asked not to get them.
@@ -790,21 +1005,17 @@ where
 
     /// The session loop; returns why it ended.
     async fn run(&mut self, shutdown: &CancellationToken) -> Close {
-        if let Err(e) = self.t.flush().await {
-            return e.into();
+        // No timer: the housekeeping sweep closes the connection once this deadline passes.
+        self.touch();
+        // Shutdown arrives as a close request (`kick_listener`), not by waiting on the token
+        // (~70 bytes per connection, and a waiter list shared by every connection): the
+        // listener asks the registered connections, and one registered since sees the token.
+        if shutdown.is_cancelled() {
+            return Close::Shutdown;
         }
-        let sink = Arc::clone(&self.shared.sink);
-        sink.on_connect(&self.identity, &self.info).await;
-        self.notified_connect = true;
-
-        let keep_alive = (self.info.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(self.info.keep_alive) * 1500));
-        let far = Duration::from_secs(86_400 * 365);
-        let idle = tokio::time::sleep(keep_alive.unwrap_or(far));
-        tokio::pin!(idle);
 
         // Packets pipelined behind CONNECT are already buffered.
-        if let Err(close) = Box::pin(self.drain_inbound(&mut idle, keep_alive)).await {
+        if let Err(close) = Box::pin(self.drain_inbound()).await {
             return close;
         }
         loop {
@@ -820,20 +1031,20 @@ where
             let window_open = self.session.outgoing.has_room() && self.pending.is_empty();
             // Unbiased: a busy socket must not starve deliveries, nor the other way round.
             let step: Result<(), Close> = tokio::select! {
-                _ = shutdown.cancelled() => Err(Close::Shutdown),
-                Some(control) = self.control.recv() => match control {
-                    Control::Kick(ReasonCode::SessionTakenOver) => Err(Close::TakenOver),
-                    Control::Kick(code) => Err(Close::refused(code, "closed by the server")),
+                code = self.deliveries.kicked() => match code {
+                    ReasonCode::SessionTakenOver => Err(Close::TakenOver),
+                    ReasonCode::KeepAliveTimeout => Err(Close::KeepAliveTimeout),
+                    ReasonCode::ServerShuttingDown => Err(Close::Shutdown),
+                    code => Err(Close::refused(code, "closed by the server")),
                 },
                 read = self.t.read_more() => match read {
                     Ok(0) => Err(Close::ConnectionLost),
-                    Ok(_) => Box::pin(self.drain_inbound(&mut idle, keep_alive)).await,
+                    Ok(_) => Box::pin(self.drain_inbound()).await,
                     Err(e) => Err(Close::Failed(e.into())),
                 },
-                Some(delivery) = self.deliveries.recv(), if window_open => {
+                delivery = self.deliveries.recv(), if window_open => {
                     self.deliver_batch(delivery)
                 }
-                _ = &mut idle, if keep_alive.is_some() => Err(Close::KeepAliveTimeout),
             };
             if let Err(close) = step {
                 return close;
@@ -845,15 +1056,11 @@ where
     }
 
     /// Handles every complete packet in the read buffer.
-    async fn drain_inbound(
-        &mut self,
-        idle: &mut std::pin::Pin<&mut tokio::time::Sleep>,
-        keep_alive: Option<Duration>,
-    ) -> Result<(), Close> {
+    async fn drain_inbound(&mut self) -> Result<(), Close> {
         // Consecutive QoS 0/1 PUBLISHes go to the sink as one batch (one durable write for all
         // of them); anything else first completes the batch, so answers keep the packets' order.
         let mut batch = PublishBatch::default();
-        let result = self.drain_packets(idle, keep_alive, &mut batch).await;
+        let result = self.drain_packets(&mut batch).await;
         // Messages prepared before a closing packet are still handled and answered first.
         let completed = self.publish_batch(&mut batch).await;
         result.and(completed)?;
@@ -862,18 +1069,11 @@ where
         Ok(())
     }
 
-    async fn drain_packets(
-        &mut self,
-        idle: &mut std::pin::Pin<&mut tokio::time::Sleep>,
-        keep_alive: Option<Duration>,
-        batch: &mut PublishBatch,
-    ) -> Result<(), Close> {
+    async fn drain_packets(&mut self, batch: &mut PublishBatch) -> Result<(), Close> {
         loop {
             match self.t.try_decode() {
                 Ok(Some(packet)) => {
-                    if let Some(ka) = keep_alive {
-                        idle.as_mut().reset(Instant::now() + ka);
-                    }
+                    self.touch();
                     match packet {
                         Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
                             match self.prepare_publish(p)? {
@@ -898,7 +1098,7 @@ where
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     Metrics::inc(&self.metrics().malformed_packets_total);
-                    warn!(error = %e, "malformed packet");
+                    warn!(client_id = %self.client_id, tenant = %self.identity.tenant, error = %e, "malformed packet");
                     return Err(Close::refused(e.reason_code(), e.to_string()));
                 }
             }
@@ -951,7 +1151,7 @@ where
                             "session expiry cannot be set on DISCONNECT when it was 0 at CONNECT",
                         ));
                     }
-                    self.session_expiry = expiry.min(self.shared.config.max_session_expiry_secs);
+                    self.session_expiry = expiry.min(self.t.shared.config.max_session_expiry_secs);
                 }
                 let with_will = self.v5() && d.code != ReasonCode::NORMAL_DISCONNECTION;
                 Err(Close::ClientDisconnect { with_will })
@@ -976,7 +1176,7 @@ where
     fn protocol_error(&self, code: ReasonCode, reason: impl Into<String>) -> Close {
         let reason = reason.into();
         Metrics::inc(&self.metrics().malformed_packets_total);
-        warn!(?code, %reason, "protocol violation");
+        warn!(client_id = %self.client_id, tenant = %self.identity.tenant, ?code, %reason, "protocol violation");
         Close::refused(code, reason)
     }
 
@@ -989,7 +1189,7 @@ where
         match self.prepare_publish(p)? {
             Prepared::Reply(qos, a) => self.queue(&publish_packet_ack(qos, a)),
             Prepared::Sink(msg, packet_id) => {
-                let sink = Arc::clone(&self.shared.sink);
+                let sink = Arc::clone(&self.t.shared.sink);
                 let result = sink.on_publish(&self.identity, &msg).await;
                 self.finish_publish(msg, packet_id, result).await
             }
@@ -1001,7 +1201,9 @@ where
     /// batch can answer its earlier messages first.
     fn prepare_publish(&mut self, mut p: Publish) -> Result<Prepared, Close> {
         Metrics::inc(&self.metrics().publish_received_total);
-        if !self.rate.allow(p.payload.len()) {
+        if let Some(rate) = &mut self.rate
+            && !rate.allow(p.payload.len())
+        {
             Metrics::inc(&self.metrics().publish_rate_limited_total);
             warn!(client_id = %self.client_id, tenant = %self.identity.tenant, "publish rate limit exceeded");
             return Err(Close::refused(
@@ -1043,7 +1245,7 @@ where
                 ));
             }
             if self.session.inbound_qos2.len()
-                >= usize::from(self.shared.config.max_inflight.max(1))
+                >= usize::from(self.t.shared.config.max_inflight.max(1))
             {
                 return Err(self.protocol_error(
                     ReasonCode::ReceiveMaximumExceeded,
@@ -1103,7 +1305,7 @@ where
                         self.queue(&Packet::PubAck(ack(packet_id, ReasonCode::Success, None)))
                     }
                     QoS::ExactlyOnce => {
-                        self.session.inbound_qos2.insert(packet_id);
+                        self.session.inbound_qos2.make_mut().insert(packet_id);
                         self.queue(&Packet::PubRec(ack(packet_id, ReasonCode::Success, None)))
                     }
                 }
@@ -1115,7 +1317,7 @@ where
                 } else {
                     ReasonCode::UnspecifiedError
                 };
-                warn!(topic = %msg.topic, ?code, reason = %e.reason, "message sink rejected publish");
+                warn!(client_id = %self.client_id, tenant = %self.identity.tenant, topic = %msg.topic, ?code, reason = %e.reason, "message sink rejected publish");
                 match (self.v5(), qos) {
                     (true, QoS::AtMostOnce) => Ok(()),
                     (true, qos) => {
@@ -1133,7 +1335,7 @@ where
     /// acknowledges (or refuses) each in order. On a refusal that closes the connection
     /// (3.1.1), the messages after it are neither routed nor acknowledged.
     async fn publish_batch(&mut self, batch: &mut PublishBatch) -> Result<(), Close> {
-        let sink = Arc::clone(&self.shared.sink);
+        let sink = Arc::clone(&self.t.shared.sink);
         match batch.msgs.len() {
             0 => Ok(()),
             1 => {
@@ -1217,10 +1419,10 @@ where
                 if self.identity.sys_access {
                     // Broker statistics: routed from the broker-wide namespace.
                     if !self.sys_registered {
-                        self.shared.router.register(
+                        self.t.shared.router.register(
                             SYS_NAMESPACE,
                             self.sub_id,
-                            self.delivery_tx.clone(),
+                            self.deliveries.postbox(),
                         );
                         self.sys_registered = true;
                     }
@@ -1230,7 +1432,7 @@ where
                         options,
                         id: sub_id,
                     };
-                    self.shared.router.subscribe(
+                    self.t.shared.router.subscribe(
                         SYS_NAMESPACE,
                         self.sub_id,
                         &filter,
@@ -1240,13 +1442,14 @@ where
                     let existed = self
                         .session
                         .subscriptions
+                        .make_mut()
                         .insert(filter.clone(), entry)
                         .is_some();
                     sys_granted.push((filter, entry, existed));
                     granted_code(options.qos)
                 } else {
                     Metrics::inc(&self.metrics().subscribe_denied_total);
-                    warn!(client_id = %self.client_id, %filter, "$SYS subscription not authorised");
+                    warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %filter, "$SYS subscription not authorised");
                     ReasonCode::NotAuthorized
                 }
             } else if !self.identity.policy.allows_subscribe(&filter) {
@@ -1265,7 +1468,15 @@ where
                     Some(group) => format!("$share/{group}/{filter}"),
                     None => filter,
                 };
-                self.shared.router.subscribe(
+                if !self.routed {
+                    self.t.shared.router.register(
+                        &self.identity.tenant,
+                        self.sub_id,
+                        self.deliveries.postbox(),
+                    );
+                    self.routed = true;
+                }
+                self.t.shared.router.subscribe(
                     &self.identity.tenant,
                     self.sub_id,
                     &filter,
@@ -1281,6 +1492,7 @@ where
                 let existed = self
                     .session
                     .subscriptions
+                    .make_mut()
                     .insert(filter.clone(), entry)
                     .is_some();
                 if let Some(p) = &self.persistent {
@@ -1298,7 +1510,8 @@ where
             let (tenant, cid) = (p.tenant.clone(), p.client_id.clone());
             let subs: Vec<(String, SubEntry)> =
                 granted.iter().map(|(f, e, _)| (f.clone(), *e)).collect();
-            self.shared
+            self.t
+                .shared
                 .store_write("subscribe", move |s| {
                     for (filter, e) in &subs {
                         s.put_subscription(&tenant, &cid, filter, e.options, e.id)?;
@@ -1336,7 +1549,7 @@ where
         if !send {
             return;
         }
-        for msg in self.shared.retained.matching(namespace, filter) {
+        for msg in self.t.shared.retained.matching(namespace, filter) {
             let qos = msg.qos.min(entry.options.qos);
             self.pending.push_back(Delivery {
                 msg,
@@ -1365,6 +1578,7 @@ where
             };
             let existed = self.session.subscriptions.remove(&filter).is_some()
                 && self
+                    .t
                     .shared
                     .router
                     .unsubscribe(namespace, self.sub_id, &filter);
@@ -1385,7 +1599,8 @@ where
             && !removed.is_empty()
         {
             let (tenant, cid) = (p.tenant.clone(), p.client_id.clone());
-            self.shared
+            self.t
+                .shared
                 .store_write("unsubscribe", move |s| {
                     for filter in &removed {
                         s.delete_subscription(&tenant, &cid, filter)?;
@@ -1405,10 +1620,10 @@ where
     /// and the write buffer is not too large.
     fn deliver_batch(&mut self, first: Delivery) -> Result<(), Close> {
         self.deliver(first)?;
-        while self.session.outgoing.has_room() && self.t.wbuf.len() < MAX_WRITE_BATCH {
+        while self.session.outgoing.has_room() && self.t.wlen() < MAX_WRITE_BATCH {
             match self.deliveries.try_recv() {
-                Ok(d) => self.deliver(d)?,
-                Err(_) => break,
+                Some(d) => self.deliver(d)?,
+                None => break,
             }
         }
         Ok(())
@@ -1421,7 +1636,7 @@ where
                 break;
             };
             self.deliver(d)?;
-            if self.t.wbuf.len() >= MAX_WRITE_BATCH {
+            if self.t.wlen() >= MAX_WRITE_BATCH {
                 self.t.flush().await?;
             }
         }
@@ -1484,22 +1699,25 @@ where
             }
             new_alias = !known;
         }
-        let before = self.t.wbuf.len();
+        let before = self.t.wlen();
         if let Err(e) = self.t.queue(&packet) {
-            self.t.wbuf.truncate(before);
+            self.t.truncate_output(before);
             if new_alias {
                 self.aliases.unassign(topic);
             }
             Metrics::inc(&self.metrics().messages_dropped_total);
-            warn!(%topic, error = %e, "could not encode message for client, dropped");
+            warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %topic, error = %e, "could not encode message for client, dropped");
             return Ok(());
         }
-        let size = self.t.wbuf.len() - before;
-        if self.client_max_packet.is_some_and(|max| size > max) {
+        let size = self.t.wlen() - before;
+        if self
+            .client_max_packet
+            .is_some_and(|max| u32::try_from(size).map_or(true, |size| size > max))
+        {
             if new_alias {
                 self.aliases.unassign(topic);
             }
-            self.t.wbuf.truncate(before);
+            self.t.truncate_output(before);
             Metrics::inc(&self.metrics().messages_dropped_total);
             debug!(%topic, size, "message larger than the client's maximum packet size, dropped");
             return Ok(());
@@ -1522,7 +1740,9 @@ where
             Close::Failed(ConnectionError::Io(_)) => {
                 debug!(reason = %description, "connection closed")
             }
-            _ => info!(reason = %description, "connection closed"),
+            _ => {
+                info!(client_id = %self.client_id, tenant = %self.identity.tenant, reason = %description, "connection closed")
+            }
         }
         if let (true, Some(code)) = (self.v5(), close.disconnect_code()) {
             // Always carry a reason string: besides helping the client, it makes the packet
@@ -1546,29 +1766,30 @@ where
             self.t.close().await;
         }
         let will = if close.publishes_will() {
-            self.session.will.take()
+            self.session.will.take().map(|w| *w)
         } else {
             None
         };
-        let will = match self.persistent.take() {
+        // Cloned, not taken: should this task be aborted half-way, `Drop` still releases it.
+        let will = match self.persistent.clone() {
             Some(p) if self.session_expiry > 0 => self.park(&p, will).await,
             Some(p) => {
                 // Session expiry 0: the session ends with the connection (MQTT-3.1.2-23).
                 // Ended before it is released, so a resuming connection cannot pick it up.
-                end_session(&self.shared, &p).await;
-                self.registration.take();
+                end_session(&self.t.shared, &p).await;
+                self.release(Some(&p));
                 will
             }
             None => {
                 // Stop routing to this connection before anything slow happens.
-                self.registration.take();
+                self.release(None);
                 will
             }
         };
         if let Some(will) = will {
-            publish_will(&self.shared, &self.identity, will, Some(self.sub_id)).await;
+            publish_will(&self.t.shared, &self.identity, will, Some(self.sub_id)).await;
         }
-        let sink = Arc::clone(&self.shared.sink);
+        let sink = Arc::clone(&self.t.shared.sink);
         if self.notified_connect {
             sink.on_disconnect(&self.identity, &description).await;
         }
@@ -1582,14 +1803,14 @@ where
         p: &Arc<Persistent>,
         will: Option<wulian_mqtt::LastWill>,
     ) -> Option<wulian_mqtt::LastWill> {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.t.shared);
         let limits = shared.router.limits();
         let mut overflow = 0;
         {
             // Restored or retained messages not yet sent go first; nothing else can be
             // queued to the session while the router still points at this connection.
             let mut st = p.state.lock();
-            for d in self.pending.drain(..) {
+            for d in self.pending.take() {
                 if st.push(d, limits, &shared.router.next_seq).0 != PushOutcome::Queued {
                     overflow += 1;
                 }
@@ -1609,7 +1830,7 @@ where
         let (will_now, snapshot) = {
             let mut st = p.state.lock();
             st.inflight = self.session.outgoing.export();
-            st.inbound_qos2 = std::mem::take(&mut self.session.inbound_qos2);
+            st.inbound_qos2 = self.session.inbound_qos2.take().into_iter().collect();
             st.expiry_secs = self.session_expiry;
             st.offline_since = Some(Instant::now());
             st.offline_since_ms = Some(now_ms);
@@ -1640,9 +1861,9 @@ where
                 })
                 .await;
         }
-        // Only now release the session (dropping the registration marks it offline): a
-        // connection resuming it, or a clean start deleting it, comes after the snapshot.
-        self.registration.take();
+        // Only now release the session (which marks it offline): a connection resuming it, or
+        // a clean start deleting it, comes after the snapshot.
+        self.release(Some(p));
         debug!(expiry = self.session_expiry, "persistent session parked");
         will_now
     }
@@ -1650,7 +1871,13 @@ where
     /// Fans a message the sink accepted out to the tenant's subscribers (and makes what is
     /// queued for offline sessions durable before the caller acknowledges).
     async fn route_accepted(&self, msg: InboundMessage) {
-        route_inbound(&self.shared, &self.identity.tenant, msg, Some(self.sub_id)).await;
+        route_inbound(
+            &self.t.shared,
+            &self.identity.tenant,
+            msg,
+            Some(self.sub_id),
+        )
+        .await;
     }
 }
 
@@ -1765,6 +1992,60 @@ fn packet_name(p: &Packet) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Refuse;
+
+    #[async_trait::async_trait]
+    impl crate::auth::Authenticator for Refuse {
+        async fn authenticate(&self, _req: &ConnectRequest) -> Result<Identity, ReasonCode> {
+            Err(ReasonCode::NotAuthorized)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::auth::MessageSink for Refuse {
+        async fn on_publish(&self, _i: &Identity, _m: &InboundMessage) -> Result<(), SinkError> {
+            Err(SinkError {
+                code: ReasonCode::UnspecifiedError,
+                reason: String::new(),
+            })
+        }
+    }
+
+    /// An idle client keeps its connection task's future for as long as it is connected: it
+    /// must stay the session loop's resting state, with the handshake, CONNACK and clean-up
+    /// boxed (docs/benchmarks.md, "Idle connection memory").
+    #[tokio::test]
+    async fn idle_connection_future_stays_small() {
+        let broker = crate::Broker::new(
+            crate::BrokerConfig::default(),
+            Arc::new(Refuse),
+            Arc::new(Refuse),
+        );
+        let shared = broker.shared_for_tests();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let permit = Arc::clone(&shared.connection_slots)
+            .try_acquire_owned()
+            .unwrap();
+        let permits = Permits {
+            _broker: permit,
+            _listener: None,
+        };
+        let remote = stream.local_addr().unwrap();
+        let transport = TransportInfo::default();
+        let accepted = Accepted::new(&shared, 1, stream, remote, transport, permits);
+        let connection = run(accepted, CancellationToken::new());
+        let future = std::mem::size_of_val(&connection);
+        let active = std::mem::size_of::<Active<tokio::net::TcpStream>>();
+        eprintln!("connection future {future} B, Active {active} B");
+        // tokio allocates a task as its future plus ~104 bytes of header and trailer, rounded
+        // up to 128-byte cache lines: up to 792 bytes the task takes 896.
+        assert!(active <= 480, "Active<TcpStream> is {active} bytes");
+        assert!(future <= 792, "the connection future is {future} bytes");
+    }
 
     #[test]
     fn peek_level() {

@@ -1,5 +1,6 @@
-//! Time-driven work that belongs to no connection: ending persistent sessions whose expiry
-//! interval passed while the client was offline, publishing wills whose delay
+//! Time-driven work that belongs to no connection: closing connections that stayed silent past
+//! their keep alive, ending persistent sessions whose expiry interval passed while the client
+//! was offline, publishing wills whose delay
 //! (MQTT 5.0 Will Delay Interval) ran out, and the periodic `$SYS` statistics. One task per broker, started by the first
 //! listener and stopped with it; also home of [`end_session`], the one way a persistent
 //! session ends (expiry, or a clean start replacing it).
@@ -46,8 +47,12 @@ pub(crate) fn start(shared: &Arc<Shared>, shutdown: &CancellationToken) {
     });
 }
 
-/// One pass over the persistent sessions.
+/// One pass over the connections' keep-alive deadlines and the persistent sessions.
 async fn sweep(shared: &Arc<Shared>) {
+    let expired = shared.sessions.expire_keep_alive(shared.clock_ms());
+    if expired > 0 {
+        debug!(connections = expired, "keep alive expired");
+    }
     let now = Instant::now();
     for p in shared.sessions.all_persistent() {
         let (expired, will) = {

@@ -13,10 +13,12 @@
 //! - `listener`: accept loop, connection limit, graceful shutdown;
 //! - `connection`: one task per connection (decode, state machine, encode);
 //! - `session`: per-client MQTT state, persistent sessions and the registry of clients;
+//! - `mailbox`: a connection's inbox (routed deliveries and close requests);
 //! - `router`: per-tenant subscription trees (with share groups) and non-blocking fan-out;
 //! - `retained`: retained messages per tenant;
 //! - `store`, `persist`: the durable [`Store`] (SQLite) and the glue to in-memory state;
-//! - `housekeeping`: session expiry, delayed wills and the `$SYS` ticker (`sys`);
+//! - `housekeeping`: keep-alive expiry, session expiry, delayed wills and the `$SYS` ticker
+//!   (`sys`);
 //! - `alias`, `ratelimit`: per-connection topic aliases and publish rate limit;
 //! - `auth`: the traits the server implements and the topic policy;
 //! - `config`, `metrics`, `error`.
@@ -28,6 +30,7 @@ mod connection;
 mod error;
 mod housekeeping;
 mod listener;
+mod mailbox;
 mod metrics;
 mod persist;
 mod ratelimit;
@@ -90,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) next_conn_id: AtomicU64,
     /// One permit per open connection (`max_connections`).
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// One permit per authentication in progress (`max_concurrent_auth`).
+    pub(crate) auth_slots: Semaphore,
     /// Durable state (None: in memory only).
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) retained: Retained,
@@ -102,6 +107,11 @@ pub(crate) struct Shared {
 type Parked = Vec<(Arc<session::Persistent>, session::Queued)>;
 
 impl Shared {
+    /// Milliseconds since the broker started: the clock of keep-alive deadlines.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Routes a message within a tenant, counting drops. Returns how many sessions got it and
     /// the messages queued for offline sessions, which the caller makes durable.
     fn route_inner(&self, tenant: &str, msg: RoutedMessage) -> (usize, Parked) {
@@ -167,6 +177,8 @@ impl Broker {
         let slots = Arc::new(Semaphore::new(
             config.max_connections.min(Semaphore::MAX_PERMITS),
         ));
+        let auth_slots =
+            Semaphore::new(config.max_concurrent_auth.clamp(1, Semaphore::MAX_PERMITS));
         let limits = QueueLimits {
             max: config.max_queued_messages,
             overflow: config.queue_overflow,
@@ -181,6 +193,7 @@ impl Broker {
                 metrics: Metrics::default(),
                 next_conn_id: AtomicU64::new(1),
                 connection_slots: slots,
+                auth_slots,
                 store: None,
                 retained: Retained::default(),
                 housekeeping_started: AtomicBool::new(false),
@@ -297,5 +310,12 @@ impl Broker {
     /// Is a client with this id currently connected in `tenant`?
     pub fn is_connected(&self, tenant: &str, client_id: &str) -> bool {
         self.shared.sessions.is_connected(tenant, client_id)
+    }
+}
+
+#[cfg(test)]
+impl Broker {
+    pub(crate) fn shared_for_tests(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 }

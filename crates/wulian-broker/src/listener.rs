@@ -8,23 +8,26 @@
 //! deadline, never in the accept loop, so a slow or hostile client cannot stall accepting.
 //! What authentication needs to know about the transport ([`TransportInfo`]: the kind, the
 //! listener's anonymous setting, the verified client certificate) travels to the connection
-//! task in a task-local, so the protocol code stays transport-agnostic.
+//! task with the stream, so the protocol code stays transport-agnostic.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use wulian_mqtt::ReasonCode;
 
 use crate::Shared;
 use crate::auth::{TransportInfo, TransportKind};
-use crate::connection;
+use crate::connection::{self, Accepted, Permits};
 use crate::metrics::Metrics;
 use crate::tls::TlsConfig;
 use crate::ws;
@@ -37,15 +40,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WS_FRAME_SLACK: usize = 1024;
 /// The default WebSocket path.
 pub const DEFAULT_WS_PATH: &str = "/mqtt";
-
-tokio::task_local! {
-    static TRANSPORT: TransportInfo;
-}
-
-/// The transport of the connection whose task is running (plain TCP outside a listener).
-pub(crate) fn current_transport() -> TransportInfo {
-    TRANSPORT.try_with(Clone::clone).unwrap_or_default()
-}
 
 /// How clients reach a listener.
 #[derive(Clone, Debug)]
@@ -132,12 +126,6 @@ impl RateLimit {
     }
 }
 
-/// Permits held for the lifetime of a connection.
-struct Permits {
-    broker: OwnedSemaphorePermit,
-    _listener: Option<OwnedSemaphorePermit>,
-}
-
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -151,6 +139,8 @@ pub(crate) async fn serve(
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
     let mut rate = config.connect_rate.map(RateLimit::new);
+    // Ids share the connections' counter: unique either way.
+    let listener_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let config = Arc::new(config);
     let mut tasks: JoinSet<()> = JoinSet::new();
     loop {
@@ -186,15 +176,25 @@ pub(crate) async fn serve(
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%remote, error = %e, "set_nodelay failed");
                     }
-                    let permits = Permits { broker: permit, _listener: listener_permit };
-                    tasks.spawn(open(
-                        Arc::clone(&shared),
-                        Arc::clone(&config),
-                        stream,
-                        remote,
-                        permits,
-                        shutdown.clone(),
-                    ));
+                    let permits = Permits { _broker: permit, _listener: listener_permit };
+                    if let Transport::Tcp = config.transport {
+                        // Spawned as it is: this future is what an idle client costs for as
+                        // long as it stays connected, so no wrapper around it.
+                        let transport = transport_info(&config, None);
+                        let accepted =
+                            Accepted::new(&shared, listener_id, stream, remote, transport, permits);
+                        tasks.spawn(connection::run(accepted, shutdown.clone()));
+                    } else {
+                        tasks.spawn(open(
+                            Arc::clone(&shared),
+                            Arc::clone(&config),
+                            listener_id,
+                            stream,
+                            remote,
+                            permits,
+                            shutdown.clone(),
+                        ));
+                    }
                 }
                 Err(e) => {
                     warn!(%local, error = %e, "accept failed");
@@ -205,6 +205,10 @@ pub(crate) async fn serve(
     }
     drop(listener);
     info!(%local, connections = tasks.len(), "mqtt listener stopping");
+    // Connections past CONNACK wait for close requests, not for the token.
+    shared
+        .sessions
+        .kick_listener(listener_id, ReasonCode::ServerShuttingDown);
     let drain = async {
         while let Some(done) = tasks.join_next().await {
             log_join(done);
@@ -218,28 +222,34 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// Runs the transport handshakes (bounded by the CONNECT deadline), then the connection.
+/// What authentication learns about a connection of this listener.
+fn transport_info(
+    config: &ListenerConfig,
+    peer_certificates: Option<Vec<Vec<u8>>>,
+) -> TransportInfo {
+    TransportInfo {
+        kind: config.transport.kind(),
+        allow_anonymous: config.allow_anonymous,
+        peer_certificates,
+    }
+}
+
+/// Runs the transport handshakes of a TLS or WebSocket connection (bounded by the CONNECT
+/// deadline), then the connection. Plain TCP connections skip this.
 async fn open(
     shared: Arc<Shared>,
     config: Arc<ListenerConfig>,
+    listener: u64,
     stream: TcpStream,
     remote: SocketAddr,
     permits: Permits,
     shutdown: CancellationToken,
 ) {
-    let Permits {
-        broker: permit,
-        _listener: _listener_permit,
-    } = permits;
     let kind = config.transport.kind();
-    let info = |peer_certificates| TransportInfo {
-        kind,
-        allow_anonymous: config.allow_anonymous,
-        peer_certificates,
-    };
     let deadline = shared.config.connect_timeout;
     let max_frame = shared.config.max_packet_size.saturating_add(WS_FRAME_SLACK);
-    // Each handshake is bounded by the CONNECT deadline; `run` applies its own afterwards.
+    // Each handshake is bounded by the CONNECT deadline; the connection applies its own
+    // afterwards.
     let step = |what: &'static str| Step {
         what,
         kind,
@@ -247,44 +257,83 @@ async fn open(
         deadline,
         shutdown: &shutdown,
     };
-    match &config.transport {
-        Transport::Tcp => run(&shared, info(None), stream, remote, permit, &shutdown).await,
+    let (shared, config, shutdown) = (&shared, &*config, &shutdown);
+    let run = Run {
+        shared,
+        config,
+        listener,
+        remote,
+        permits,
+        shutdown,
+    };
+    // Handshakes are boxed, so they are freed when done: a task's future is as large as its
+    // largest state for the connection's whole life, and a WebSocket upgrade is ~20 KB.
+    // The match ends before the connection is awaited, and with it the transport values.
+    let connection = match &config.transport {
+        Transport::Tcp => run.start(stream, None),
         Transport::Tls(tls) => {
-            // Boxed, like the other non-TCP arms: this task's future would otherwise be as
-            // large as a TLS or WebSocket handshake for every plain TCP client too.
-            Box::pin(async {
-                let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
-                    return;
-                };
-                let peer = peer_certificates(&stream);
-                run(&shared, info(peer), stream, remote, permit, &shutdown).await;
-            })
-            .await;
+            let Some(stream) = Box::pin(step("TLS").bound(tls_accept(tls, stream))).await else {
+                return;
+            };
+            let peer = peer_certificates(&stream);
+            run.start(stream, peer)
         }
         Transport::Ws { path } => {
-            Box::pin(async {
-                let upgrade = ws::accept(stream, path, max_frame);
-                let Some(stream) = step("WebSocket").bound(upgrade).await else {
-                    return;
-                };
-                run(&shared, info(None), stream, remote, permit, &shutdown).await;
-            })
-            .await;
+            let upgrade = Box::pin(step("WebSocket").bound(ws::accept(stream, path, max_frame)));
+            let Some(stream) = upgrade.await else {
+                return;
+            };
+            run.start(stream, None)
         }
         Transport::Wss { tls, path } => {
-            Box::pin(async {
-                let Some(stream) = step("TLS").bound(tls_accept(tls, stream)).await else {
+            let (upgrade, peer) = {
+                let Some(stream) = Box::pin(step("TLS").bound(tls_accept(tls, stream))).await
+                else {
                     return;
                 };
                 let peer = peer_certificates(&stream);
-                let upgrade = ws::accept(stream, path, max_frame);
-                let Some(stream) = step("WebSocket").bound(upgrade).await else {
-                    return;
-                };
-                run(&shared, info(peer), stream, remote, permit, &shutdown).await;
-            })
-            .await;
+                let upgrade = step("WebSocket").bound(ws::accept(stream, path, max_frame));
+                (Box::pin(upgrade), peer)
+            };
+            let Some(stream) = upgrade.await else {
+                return;
+            };
+            run.start(stream, peer)
         }
+    };
+    connection.await;
+}
+
+/// A connection of any transport, boxed.
+type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The connection of [`open`], once its transport is ready.
+struct Run<'a> {
+    shared: &'a Arc<Shared>,
+    config: &'a ListenerConfig,
+    listener: u64,
+    remote: SocketAddr,
+    permits: Permits,
+    shutdown: &'a CancellationToken,
+}
+
+impl Run<'_> {
+    /// The connection, boxed: this task keeps only a pointer to it, not the transport value
+    /// it was handed (a TLS stream is ~1 KB) next to it.
+    fn start<S>(self, stream: S, peer_certificates: Option<Vec<Vec<u8>>>) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    {
+        let transport = transport_info(self.config, peer_certificates);
+        let accepted = Accepted::new(
+            self.shared,
+            self.listener,
+            stream,
+            self.remote,
+            transport,
+            self.permits,
+        );
+        Box::pin(connection::run(accepted, self.shutdown.clone()))
     }
 }
 
@@ -338,26 +387,6 @@ fn peer_certificates<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<V
         .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect())
 }
 
-async fn run<S>(
-    shared: &Arc<Shared>,
-    info: TransportInfo,
-    stream: S,
-    remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    shutdown: &CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // Boxed: the accept task's future is as large as its largest state, and it is allocated
-    // for every connection; keeping the per-transport connection futures behind a pointer
-    // makes an idle plain-TCP client pay for neither TLS nor WebSocket state.
-    Box::pin(TRANSPORT.scope(
-        info,
-        connection::run(Arc::clone(shared), stream, remote, permit, shutdown.clone()),
-    ))
-    .await;
-}
-
 fn log_join(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
@@ -369,6 +398,63 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS or WebSocket connection's task keeps its future for the connection's whole
+    /// life; the handshakes (a WebSocket upgrade is ~20 KB) must not be part of it.
+    #[tokio::test]
+    async fn handshakes_are_not_kept_in_the_task() {
+        struct Refuse;
+        #[async_trait::async_trait]
+        impl crate::auth::Authenticator for Refuse {
+            async fn authenticate(
+                &self,
+                _req: &crate::auth::ConnectRequest,
+            ) -> Result<crate::auth::Identity, ReasonCode> {
+                Err(ReasonCode::NotAuthorized)
+            }
+        }
+        #[async_trait::async_trait]
+        impl crate::auth::MessageSink for Refuse {
+            async fn on_publish(
+                &self,
+                _i: &crate::auth::Identity,
+                _m: &crate::auth::InboundMessage,
+            ) -> Result<(), crate::auth::SinkError> {
+                Ok(())
+            }
+        }
+        let broker = crate::Broker::new(
+            crate::BrokerConfig::default(),
+            Arc::new(Refuse),
+            Arc::new(Refuse),
+        );
+        let shared = broker.shared_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let remote = stream.local_addr().unwrap();
+        let permits = Permits {
+            _broker: Arc::clone(&shared.connection_slots)
+                .try_acquire_owned()
+                .unwrap(),
+            _listener: None,
+        };
+        let config = Arc::new(ListenerConfig::new(Transport::Ws {
+            path: DEFAULT_WS_PATH.to_owned(),
+        }));
+        let task = open(
+            shared,
+            config,
+            1,
+            stream,
+            remote,
+            permits,
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 512, "the handshake task's future is {size} bytes");
+    }
 
     #[test]
     fn rate_limit_refills() {

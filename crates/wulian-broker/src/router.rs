@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use wulian_mqtt::{Properties, QoS, SubscriptionOptions, topic};
 
+use crate::mailbox::{Mailbox, Postbox};
 use crate::session::{Persistent, PushOutcome, QueueLimits, Queued};
 
 /// Identifies one connection (unique for the broker's lifetime).
@@ -194,7 +195,7 @@ impl Node {
 
 struct Subscriber {
     /// The connection's queue; None while a persistent session is offline.
-    tx: Option<mpsc::Sender<Delivery>>,
+    tx: Option<Postbox>,
     /// The persistent session behind this subscriber, if any.
     parked: Option<Arc<Persistent>>,
     filters: Vec<String>,
@@ -314,7 +315,7 @@ impl Router {
     }
 
     /// Makes a connection reachable for routing (before it subscribes to anything).
-    pub(crate) fn register(&self, tenant: &str, id: SubscriberId, tx: mpsc::Sender<Delivery>) {
+    pub(crate) fn register(&self, tenant: &str, id: SubscriberId, tx: Postbox) {
         self.tenants
             .write()
             .entry(tenant.to_owned())
@@ -336,7 +337,7 @@ impl Router {
         &self,
         tenant: &str,
         id: SubscriberId,
-        tx: Option<mpsc::Sender<Delivery>>,
+        tx: Option<Postbox>,
         session: &Arc<Persistent>,
     ) {
         let mut tenants = self.tenants.write();
@@ -357,12 +358,7 @@ impl Router {
     /// Takes a persistent session offline: further messages go to its offline queue, and
     /// whatever is still in the connection's queue `rx` is moved there first (in order).
     /// Returns how many messages the overflow policy dropped.
-    pub(crate) fn park(
-        &self,
-        tenant: &str,
-        id: SubscriberId,
-        rx: &mut mpsc::Receiver<Delivery>,
-    ) -> usize {
+    pub(crate) fn park(&self, tenant: &str, id: SubscriberId, rx: &mut Mailbox) -> usize {
         let mut tenants = self.tenants.write();
         let Some(sub) = tenants
             .get_mut(tenant)
@@ -376,7 +372,7 @@ impl Router {
         };
         let mut state = parked.state.lock();
         let mut overflow = 0;
-        while let Ok(d) = rx.try_recv() {
+        while let Some(d) = rx.try_recv() {
             if state.push(d, self.limits, &self.next_seq).0 != PushOutcome::Queued {
                 overflow += 1;
             }
@@ -532,6 +528,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::mailbox;
 
     fn opts(qos: QoS) -> SubscriptionOptions {
         SubscriptionOptions {
@@ -554,7 +551,7 @@ mod tests {
     #[test]
     fn wildcards_dedup_and_qos() {
         let r = Router::default();
-        let (tx, mut rx) = mpsc::channel(10);
+        let (tx, mut rx) = mailbox(10);
         r.register("t1", 1, tx);
         assert!(r.subscribe("t1", 1, "a/+/c", opts(QoS::AtMostOnce), None));
         assert!(r.subscribe("t1", 1, "a/#", opts(QoS::AtLeastOnce), None));
@@ -575,7 +572,7 @@ mod tests {
     #[test]
     fn dollar_topics_and_no_local() {
         let r = Router::default();
-        let (tx, _rx) = mpsc::channel(10);
+        let (tx, _rx) = mailbox(10);
         r.register("t", 1, tx);
         r.subscribe("t", 1, "#", opts(QoS::AtMostOnce), None);
         assert_eq!(r.route("t", msg("$SYS/x", QoS::AtMostOnce, None)).queued, 0);
@@ -599,7 +596,7 @@ mod tests {
     #[test]
     fn full_queue_drops_and_unregister_prunes() {
         let r = Router::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mailbox(1);
         r.register("t", 1, tx);
         r.subscribe("t", 1, "a/b", opts(QoS::AtMostOnce), None);
         assert_eq!(r.route("t", msg("a/b", QoS::AtMostOnce, None)).queued, 1);
@@ -611,9 +608,9 @@ mod tests {
     #[test]
     fn shared_subscriptions_round_robin_online_members() {
         let r = Router::default();
-        let (tx1, mut rx1) = mpsc::channel(10);
-        let (tx2, mut rx2) = mpsc::channel(10);
-        let (tx3, _rx3) = mpsc::channel(10);
+        let (tx1, mut rx1) = mailbox(10);
+        let (tx2, mut rx2) = mailbox(10);
+        let (tx3, _rx3) = mailbox(10);
         r.register("t", 1, tx1);
         r.register("t", 2, tx2);
         r.register("t", 3, tx3);
@@ -626,10 +623,10 @@ mod tests {
             assert_eq!(r.route("t", msg("a/b", QoS::AtLeastOnce, None)).queued, 2);
         }
         let (mut n1, mut n2) = (0, 0);
-        while rx1.try_recv().is_ok() {
+        while rx1.try_recv().is_some() {
             n1 += 1;
         }
-        while rx2.try_recv().is_ok() {
+        while rx2.try_recv().is_some() {
             n2 += 1;
         }
         assert_eq!((n1, n2), (2, 2));
@@ -638,7 +635,7 @@ mod tests {
         for _ in 0..2 {
             r.route("t", msg("a/b", QoS::AtLeastOnce, None));
         }
-        assert_eq!(std::iter::from_fn(|| rx1.try_recv().ok()).count(), 2);
+        assert_eq!(std::iter::from_fn(|| rx1.try_recv()).count(), 2);
         assert!(r.unsubscribe("t", 1, "$share/g/a/+"));
         r.unregister("t", 2);
         r.unregister("t", 3);
@@ -649,7 +646,7 @@ mod tests {
     #[test]
     fn deep_topics_do_not_recurse() {
         let r = Router::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mailbox(1);
         r.register("t", 1, tx);
         r.subscribe("t", 1, "+/+/#", opts(QoS::AtMostOnce), None);
         let topic = "a/".repeat(30_000);

@@ -12,17 +12,17 @@
 //! CONNECT with the same client id takes the session over, and so the broker can answer
 //! "is this client connected?"; it also holds the persistent sessions.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wulian_mqtt::{LastWill, QoS, ReasonCode};
 
 use crate::auth::Identity;
 use crate::config::QueueOverflow;
+use crate::mailbox::Postbox;
 use crate::router::{Delivery, SubEntry, SubscriberId};
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -72,12 +72,82 @@ struct Slot {
     order: u64,
 }
 
+/// A collection that exists only once something is in it: every connection holds its session
+/// for its whole life, mostly empty, and a null pointer is 8 bytes where an empty B-tree map
+/// is 24 and a `HashMap` 48 (its hasher state).
+#[derive(Debug)]
+pub(crate) struct Lazy<T>(Option<Box<T>>);
+
+impl<T> Default for Lazy<T> {
+    fn default() -> Self {
+        Lazy(None)
+    }
+}
+
+impl<T: Default> Lazy<T> {
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.0.as_deref()
+    }
+
+    /// The collection, created if need be.
+    pub(crate) fn make_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
+    }
+
+    /// Everything, leaving nothing allocated.
+    pub(crate) fn take(&mut self) -> T {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl<K: Ord, V> Lazy<BTreeMap<K, V>> {
+    pub(crate) fn len(&self) -> usize {
+        self.get().map_or(0, BTreeMap::len)
+    }
+
+    /// Removes `key`; the map goes when it is empty.
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let map = self.0.as_deref_mut()?;
+        let v = map.remove(key);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        v
+    }
+}
+
+impl<K: Ord> Lazy<BTreeSet<K>> {
+    pub(crate) fn len(&self) -> usize {
+        self.get().map_or(0, BTreeSet::len)
+    }
+
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.get().is_some_and(|s| s.contains(key))
+    }
+
+    /// Removes `key`; the set goes when it is empty.
+    pub(crate) fn remove(&mut self, key: &K) -> bool {
+        let Some(set) = self.0.as_deref_mut() else {
+            return false;
+        };
+        let removed = set.remove(key);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+}
+
 /// Packet identifiers of outgoing QoS 1/2 messages that are not yet acknowledged.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     next_id: u16,
     next_order: u64,
-    inflight: HashMap<u16, Slot>,
+    inflight: Lazy<BTreeMap<u16, Slot>>,
     /// How many may be unacknowledged at once (client Receive Maximum ∧ our max_inflight).
     window: u16,
 }
@@ -87,7 +157,7 @@ impl Outgoing {
         Outgoing {
             next_id: 1,
             next_order: 0,
-            inflight: HashMap::new(),
+            inflight: Lazy::default(),
             window: window.max(1),
         }
     }
@@ -103,7 +173,7 @@ impl Outgoing {
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&id) {
+            if !self.inflight.get().is_some_and(|m| m.contains_key(&id)) {
                 return id;
             }
         }
@@ -121,7 +191,7 @@ impl Outgoing {
     fn insert(&mut self, packet_id: u16, state: OutState, delivery: Option<Delivery>) {
         let order = self.next_order;
         self.next_order += 1;
-        self.inflight.insert(
+        self.inflight.make_mut().insert(
             packet_id,
             Slot {
                 state,
@@ -132,12 +202,12 @@ impl Outgoing {
     }
 
     pub(crate) fn state(&self, packet_id: u16) -> Option<OutState> {
-        self.inflight.get(&packet_id).map(|s| s.state)
+        self.inflight.get()?.get(&packet_id).map(|s| s.state)
     }
 
     /// Moves a message to `Released` (PUBREL sent): the message itself is no longer needed.
     pub(crate) fn release(&mut self, packet_id: u16) {
-        if let Some(slot) = self.inflight.get_mut(&packet_id) {
+        if let Some(slot) = self.inflight.get_mut().and_then(|m| m.get_mut(&packet_id)) {
             slot.state = OutState::Released;
             slot.delivery = None;
         }
@@ -149,7 +219,7 @@ impl Outgoing {
 
     /// Takes every unacknowledged message out, oldest first.
     pub(crate) fn export(&mut self) -> Vec<InflightEntry> {
-        let mut slots: Vec<(u16, Slot)> = self.inflight.drain().collect();
+        let mut slots: Vec<(u16, Slot)> = self.inflight.take().into_iter().collect();
         slots.sort_by_key(|(_, s)| s.order);
         slots
             .into_iter()
@@ -269,35 +339,30 @@ pub(crate) struct Persistent {
 #[derive(Debug)]
 pub(crate) struct Session {
     /// Granted subscriptions (mirrors the router).
-    pub(crate) subscriptions: HashMap<String, SubEntry>,
-    /// Published if the connection ends without a normal DISCONNECT.
-    pub(crate) will: Option<LastWill>,
+    pub(crate) subscriptions: Lazy<BTreeMap<String, SubEntry>>,
+    /// Published if the connection ends without a normal DISCONNECT. Boxed: a will with its
+    /// properties is ~400 bytes, held for the connection's life, and most clients have none.
+    pub(crate) will: Option<Box<LastWill>>,
     pub(crate) outgoing: Outgoing,
     /// Inbound QoS 2 packet ids that were PUBRECed and await PUBREL (exactly-once dedup).
-    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: Lazy<BTreeSet<u16>>,
 }
 
 impl Session {
     pub(crate) fn new(window: u16, will: Option<LastWill>) -> Session {
         Session {
-            subscriptions: HashMap::new(),
-            will,
+            subscriptions: Lazy::default(),
+            will: will.map(Box::new),
             outgoing: Outgoing::new(window),
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: Lazy::default(),
         }
     }
 }
 
-/// Out-of-band instruction to a connection task.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Control {
-    /// Close the connection, telling a 5.0 client why.
-    Kick(ReasonCode),
-}
-
 struct Entry {
     conn_id: u64,
-    control: mpsc::Sender<Control>,
+    /// The connection's inbox, for close requests.
+    control: Postbox,
 }
 
 type SessionKey = (String, String);
@@ -346,7 +411,7 @@ impl SessionRegistry {
         tenant: &str,
         client_id: &str,
         conn_id: u64,
-        control: mpsc::Sender<Control>,
+        control: Postbox,
     ) -> bool {
         let old = {
             let mut clients = self.clients.lock();
@@ -357,12 +422,8 @@ impl SessionRegistry {
         };
         match old {
             Some(old) => {
-                // A full or closed channel means the old connection is already closing.
-                if let Err(e) = old
-                    .control
-                    .try_send(Control::Kick(ReasonCode::SessionTakenOver))
-                {
-                    tracing::debug!(tenant, client_id, error = %e, "previous connection already closing");
+                if !old.control.kick(ReasonCode::SessionTakenOver) {
+                    tracing::debug!(tenant, client_id, "previous connection already closing");
                 }
                 true
             }
@@ -391,11 +452,36 @@ impl SessionRegistry {
         let Some(entry) = clients.get(tenant).and_then(|m| m.get(client_id)) else {
             return false;
         };
-        // A full or closed channel means the connection is already closing.
-        if let Err(e) = entry.control.try_send(Control::Kick(code)) {
-            tracing::debug!(tenant, client_id, error = %e, "connection already closing");
+        if !entry.control.kick(code) {
+            tracing::debug!(tenant, client_id, "connection already closing");
         }
         true
+    }
+
+    /// Asks every connection whose keep-alive deadline passed by `now_ms` to close (MQTT-3.1.2-24:
+    /// nothing received for one and a half keep-alive periods). Returns how many.
+    pub(crate) fn expire_keep_alive(&self, now_ms: u64) -> usize {
+        let clients = self.clients.lock();
+        let mut expired = 0;
+        for entry in clients.values().flat_map(HashMap::values) {
+            if entry.control.keep_alive_expired(now_ms)
+                && entry.control.kick(ReasonCode::KeepAliveTimeout)
+            {
+                expired += 1;
+            }
+        }
+        expired
+    }
+
+    /// Asks every connection that came through `listener` to close with `code` (shutdown).
+    /// Returns how many were asked.
+    pub(crate) fn kick_listener(&self, listener: u64, code: ReasonCode) -> usize {
+        let clients = self.clients.lock();
+        clients
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|entry| entry.control.listener() == listener && entry.control.kick(code))
+            .count()
     }
 
     /// Clients past CONNACK, over all tenants.
@@ -497,14 +583,12 @@ mod tests {
     #[test]
     fn registry_takeover_keeps_newest() {
         let reg = SessionRegistry::default();
-        let (tx1, mut rx1) = mpsc::channel(1);
-        let (tx2, _rx2) = mpsc::channel(1);
+        let (tx1, rx1) = crate::mailbox::mailbox(1);
+        let (tx2, rx2) = crate::mailbox::mailbox(1);
         assert!(!reg.register("t", "c", 1, tx1));
         assert!(reg.register("t", "c", 2, tx2));
-        assert!(matches!(
-            rx1.try_recv(),
-            Ok(Control::Kick(ReasonCode::SessionTakenOver))
-        ));
+        assert_eq!(rx1.pending_kick(), Some(ReasonCode::SessionTakenOver));
+        assert_eq!(rx2.pending_kick(), None);
         reg.unregister("t", "c", 1);
         assert!(reg.is_connected("t", "c"));
         reg.unregister("t", "c", 2);

@@ -42,7 +42,7 @@ const DRIVERS: [&str; 8] = [
 ];
 const MODELS: [&str; 3] = ["F-150", "G-2000", "H-2"];
 const VERSIONS: [&str; 4] = ["v1.0", "v1.5", "v2.0", "v2.3"];
-const LOAD_CAPACITY: [u32; 3] = [1500, 2000, 5000];
+pub const LOAD_CAPACITY: [u32; 3] = [1500, 2000, 5000];
 const FUEL_CAPACITY: [u32; 3] = [150, 200, 300];
 const NOMINAL_FUEL: [u32; 4] = [5, 10, 15, 20];
 

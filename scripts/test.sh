@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real clients the tests drive (mosquitto_pub,
-# Eclipse Paho for Python, curl, Node.js with npm for MQTT.js, pytest for gmqtt's MQTT 5 suite)
-# when they are missing, then runs every test in the workspace. The MQTT.js test runs `npm ci` in
-# interop/mqttjs itself.
+# Eclipse Paho for Python, curl, libcoap's coap-client, Node.js with npm for MQTT.js, pytest
+# for gmqtt's MQTT 5 suite) when they are missing, then runs every test in the workspace. The
+# MQTT.js test runs `npm ci` in interop/mqttjs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# coap-client (crates/wulian/tests/coap_e2e.rs); Debian names the TLS-less build coap-client-notls.
+command -v coap-client >/dev/null 2>&1 || command -v coap-client-notls >/dev/null 2>&1 || need_apt+=(libcoap3-bin)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -7,6 +7,12 @@
 //! `devices/{id}/commands/{name}/response`; the first answer finishes the command as `succeeded`
 //! (or `failed` when the answer carries `"error"`), and no answer within the timeout finishes it
 //! as `timed_out`. Every state is written to the registry, so status stays queryable.
+//!
+//! Devices that fetch their commands (CoAP, see `poll`) instead of subscribing: a command no
+//! subscription took stays `pending` in the device's queue until its next request carries it
+//! (then `sent`); never fetched within the timeout, it finishes as `undelivered`.
+
+mod poll;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +28,9 @@ use wulian_common::time::now_ms;
 use wulian_common::topics;
 use wulian_mqtt::{Properties, QoS};
 use wulian_registry::{Command, CommandStatus, Registry};
+
+use poll::PollQueues;
+pub use poll::{MAX_QUEUED_PER_DEVICE, POLLER_TTL_MS};
 
 pub const MAX_COMMAND_NAME_LEN: usize = 64;
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
@@ -49,6 +58,13 @@ pub struct CommandRequest {
     pub timeout: Duration,
 }
 
+/// A command handed to a polling device: its id and the JSON body `{"id", "name", "params"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolledCommand {
+    pub id: String,
+    pub body: String,
+}
+
 /// A command that has been stored and sent. `finished` resolves with the final record.
 pub struct SentCommand {
     pub command: Command,
@@ -58,7 +74,14 @@ pub struct SentCommand {
 struct Waiter {
     tenant: String,
     device_id: String,
-    answer: oneshot::Sender<Json>,
+    answer: oneshot::Sender<Outcome>,
+}
+
+/// How a waiting command ends before its timeout.
+enum Outcome {
+    Answer(Json),
+    /// A polling transport could not carry it (too large for one response).
+    Undeliverable,
 }
 
 pub struct CommandService {
@@ -66,6 +89,8 @@ pub struct CommandService {
     broker: Broker,
     // Short critical sections only (insert/remove), never held across an await.
     waiters: Mutex<HashMap<String, Waiter>>,
+    // Commands waiting for polling devices; short critical sections only, like `waiters`.
+    poll: Mutex<PollQueues>,
 }
 
 impl CommandService {
@@ -74,6 +99,7 @@ impl CommandService {
             registry,
             broker,
             waiters: Mutex::new(HashMap::new()),
+            poll: Mutex::new(PollQueues::default()),
         })
     }
 
@@ -131,11 +157,12 @@ impl CommandService {
             },
         );
         let body = json!({"id": command.id, "name": command.name, "params": command.params});
+        let body_text = body.to_string();
         let delivered = self.broker.publish(
             tenant,
             OutboundMessage {
                 topic: topics::command_topic(device_id, &command.name),
-                payload: Bytes::from(body.to_string()),
+                payload: Bytes::from(body_text.clone()),
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: Properties {
@@ -149,13 +176,24 @@ impl CommandService {
                 },
             },
         );
-        let status = if delivered == 0 {
+        let status = if delivered > 0 {
+            CommandStatus::Sent
+        } else if self
+            .poll
+            .lock()
+            .queue(tenant, device_id, &command.id, body_text, now)
+        {
+            // Stays `pending` (as stored) until the device's next request fetches it.
+            CommandStatus::Pending
+        } else {
             self.waiters.lock().remove(&command.id);
             CommandStatus::Undelivered
-        } else {
-            CommandStatus::Sent
         };
-        let command = self.finish_record(&command, status, None).await?;
+        let command = if status == CommandStatus::Pending {
+            command
+        } else {
+            self.finish_record(&command, status, None).await?
+        };
 
         let (finished_tx, finished_rx) = oneshot::channel();
         if status.is_final() {
@@ -165,12 +203,21 @@ impl CommandService {
             let service = Arc::clone(self);
             let record = command.clone();
             tokio::spawn(async move {
-                let (status, response) = match tokio::time::timeout(req.timeout, answer_rx).await {
-                    Ok(Ok(answer)) => (answer_status(&answer), Some(answer)),
+                let outcome = tokio::time::timeout(req.timeout, answer_rx).await;
+                service.waiters.lock().remove(&record.id);
+                let never_fetched =
+                    service
+                        .poll
+                        .lock()
+                        .remove(&record.tenant, &record.device_id, &record.id);
+                let (status, response) = match outcome {
+                    Ok(Ok(Outcome::Answer(answer))) => (answer_status(&answer), Some(answer)),
+                    Ok(Ok(Outcome::Undeliverable)) => (CommandStatus::Undelivered, None),
+                    // Queued for a polling device that never came to fetch it.
+                    Ok(Err(_)) | Err(_) if never_fetched => (CommandStatus::Undelivered, None),
                     // The waiter was dropped without an answer, or time ran out.
                     Ok(Err(_)) | Err(_) => (CommandStatus::TimedOut, None),
                 };
-                service.waiters.lock().remove(&record.id);
                 match service.finish_record(&record, status, response).await {
                     Ok(done) => {
                         finished_tx.send(done).ok();
@@ -214,9 +261,70 @@ impl CommandService {
             return false;
         }
         match waiters.remove(&id) {
-            Some(waiter) => waiter.answer.send(answer).is_ok(),
+            Some(waiter) => waiter.answer.send(Outcome::Answer(answer)).is_ok(),
             None => false,
         }
+    }
+
+    /// Records that the device fetches its commands (it just made a request over a polling
+    /// transport): from now on, within [`POLLER_TTL_MS`], commands no MQTT subscription takes
+    /// wait for its next request instead of finishing as `undelivered`.
+    pub fn note_poller(&self, tenant: &str, device_id: &str) {
+        if !self.poll.lock().note(tenant, device_id, now_ms()) {
+            tracing::warn!(
+                tenant,
+                device_id,
+                "Too many polling devices; commands to this one are not queued."
+            );
+        }
+    }
+
+    /// Hands the device its queued commands, oldest first, as many as fit in `budget` bytes
+    /// as a JSON array (the rest wait for its next request), and marks them `sent`. A command
+    /// larger than `ceiling` (the transport's largest response) can never be carried and
+    /// finishes as `undelivered`.
+    pub async fn take_for_device(
+        &self,
+        tenant: &str,
+        device_id: &str,
+        budget: usize,
+        ceiling: usize,
+    ) -> Vec<PolledCommand> {
+        let taken = self.poll.lock().take(tenant, device_id, budget, ceiling);
+        for id in &taken.too_large {
+            tracing::info!(tenant, device_id, command_id = %id, "Command too large for a polling device's response; undelivered.");
+            if let Some(waiter) = self.waiters.lock().remove(id) {
+                waiter.answer.send(Outcome::Undeliverable).ok();
+            }
+        }
+        if taken.fits.is_empty() {
+            return Vec::new();
+        }
+        let (tenant, ids) = (
+            tenant.to_string(),
+            taken
+                .fits
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect::<Vec<_>>(),
+        );
+        run_blocking(&self.registry, move |r| {
+            for id in &ids {
+                match r.update_command(&tenant, id, CommandStatus::Sent, None, now_ms()) {
+                    // Already answered or timed out meanwhile: that final status stands.
+                    Ok(_) | Err(wulian_registry::Error::Conflict(_)) => {}
+                    Err(error) => {
+                        tracing::error!(command_id = %id, error = %error, "Could not mark command sent.")
+                    }
+                }
+            }
+        })
+        .await;
+        taken
+            .fits
+            .into_iter()
+            .map(|(id, body)| PolledCommand { id, body })
+            .collect()
     }
 
     async fn finish_record(

@@ -535,7 +535,7 @@ async fn csv_export_streams_every_point() {
     assert_eq!(a.text.lines().count(), 1 + 3, "{}", a.text);
 
     let a = api
-        .get("/api/v1/devices/d1/telemetry/export?format=parquet", &key)
+        .get("/api/v1/devices/d1/telemetry/export?format=xml", &key)
         .await;
     assert_problem(&a, StatusCode::BAD_REQUEST, "invalid_query");
     let a = api

@@ -132,7 +132,8 @@ impl Fill {
     }
 }
 
-fn split_list(s: Option<&str>) -> Vec<String> {
+/// Trimmed, non-empty, first occurrence of each.
+pub(crate) fn split_list(s: Option<&str>) -> Vec<String> {
     let mut seen = HashSet::new();
     s.into_iter()
         .flat_map(|s| s.split(','))
@@ -143,7 +144,7 @@ fn split_list(s: Option<&str>) -> Vec<String> {
 }
 
 /// The device ids of the group, in the caller's tenant, sorted.
-async fn resolve_group(
+pub(crate) async fn resolve_group(
     state: &AppState,
     tenant: &str,
     devices: Option<&str>,

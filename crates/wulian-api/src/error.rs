@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Per-item errors (e.g. every thing-model violation of a payload), as the `errors` member.
+    pub errors: Option<serde_json::Value>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -28,6 +30,11 @@ pub struct Problem {
     pub detail: String,
     /// Stable error code, e.g. `device_not_found`, `invalid_json`, `type_mismatch`.
     pub code: String,
+    /// Present when several things are wrong at once: one entry per offending key, each with
+    /// `key`, `code` and `detail`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -36,7 +43,14 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            errors: None,
         }
+    }
+
+    /// Adds the `errors` member.
+    pub fn with_errors(mut self, errors: impl serde::Serialize) -> ApiError {
+        self.errors = serde_json::to_value(errors).ok();
+        self
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -78,6 +92,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code.to_string(),
+            errors: self.errors,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
@@ -114,6 +129,14 @@ impl From<wulian_registry::Error> for ApiError {
                 format!("{field}: {reason}"),
             ),
             E::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            e @ E::VersionMismatch { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!("{e}; read the resource again and retry"),
+            ),
+            e @ E::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
             other => ApiError::internal("Registry error.", &other),
         }
     }
@@ -125,6 +148,14 @@ fn not_found_code(kind: &str) -> &'static str {
         "tenant" => "tenant_not_found",
         "api key" | "api_key" => "api_key_not_found",
         "command" => "command_not_found",
+        "profile" => "profile_not_found",
+        "firmware" => "firmware_not_found",
+        "campaign" => "campaign_not_found",
+        "alarm" => "alarm_not_found",
+        "rule" => "rule_not_found",
+        "dead letter" => "dead_letter_not_found",
+        "webhook" => "webhook_not_found",
+        "zone" => "zone_not_found",
         _ => "not_found",
     }
 }

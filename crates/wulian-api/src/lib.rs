@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -25,7 +25,8 @@ pub use error::ApiError;
 pub use state::AppState;
 
 use routes::{
-    certificates, commands, devices, export, fleet, lineprotocol, system, telemetry, tenants,
+    alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
+    provisioning, rules, system, telemetry, tenants, twins, zones,
 };
 
 /// Limits of the HTTP front end.
@@ -75,7 +76,106 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .patch(devices::update_device)
                 .delete(devices::delete_device),
         )
+        .route("/devices/import", post(devices::import_devices))
         .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/devices/{id}/status", get(twins::device_status))
+        .route("/devices/{id}/twin", get(twins::get_twin))
+        .route("/devices/{id}/twin/desired", patch(twins::patch_desired))
+        .route("/devices/{id}/twin/reported", patch(twins::patch_reported))
+        .route(
+            "/profiles",
+            get(profiles::list_profiles).post(profiles::create_profile),
+        )
+        .route("/profiles/import", post(profiles::import_profile))
+        .route(
+            "/profiles/{profile_id}",
+            get(profiles::get_profile)
+                .put(profiles::replace_profile)
+                .delete(profiles::delete_profile),
+        )
+        .route(
+            "/profiles/{profile_id}/provisioning",
+            post(provisioning::enable_provisioning).delete(provisioning::disable_provisioning),
+        )
+        .route(
+            "/profiles/{profile_id}/serials",
+            get(provisioning::list_serials).post(provisioning::add_serials),
+        )
+        .route("/provision/claim", post(provisioning::claim))
+        .route("/audit", get(provisioning::list_audit))
+        .route("/zones", get(zones::list_zones))
+        .route(
+            "/zones/{name}",
+            get(zones::get_zone)
+                .put(zones::put_zone)
+                .delete(zones::delete_zone),
+        )
+        .route("/zones/{name}/contains", get(zones::contains))
+        .route("/rules", get(rules::list_rules).post(rules::create_rule))
+        .route("/rules/dry-run", post(rules::dry_run))
+        .route(
+            "/rules/{rule_id}",
+            get(rules::get_rule)
+                .put(rules::replace_rule)
+                .delete(rules::delete_rule),
+        )
+        .route("/rules/{rule_id}/enable", post(rules::enable_rule))
+        .route("/rules/{rule_id}/disable", post(rules::disable_rule))
+        .route("/rules/{rule_id}/dry-run", post(rules::dry_run_stored))
+        .route("/rules/{rule_id}/replay", post(rules::replay))
+        .route(
+            "/alarms",
+            get(alarms::list_alarms).post(alarms::raise_alarm),
+        )
+        .route("/alarms/stream", get(alarms::alarm_stream))
+        .route("/alarms/ws", get(alarms::alarm_websocket))
+        .route(
+            "/alarms/webhooks",
+            get(alarms::list_alarm_webhooks).post(alarms::add_alarm_webhook),
+        )
+        .route(
+            "/alarms/webhooks/{webhook_id}",
+            delete(alarms::delete_alarm_webhook),
+        )
+        .route("/alarms/{alarm_id}", get(alarms::get_alarm))
+        .route("/alarms/{alarm_id}/ack", post(alarms::acknowledge_alarm))
+        .route("/alarms/{alarm_id}/clear", post(alarms::clear_alarm))
+        .route("/webhooks/dead-letters", get(alarms::list_dead_letters))
+        .route(
+            "/webhooks/dead-letters/{letter_id}",
+            delete(alarms::delete_dead_letter),
+        )
+        .route(
+            "/webhooks/dead-letters/{letter_id}/replay",
+            post(alarms::replay_dead_letter),
+        )
+        .route(
+            "/firmware",
+            get(ota::list_firmware).post(ota::upload_firmware),
+        )
+        .route(
+            "/firmware/{firmware_id}",
+            get(ota::get_firmware).delete(ota::delete_firmware),
+        )
+        .route("/ota/public-key", get(ota::public_key))
+        .route(
+            "/ota/campaigns",
+            get(ota::list_campaigns).post(ota::create_campaign),
+        )
+        .route("/ota/campaigns/{campaign_id}", get(ota::get_campaign))
+        .route(
+            "/ota/campaigns/{campaign_id}/devices",
+            get(ota::campaign_devices),
+        )
+        .route(
+            "/ota/campaigns/{campaign_id}/cancel",
+            post(ota::cancel_campaign),
+        )
+        .route(
+            "/devices/{id}/firmware/{firmware_id}",
+            get(ota::download_firmware),
+        )
+        .route("/devices/{id}/ota/progress", post(ota::report_progress))
         .route(
             "/ca-certificates",
             get(certificates::list_ca_certificates).post(certificates::add_ca_certificate),
@@ -102,6 +202,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         )
         .route("/telemetry", get(fleet::fleet_telemetry))
         .route("/telemetry/latest", get(fleet::fleet_latest))
+        .route("/telemetry/export", get(export::export_group))
         .route(
             "/devices/{id}/commands",
             get(commands::list_commands).post(commands::send_command),

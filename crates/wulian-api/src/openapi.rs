@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    certificates, commands, devices, export, fleet, lineprotocol, system, telemetry, tenants,
+    alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
+    provisioning, rules, system, telemetry, tenants, twins, zones,
 };
 
 #[derive(OpenApi)]
@@ -17,9 +18,26 @@ use crate::routes::{
         tenants::list_tenants, tenants::create_tenant, tenants::get_tenant, tenants::delete_tenant,
         tenants::list_api_keys, tenants::create_api_key, tenants::revoke_api_key,
         devices::create_device, devices::list_devices, devices::get_device, devices::update_device,
-        devices::delete_device, devices::rotate_token,
+        devices::delete_device, devices::rotate_token, devices::import_devices, twins::device_status,
+        twins::get_twin, twins::patch_desired, twins::patch_reported,
+        profiles::create_profile, profiles::list_profiles, profiles::get_profile,
+        profiles::replace_profile, profiles::delete_profile, profiles::import_profile,
+        provisioning::enable_provisioning, provisioning::disable_provisioning,
+        provisioning::add_serials, provisioning::list_serials, provisioning::claim,
+        provisioning::list_audit,
+        zones::put_zone, zones::list_zones, zones::get_zone, zones::delete_zone, zones::contains,
+        rules::create_rule, rules::list_rules, rules::get_rule, rules::replace_rule,
+        rules::enable_rule, rules::disable_rule, rules::delete_rule, rules::dry_run,
+        rules::dry_run_stored, rules::replay,
+        alarms::list_alarms, alarms::get_alarm, alarms::raise_alarm, alarms::acknowledge_alarm,
+        alarms::clear_alarm, alarms::alarm_stream, alarms::alarm_websocket, alarms::add_alarm_webhook,
+        alarms::list_alarm_webhooks, alarms::delete_alarm_webhook, alarms::list_dead_letters,
+        alarms::replay_dead_letter, alarms::delete_dead_letter,
+        ota::upload_firmware, ota::list_firmware, ota::get_firmware, ota::delete_firmware,
+        ota::public_key, ota::create_campaign, ota::list_campaigns, ota::get_campaign,
+        ota::campaign_devices, ota::cancel_campaign, ota::report_progress, ota::download_firmware,
         telemetry::query_telemetry, telemetry::latest_telemetry, telemetry::post_telemetry,
-        export::export_telemetry, fleet::fleet_latest, fleet::fleet_telemetry,
+        export::export_telemetry, export::export_group, fleet::fleet_latest, fleet::fleet_telemetry,
         lineprotocol::write_v2, lineprotocol::write_v1,
         commands::send_command, commands::list_commands, commands::get_command,
         certificates::add_ca_certificate, certificates::list_ca_certificates,
@@ -28,6 +46,13 @@ use crate::routes::{
     modifiers(&SecuritySchemes),
     tags(
         (name = "devices", description = "The device registry"),
+        (name = "profiles", description = "Device profiles: thing models, validation, settings"),
+        (name = "twins", description = "Desired and reported device state"),
+        (name = "provisioning", description = "Claim provisioning and the audit log"),
+        (name = "ota", description = "Firmware, signatures and update campaigns"),
+        (name = "zones", description = "Named polygons for in_zone (parking areas, service areas)"),
+        (name = "rules", description = "The rule engine: rules, dry runs, replays"),
+        (name = "alarms", description = "Alarms, their notifications, and webhook dead letters"),
         (name = "telemetry", description = "Time series sent by devices"),
         (name = "commands", description = "Requests to devices and their answers"),
         (name = "tenants", description = "Tenants (installation admin)"),
@@ -58,6 +83,15 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("A device token (`wld_…`)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "provisioning_secret",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A profile's provisioning secret (`wlp_…`)"))
                     .build(),
             ),
         );

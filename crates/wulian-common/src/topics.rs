@@ -5,6 +5,13 @@
 //! - `devices/{id}/commands/{name}`                platform → device
 //! - `devices/{id}/commands/{name}/response`       device → platform (MQTT 3.1.1 replies; MQTT 5
 //!   devices reply on the response topic they were given, which is this same topic)
+//! - `devices/{id}/twin/reported`                  device → platform (JSON merge patch)
+//! - `devices/{id}/twin/get`                       device → platform (asks for the whole twin)
+//! - `devices/{id}/twin`                           platform → device (the whole twin)
+//! - `devices/{id}/twin/delta`                     platform → device (retained: what to do)
+//! - `devices/{id}/twin/updated`                   platform → applications (change notification)
+//! - `devices/{id}/ota`                            platform → device (retained: the update job)
+//! - `devices/{id}/ota/progress`                   device → platform (update progress)
 //!
 //! Parsing lives here so the broker wiring, the ingest pipeline and the command service agree.
 
@@ -21,6 +28,12 @@ pub enum DeviceTopic<'a> {
     CommandResponse {
         name: &'a str,
     },
+    /// A merge patch of the device's reported twin document.
+    TwinReported,
+    /// The device asks for its whole twin (answered on `devices/{id}/twin`).
+    TwinGet,
+    /// The device reports the progress of a firmware update.
+    OtaProgress,
     /// Any other topic under the device's own namespace: routed, not interpreted.
     Other,
 }
@@ -39,6 +52,9 @@ pub fn parse_device_topic(topic: &str) -> Option<(&str, DeviceTopic<'_>)> {
         ["events", name] if !name.is_empty() => DeviceTopic::Event { name },
         ["commands", name] if !name.is_empty() => DeviceTopic::Command { name },
         ["commands", name, "response"] if !name.is_empty() => DeviceTopic::CommandResponse { name },
+        ["twin", "reported"] => DeviceTopic::TwinReported,
+        ["twin", "get"] => DeviceTopic::TwinGet,
+        ["ota", "progress"] => DeviceTopic::OtaProgress,
         _ => DeviceTopic::Other,
     };
     Some((device_id, kind))
@@ -54,6 +70,18 @@ pub fn command_topic(device_id: &str, name: &str) -> String {
 
 pub fn command_response_topic(device_id: &str, name: &str) -> String {
     format!("devices/{device_id}/commands/{name}/response")
+}
+
+pub fn twin_topic(device_id: &str) -> String {
+    format!("devices/{device_id}/twin")
+}
+
+pub fn twin_delta_topic(device_id: &str) -> String {
+    format!("devices/{device_id}/twin/delta")
+}
+
+pub fn twin_updated_topic(device_id: &str) -> String {
+    format!("devices/{device_id}/twin/updated")
 }
 
 /// The namespace a device may publish and subscribe in, as an MQTT filter.
@@ -72,6 +100,18 @@ mod tests {
             Some(("d1", DeviceTopic::Telemetry))
         );
         assert_eq!(
+            parse_device_topic("devices/d1/twin/reported"),
+            Some(("d1", DeviceTopic::TwinReported))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/twin/get"),
+            Some(("d1", DeviceTopic::TwinGet))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/twin/delta"),
+            Some(("d1", DeviceTopic::Other))
+        );
+        assert_eq!(
             parse_device_topic("devices/d1/events/fall"),
             Some(("d1", DeviceTopic::Event { name: "fall" }))
         );
@@ -84,7 +124,11 @@ mod tests {
             Some(("d1", DeviceTopic::CommandResponse { name: "reboot" }))
         );
         assert_eq!(
-            parse_device_topic("devices/d1/twin/reported"),
+            parse_device_topic("devices/d1/ota/progress"),
+            Some(("d1", DeviceTopic::OtaProgress))
+        );
+        assert_eq!(
+            parse_device_topic("devices/d1/ota"),
             Some(("d1", DeviceTopic::Other))
         );
         assert_eq!(parse_device_topic("devices//telemetry"), None);

@@ -3,11 +3,27 @@
 //! devices. Transports (the MQTT broker, the HTTP API, later CoAP) all call into this crate, so
 //! validation, durability and command matching are the same whatever the device speaks.
 
+pub mod alarms;
 pub mod auth;
 pub mod commands;
+pub mod models;
+pub mod ota;
 pub mod pipeline;
+pub mod presence;
+pub mod rules;
 pub mod telemetry;
+pub mod twins;
+pub mod webhooks;
+pub mod zones;
 
+pub use alarms::{AlarmEvent, AlarmService};
 pub use auth::DeviceAuthenticator;
 pub use commands::{CommandError, CommandRequest, CommandService, SentCommand};
-pub use pipeline::{IngestError, Pipeline};
+pub use models::ModelCache;
+pub use ota::{OtaError, OtaService};
+pub use pipeline::{IngestError, Lifecycle, Pipeline};
+pub use presence::{DevicePresence, PresenceTracker};
+pub use rules::{RuleExecutor, RuleHost};
+pub use twins::TwinService;
+pub use webhooks::{WebhookConfig, WebhookRequest, WebhookSender};
+pub use zones::ZoneCache;

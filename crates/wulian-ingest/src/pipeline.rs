@@ -5,14 +5,24 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use wulian_broker::{Identity, InboundMessage, MessageSink, Principal, SinkError};
+use wulian_broker::{ConnectionInfo, Identity, InboundMessage, MessageSink, Principal, SinkError};
 use wulian_common::time::now_ms;
 use wulian_common::topics::{DeviceTopic, parse_device_topic};
 use wulian_mqtt::ReasonCode;
 use wulian_tsdb::{SeriesKey, Tsdb, WriteEntry};
 
+use wulian_registry::thing_model::Violation;
+
+use crate::alarms::AlarmService;
 use crate::commands::CommandService;
-use crate::telemetry::{self, PayloadError};
+use crate::models::{ModelCache, ModelVerdict};
+use crate::ota::OtaService;
+use crate::presence::PresenceTracker;
+use crate::rules::RuleHost;
+use crate::telemetry::{self, PayloadError, Reading};
+use crate::twins::TwinService;
+use crate::webhooks::WebhookSender;
+use crate::zones::ZoneCache;
 
 /// Why a device message was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,20 @@ pub enum IngestError {
     Rejected(wulian_tsdb::Error),
     #[error("telemetry store unavailable: {0}")]
     Store(wulian_tsdb::Error),
+    /// The payload breaks the device's thing model (profile validation `reject`).
+    #[error("{}", describe_violations(.0))]
+    ModelViolation(Vec<Violation>),
+    /// More messages than the device's profile allows per minute.
+    #[error("more than {per_minute} messages per minute (the device profile's limit)")]
+    RateLimited { per_minute: u32 },
+}
+
+fn describe_violations(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.key, v.detail))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl IngestError {
@@ -33,6 +57,8 @@ impl IngestError {
             IngestError::Rejected(wulian_tsdb::Error::TypeMismatch { .. }) => "type_mismatch",
             IngestError::Rejected(_) => "invalid_value",
             IngestError::Store(_) => "store_unavailable",
+            IngestError::ModelViolation(_) => "model_violation",
+            IngestError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -51,8 +77,19 @@ impl IngestError {
         }
     }
 
+    /// The per-key violations of a `model_violation`.
+    pub fn violations(&self) -> &[Violation] {
+        match self {
+            IngestError::ModelViolation(v) => v,
+            _ => &[],
+        }
+    }
+
     fn reason_code(&self) -> ReasonCode {
-        if self.is_client_error() {
+        if matches!(self, IngestError::RateLimited { .. }) {
+            // 0x96 Message rate too high is for DISCONNECT only; PUBACK says quota exceeded.
+            ReasonCode::QuotaExceeded
+        } else if self.is_client_error() {
             ReasonCode::PayloadFormatInvalid
         } else {
             ReasonCode::ImplementationSpecificError
@@ -68,6 +105,8 @@ pub struct IngestMetrics {
     pub points_written: AtomicU64,
     pub command_answers: AtomicU64,
     pub command_answers_unmatched: AtomicU64,
+    /// Messages stored although they broke their thing model (validation `flag`).
+    pub messages_flagged: AtomicU64,
 }
 
 pub struct Pipeline {
@@ -75,7 +114,30 @@ pub struct Pipeline {
     // Set once at wiring time: the command service publishes through the broker, and the
     // broker delivers to this pipeline, so one of the two has to be attached after creation.
     commands: OnceLock<Arc<CommandService>>,
+    lifecycle: OnceLock<Lifecycle>,
     pub metrics: IngestMetrics,
+}
+
+/// The device-lifecycle services the pipeline feeds: thing-model checks, twins, presence.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub models: Arc<ModelCache>,
+    pub twins: Arc<TwinService>,
+    pub presence: Arc<PresenceTracker>,
+    pub ota: Arc<OtaService>,
+    pub alarms: Arc<AlarmService>,
+    pub webhooks: Arc<WebhookSender>,
+    pub rules: Arc<RuleHost>,
+    pub zones: Arc<ZoneCache>,
+}
+
+impl Lifecycle {
+    /// Drops what the lifecycle services keep about a deleted device (the registry's rows go
+    /// with the device by cascade).
+    pub fn device_deleted(&self, tenant: &str, device: &str) {
+        self.presence.forget(tenant, device);
+        self.twins.forget(tenant, device);
+    }
 }
 
 impl Pipeline {
@@ -83,6 +145,7 @@ impl Pipeline {
         Arc::new(Pipeline {
             tsdb,
             commands: OnceLock::new(),
+            lifecycle: OnceLock::new(),
             metrics: IngestMetrics::default(),
         })
     }
@@ -94,9 +157,39 @@ impl Pipeline {
         }
     }
 
+    /// Connects thing models, twins and presence. A second call is ignored.
+    pub fn attach_lifecycle(&self, lifecycle: Lifecycle) {
+        if self.lifecycle.set(lifecycle).is_err() {
+            tracing::warn!("Lifecycle services attached twice; keeping the first.");
+        }
+    }
+
+    pub fn lifecycle(&self) -> Option<&Lifecycle> {
+        self.lifecycle.get()
+    }
+
+    /// Records that a device was heard from (any transport; MQTT is recorded by the pipeline
+    /// itself, other transports call this).
+    pub fn seen(&self, tenant: &str, device: &str, bytes: usize) {
+        if let Some(lifecycle) = self.lifecycle.get() {
+            lifecycle.presence.seen(tenant, device, bytes);
+        }
+    }
+
     /// Parses and stores a telemetry payload of `device` in `tenant`. Resolves once the points
     /// are durable under the store's durability policy. Returns the number of points stored.
     pub async fn ingest_telemetry(
+        &self,
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<usize, IngestError> {
+        self.seen(tenant, device, payload.len());
+        self.ingest_telemetry_unseen(tenant, device, payload).await
+    }
+
+    /// [`Pipeline::ingest_telemetry`] for transports that record presence themselves (MQTT).
+    async fn ingest_telemetry_unseen(
         &self,
         tenant: &str,
         device: &str,
@@ -133,15 +226,17 @@ impl Pipeline {
         device: &str,
         payload: &[u8],
     ) -> Result<usize, IngestError> {
-        let entries = entries(tenant, device, payload)?;
+        let entries = self.checked_entries(tenant, device, payload).await?;
         if entries.is_empty() {
             return Ok(0);
         }
         let count = entries.len();
+        let for_rules = self.rule_messages(tenant, device, &entries);
         self.tsdb
             .write(entries)
             .await
             .map_err(IngestError::from_store)?;
+        self.run_rules(for_rules);
         Ok(count)
     }
 
@@ -159,7 +254,7 @@ impl Pipeline {
         let mut all = Vec::new();
         let mut written = Vec::new();
         for (i, payload) in payloads.iter().enumerate() {
-            match entries(tenant, device, payload) {
+            match self.checked_entries(tenant, device, payload).await {
                 Ok(entries) => {
                     results.push(Ok(entries.len()));
                     if !entries.is_empty() {
@@ -170,10 +265,15 @@ impl Pipeline {
                 Err(error) => results.push(Err(error)),
             }
         }
-        if !all.is_empty() && self.tsdb.write(all).await.is_err() {
-            // Nothing of a refused write is stored: retry one by one for each its own answer.
-            for &i in &written {
-                results[i] = self.store(tenant, device, payloads[i]).await;
+        if !all.is_empty() {
+            let for_rules = self.rule_messages(tenant, device, &all);
+            if self.tsdb.write(all).await.is_ok() {
+                self.run_rules(for_rules);
+            } else {
+                // Nothing of a refused write is stored: retry one by one for each its own answer.
+                for &i in &written {
+                    results[i] = self.store(tenant, device, payloads[i]).await;
+                }
             }
         }
         for result in &results {
@@ -199,10 +299,62 @@ impl Pipeline {
     }
 }
 
-/// The store's entries for one telemetry payload of `device` in `tenant`.
-fn entries(tenant: &str, device: &str, payload: &[u8]) -> Result<Vec<WriteEntry>, IngestError> {
-    let readings = telemetry::parse(payload, now_ms())?;
-    Ok(readings
+impl Pipeline {
+    /// The rule engine's messages for entries about to be stored (`None`: no rule listens).
+    fn rule_messages(
+        &self,
+        tenant: &str,
+        device: &str,
+        entries: &[WriteEntry],
+    ) -> Option<Vec<wulian_rules::Message>> {
+        self.lifecycle
+            .get()?
+            .rules
+            .messages(tenant, device, entries)
+    }
+
+    /// Hands stored messages to the rules (evaluation only; actions run elsewhere).
+    fn run_rules(&self, messages: Option<Vec<wulian_rules::Message>>) {
+        if let (Some(messages), Some(lifecycle)) = (messages, self.lifecycle.get()) {
+            lifecycle.rules.process(&messages);
+        }
+    }
+
+    /// Parses a payload and checks it against the device's thing model and rate limit.
+    async fn checked_entries(
+        &self,
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<Vec<WriteEntry>, IngestError> {
+        let now = now_ms();
+        let readings = telemetry::parse(payload, now)?;
+        if let Some(lifecycle) = self.lifecycle.get() {
+            match lifecycle.models.check(tenant, device, &readings).await {
+                ModelVerdict::Accept => {}
+                ModelVerdict::Flagged(violations) => {
+                    self.metrics
+                        .messages_flagged
+                        .fetch_add(1, Ordering::Relaxed);
+                    lifecycle
+                        .models
+                        .record_flagged(tenant, device, now, violations);
+                }
+                ModelVerdict::Reject(violations) => {
+                    return Err(IngestError::ModelViolation(violations));
+                }
+                ModelVerdict::RateLimited { per_minute } => {
+                    return Err(IngestError::RateLimited { per_minute });
+                }
+            }
+        }
+        Ok(entries(tenant, device, readings))
+    }
+}
+
+/// The store's entries for the readings of `device` in `tenant`.
+fn entries(tenant: &str, device: &str, readings: Vec<Reading>) -> Vec<WriteEntry> {
+    readings
         .into_iter()
         .map(|r| WriteEntry {
             series: SeriesKey {
@@ -213,15 +365,19 @@ fn entries(tenant: &str, device: &str, payload: &[u8]) -> Result<Vec<WriteEntry>
             ts: r.ts,
             value: r.value,
         })
-        .collect())
+        .collect()
 }
 
 #[async_trait::async_trait]
 impl MessageSink for Pipeline {
     async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError> {
+        self.seen_mqtt(identity, std::slice::from_ref(msg));
+        if let Some(result) = self.twin_message(identity, msg).await {
+            return result;
+        }
         match self.route(identity, msg)? {
             Some(device_id) => self
-                .ingest_telemetry(&identity.tenant, device_id, &msg.payload)
+                .ingest_telemetry_unseen(&identity.tenant, device_id, &msg.payload)
                 .await
                 .map(|_| ())
                 .map_err(sink_error),
@@ -234,12 +390,17 @@ impl MessageSink for Pipeline {
         identity: &Identity,
         msgs: &[InboundMessage],
     ) -> Vec<Result<(), SinkError>> {
+        self.seen_mqtt(identity, msgs);
         let mut results = Vec::with_capacity(msgs.len());
         // The telemetry messages: their index in `msgs` and their payload.
         let mut telemetry = Vec::new();
         let mut payloads: Vec<&[u8]> = Vec::new();
         let mut device = None;
         for (i, msg) in msgs.iter().enumerate() {
+            if let Some(result) = self.twin_message(identity, msg).await {
+                results.push(result);
+                continue;
+            }
             match self.route(identity, msg) {
                 Ok(Some(device_id)) => {
                     device = Some(device_id);
@@ -261,9 +422,69 @@ impl MessageSink for Pipeline {
         }
         results
     }
+
+    async fn on_connect(&self, identity: &Identity, info: &ConnectionInfo) {
+        if let Some(lifecycle) = self.lifecycle.get() {
+            lifecycle.presence.connected(identity, info);
+        }
+    }
+
+    async fn on_disconnect(&self, identity: &Identity, reason: &str) {
+        if let Some(lifecycle) = self.lifecycle.get() {
+            lifecycle.presence.disconnected(identity, reason);
+        }
+    }
 }
 
 impl Pipeline {
+    /// Presence bookkeeping for a device's MQTT messages.
+    fn seen_mqtt(&self, identity: &Identity, msgs: &[InboundMessage]) {
+        if let (Some(lifecycle), Principal::Device { device_id }) =
+            (self.lifecycle.get(), &identity.principal)
+        {
+            for msg in msgs {
+                lifecycle
+                    .presence
+                    .seen(&identity.tenant, device_id, msg.payload.len());
+            }
+        }
+    }
+
+    /// Handles a device's own twin message; `None` when `msg` is not one.
+    async fn twin_message(
+        &self,
+        identity: &Identity,
+        msg: &InboundMessage,
+    ) -> Option<Result<(), SinkError>> {
+        let Principal::Device { device_id } = &identity.principal else {
+            return None;
+        };
+        let (topic_device, kind) = parse_device_topic(&msg.topic)?;
+        let get = match kind {
+            DeviceTopic::TwinReported => false,
+            DeviceTopic::TwinGet => true,
+            DeviceTopic::OtaProgress if topic_device == device_id => {
+                let ota = &self.lifecycle.get()?.ota;
+                return Some(
+                    ota.report(&identity.tenant, device_id, &msg.payload)
+                        .await
+                        .map(|_| ())
+                        .map_err(ota_sink_error),
+                );
+            }
+            _ => return None,
+        };
+        if topic_device != device_id {
+            return None; // route() refuses it
+        }
+        let twins = &self.lifecycle.get()?.twins;
+        Some(
+            twins
+                .on_device_message(&identity.tenant, device_id, get, msg)
+                .await,
+        )
+    }
+
     /// What a device message means: `Some(device id)` for telemetry to store, `None` when
     /// nothing is left to do (handled here or nothing to store), or a refusal.
     fn route<'a>(
@@ -294,10 +515,28 @@ impl Pipeline {
                 self.command_answer(&identity.tenant, device_id, msg);
                 Ok(None)
             }
-            DeviceTopic::Event { .. } | DeviceTopic::Command { .. } | DeviceTopic::Other => {
-                Ok(None)
-            }
+            DeviceTopic::Event { .. }
+            | DeviceTopic::Command { .. }
+            | DeviceTopic::TwinReported
+            | DeviceTopic::TwinGet
+            | DeviceTopic::OtaProgress
+            | DeviceTopic::Other => Ok(None),
         }
+    }
+}
+
+fn ota_sink_error(error: crate::ota::OtaError) -> SinkError {
+    use wulian_registry::Error as E;
+    let code = match &error {
+        crate::ota::OtaError::Registry(E::Invalid { .. }) => ReasonCode::PayloadFormatInvalid,
+        crate::ota::OtaError::Registry(E::NotFound { .. } | E::Conflict(_)) => {
+            ReasonCode::UnspecifiedError
+        }
+        _ => ReasonCode::ImplementationSpecificError,
+    };
+    SinkError {
+        code,
+        reason: error.to_string(),
     }
 }
 

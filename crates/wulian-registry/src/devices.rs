@@ -25,6 +25,8 @@ use crate::secret::{self, DEVICE_TOKEN_PREFIX, MAX_PRESENTED_SECRET_LEN};
 use crate::{Registry, now_ms, tenants, validate};
 
 const DEFAULT_PROFILE: &str = "default";
+/// The longest grace period of a rotated token: 30 days.
+pub const MAX_TOKEN_GRACE_MS: i64 = 30 * 86_400_000;
 const DEFAULT_PAGE_SIZE: u32 = 100;
 /// At most this many label filters per query (each is one indexed subquery).
 const MAX_LABEL_FILTERS: usize = 16;
@@ -322,7 +324,7 @@ impl Registry {
             .map(validate::attributes)
             .transpose()?;
         let now = now_ms();
-        self.write(|tx| {
+        let device = self.write(|tx| {
             let pk: i64 = tx
                 .query_row(
                     "SELECT pk FROM devices WHERE tenant = ?1 AND id = ?2",
@@ -350,7 +352,11 @@ impl Registry {
                 insert_labels(tx, pk, tenant, labels)?;
             }
             load_device(tx, tenant, id)
-        })
+        })?;
+        if patch.profile.is_some() {
+            self.bump_profile_generation();
+        }
+        Ok(device)
     }
 
     /// Deletes the device with its labels and commands.
@@ -364,19 +370,43 @@ impl Registry {
         if deleted == 0 {
             return Err(Error::not_found("device", id));
         }
+        // A device re-created under this id may have another profile: cached profiles reload.
+        self.bump_profile_generation();
         Ok(())
     }
 
     /// A new token for the device; the old one stops working with this call.
     pub fn rotate_device_token(&self, tenant: &str, id: &str) -> Result<String> {
+        self.rotate_device_token_with_grace(tenant, id, 0)
+    }
+
+    /// A new token for the device. With `grace_ms > 0` the current token keeps working for that
+    /// long (devices in the field switch over without downtime); a rotation during a grace
+    /// period ends it (only the token being replaced gets the grace).
+    pub fn rotate_device_token_with_grace(
+        &self,
+        tenant: &str,
+        id: &str,
+        grace_ms: i64,
+    ) -> Result<String> {
+        if !(0..=MAX_TOKEN_GRACE_MS).contains(&grace_ms) {
+            return Err(Error::invalid(
+                "grace_s",
+                format!("must be 0 to {} seconds", MAX_TOKEN_GRACE_MS / 1000),
+            ));
+        }
         let token = secret::new_secret(DEVICE_TOKEN_PREFIX)?;
         let token_hash = secret::hash(&token);
         let now = now_ms();
+        let expires = (grace_ms > 0).then_some(now.saturating_add(grace_ms));
         let updated = self.write(|tx| {
             Ok(tx.execute(
-                "UPDATE devices SET token_hash = ?1, token_rotated_at = ?2
+                "UPDATE devices SET
+                        previous_token_hash = CASE WHEN ?5 IS NULL THEN NULL ELSE token_hash END,
+                        previous_token_expires_at = ?5,
+                        token_hash = ?1, token_rotated_at = ?2
                  WHERE tenant = ?3 AND id = ?4",
-                params![token_hash, now, tenant, id],
+                params![token_hash, now, tenant, id, expires],
             )?)
         })?;
         if updated == 0 {
@@ -396,18 +426,34 @@ impl Registry {
             return Ok(None);
         }
         let presented = secret::hash(token);
-        let found: Option<(String, String, bool)> = {
+        type Row = (String, String, bool, Option<String>, Option<i64>);
+        let found: Option<Row> = {
             let conn = self.conn();
-            conn.prepare_cached("SELECT tenant, token_hash, disabled FROM devices WHERE id = ?1")?
-                .query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?
+            conn.prepare_cached(
+                "SELECT tenant, token_hash, disabled, previous_token_hash, previous_token_expires_at
+                 FROM devices WHERE id = ?1",
+            )?
+            .query_row([device_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?
         };
         let stored = found
             .as_ref()
-            .map_or(DUMMY_HASH, |(_, hash, _)| hash.as_str());
-        let matches = secret::hashes_equal(stored, &presented);
+            .map_or(DUMMY_HASH, |(_, hash, ..)| hash.as_str());
+        // Both comparisons always run, so timing says nothing about which one matched.
+        let previous = found
+            .as_ref()
+            .and_then(|(_, _, _, hash, expires)| {
+                hash.as_deref()
+                    .filter(|_| expires.is_some_and(|e| e > now_ms()))
+            })
+            .unwrap_or(DUMMY_HASH);
+        let current_matches = secret::hashes_equal(stored, &presented);
+        let previous_matches = secret::hashes_equal(previous, &presented) && previous != DUMMY_HASH;
+        let matches = current_matches | previous_matches;
         match found {
-            Some((tenant, _, disabled)) if matches && !disabled => Ok(Some(DeviceIdentity {
+            Some((tenant, _, disabled, ..)) if matches && !disabled => Ok(Some(DeviceIdentity {
                 tenant,
                 device_id: device_id.to_string(),
             })),

@@ -19,6 +19,16 @@ pub enum Error {
     /// The request is well formed but conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// Optimistic concurrency: the caller's `If-Match` version is not the stored one.
+    #[error("version {expected} does not match the current version {current}")]
+    VersionMismatch { expected: i64, current: i64 },
+    /// A document over its size limit.
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The database file was written by a newer wulian with migrations this build does not know.
     #[error("database schema version {found} is newer than this build supports ({known})")]
     SchemaTooNew { found: i64, known: i64 },

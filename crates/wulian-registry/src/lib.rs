@@ -1,5 +1,5 @@
-//! The registry: tenants, API keys, devices with their credentials, and commands, kept in one
-//! SQLite file.
+//! The registry: tenants, API keys, devices with their credentials, profiles with thing models,
+//! twins, presence and commands, kept in one SQLite file.
 //!
 //! Why SQLite: the registry is small, relational and read-mostly, and an embedded database keeps
 //! the platform a single binary. WAL mode lets readers in other processes (backups, `sqlite3`)
@@ -10,17 +10,29 @@
 //! and hashed before the lock is taken. Tenant isolation is enforced here, not by callers: every
 //! query that takes a `tenant` filters by it, and a record of another tenant is `NotFound`.
 
+mod alarms;
 mod api_keys;
+mod audit;
 mod certificates;
 mod commands;
 mod devices;
 mod error;
 mod migrations;
+pub mod model_import;
 mod mqtt_policy;
+mod ota;
+mod presence;
+mod profiles;
+mod provisioning;
+mod rules;
 mod secret;
 mod tenants;
 pub mod test_support;
+pub mod thing_model;
+mod twins;
 mod validate;
+mod webhooks;
+mod zones;
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,7 +40,9 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use alarms::{Alarm, AlarmChange, AlarmQuery, SEVERITIES};
 pub use api_keys::{ApiKey, NewApiKey, Scope};
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use certificates::{
     CaCertificate, CertificateLogin, MAX_CA_CERTIFICATES, RevokedCertificate,
     certificate_fingerprint,
@@ -37,12 +51,24 @@ pub use commands::{Command, CommandStatus};
 pub use devices::{Device, DeviceIdentity, DevicePage, DevicePatch, DeviceQuery, NewDevice};
 pub use error::{Error, Result};
 pub use mqtt_policy::{KEY_POLICY_VARIABLES, MAX_POLICY_RULES, MqttPolicy, TopicRules};
-pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, new_command_id};
+pub use ota::{
+    Campaign, CampaignCounts, CampaignDevice, CampaignTarget, Firmware, MAX_CAMPAIGN_DEVICES,
+    NewCampaign, REPORTABLE_STATES,
+};
+pub use presence::PresenceRecord;
+pub use profiles::{MAX_PROFILES, NewProfile, Profile, ProfileSettings, ValidationMode};
+pub use provisioning::{ClaimRefusal, MAX_SERIALS_PER_CALL, ProvisioningSerial};
+pub use rules::{MAX_RULES, NewRule, StoredRule};
+pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, PROVISIONING_SECRET_PREFIX, new_command_id};
 pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant};
+pub use thing_model::ThingModel;
+pub use twins::{MAX_TWIN_SECTION_BYTES, Twin, TwinSection, TwinUpdate, delta, merge_patch};
 pub use validate::{
     MAX_ATTRIBUTES_BYTES, MAX_COMMAND_PARAMS_BYTES, MAX_DEVICE_ID_LEN, MAX_LABEL_KEY_LEN,
     MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN, RESERVED_DEVICE_ID,
 };
+pub use webhooks::{AlarmWebhook, DeadLetter, check_webhook_url};
+pub use zones::{MAX_ZONES, Zone};
 
 /// How long a statement waits for another process's write lock before failing with `BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +78,8 @@ pub struct Registry {
     conn: Mutex<Connection>,
     /// Bumped on every CA certificate change (see `certificates.rs`).
     ca_generation: std::sync::atomic::AtomicU64,
+    /// Bumped on every profile change and device profile assignment (see `profiles.rs`).
+    profile_generation: std::sync::atomic::AtomicU64,
 }
 
 // The API layer shares one registry across tasks; keep that a compile-time guarantee.
@@ -92,6 +120,7 @@ impl Registry {
         Ok(Registry {
             conn: Mutex::new(conn),
             ca_generation: std::sync::atomic::AtomicU64::new(0),
+            profile_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -109,6 +109,201 @@ CREATE TABLE revoked_certificates (
 ) STRICT;
 CREATE INDEX revoked_certificates_by_device ON revoked_certificates (tenant, device_id);
 "#,
+    // 4: device lifecycle: profiles with thing models, twins, persisted presence, and token
+    // rotation with a grace period (the previous token's hash stays valid until it expires).
+    r#"
+ALTER TABLE devices ADD COLUMN previous_token_hash TEXT;
+ALTER TABLE devices ADD COLUMN previous_token_expires_at INTEGER;
+
+CREATE TABLE profiles (
+    tenant      TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    validation  TEXT NOT NULL CHECK (validation IN ('reject', 'flag', 'off')),
+    settings    TEXT NOT NULL,
+    provisioning_secret_hash TEXT,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE device_twins (
+    tenant              TEXT NOT NULL,
+    device_id           TEXT NOT NULL,
+    desired             TEXT NOT NULL,
+    reported            TEXT NOT NULL,
+    version             INTEGER NOT NULL,
+    desired_version     INTEGER NOT NULL,
+    reported_version    INTEGER NOT NULL,
+    desired_updated_at  INTEGER,
+    reported_updated_at INTEGER,
+    PRIMARY KEY (tenant, device_id),
+    FOREIGN KEY (tenant, device_id) REFERENCES devices (tenant, id) ON DELETE CASCADE
+) STRICT;
+
+CREATE TABLE provisioning_serials (
+    tenant     TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    serial     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    claimed_at INTEGER,
+    PRIMARY KEY (tenant, profile, serial),
+    FOREIGN KEY (tenant, profile) REFERENCES profiles (tenant, id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE ota_signing_keys (
+    tenant     TEXT PRIMARY KEY NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    pkcs8      BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE firmware (
+    id         TEXT PRIMARY KEY NOT NULL,
+    tenant     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    profile    TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    signature  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (tenant, profile, version)
+) STRICT;
+
+CREATE TABLE ota_campaigns (
+    id                    TEXT PRIMARY KEY NOT NULL,
+    tenant                TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name                  TEXT NOT NULL,
+    firmware_id           TEXT NOT NULL REFERENCES firmware (id),
+    target                TEXT NOT NULL,
+    batch_size            INTEGER NOT NULL,
+    failure_threshold_pct INTEGER NOT NULL,
+    min_failures          INTEGER NOT NULL,
+    device_timeout_ms     INTEGER NOT NULL,
+    status                TEXT NOT NULL
+        CHECK (status IN ('running', 'completed', 'aborted', 'cancelled')),
+    status_reason         TEXT,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL
+) STRICT;
+CREATE INDEX ota_campaigns_by_tenant ON ota_campaigns (tenant, created_at);
+CREATE INDEX ota_campaigns_running ON ota_campaigns (status) WHERE status = 'running';
+
+CREATE TABLE ota_campaign_devices (
+    campaign_id TEXT NOT NULL REFERENCES ota_campaigns (id) ON DELETE CASCADE,
+    tenant      TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'notified', 'downloading', 'downloaded',
+                                              'installing', 'succeeded', 'failed', 'cancelled')),
+    progress    INTEGER NOT NULL,
+    error       TEXT,
+    notified_at INTEGER,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, device_id),
+    FOREIGN KEY (tenant, device_id) REFERENCES devices (tenant, id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+CREATE INDEX ota_campaign_devices_by_device ON ota_campaign_devices (tenant, device_id);
+
+CREATE TABLE alarms (
+    id              TEXT PRIMARY KEY NOT NULL,
+    tenant          TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    device_id       TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    severity        TEXT NOT NULL
+        CHECK (severity IN ('critical', 'major', 'minor', 'warning', 'indeterminate')),
+    status          TEXT NOT NULL CHECK (status IN ('active', 'acknowledged', 'cleared')),
+    source          TEXT NOT NULL,
+    details         TEXT NOT NULL,
+    count           INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    acknowledged_by TEXT,
+    cleared_at      INTEGER
+) STRICT;
+-- Dedup: one open (not cleared) alarm per device and type.
+CREATE UNIQUE INDEX alarms_open ON alarms (tenant, device_id, type) WHERE status != 'cleared';
+CREATE INDEX alarms_by_tenant ON alarms (tenant, created_at DESC, id);
+CREATE INDEX alarms_by_device ON alarms (tenant, device_id, created_at DESC);
+
+CREATE TABLE webhook_dead_letters (
+    id         TEXT PRIMARY KEY NOT NULL,
+    tenant     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    source     TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    headers    TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX webhook_dead_letters_by_tenant ON webhook_dead_letters (tenant, created_at DESC);
+
+CREATE TABLE alarm_webhooks (
+    tenant     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    id         TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) STRICT;
+
+CREATE TABLE rules (
+    tenant      TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    sql         TEXT NOT NULL,
+    actions     TEXT NOT NULL,
+    enabled     INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE zones (
+    tenant     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    polygon    TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE audit_log (
+    id      INTEGER PRIMARY KEY,
+    tenant  TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant, at DESC, id DESC);
+CREATE INDEX audit_log_by_target ON audit_log (tenant, action, target, at);
+
+CREATE TABLE device_presence (
+    tenant            TEXT NOT NULL,
+    device_id         TEXT NOT NULL,
+    online            INTEGER NOT NULL CHECK (online IN (0, 1)),
+    last_seen_at      INTEGER,
+    connected_at      INTEGER,
+    disconnected_at   INTEGER,
+    disconnect_reason TEXT,
+    connection        TEXT,
+    messages_in       INTEGER NOT NULL,
+    bytes_in          INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device_id),
+    FOREIGN KEY (tenant, device_id) REFERENCES devices (tenant, id) ON DELETE CASCADE
+) STRICT;
+"#,
 ];
 
 /// The schema version this build creates.

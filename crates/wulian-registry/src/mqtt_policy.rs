@@ -39,14 +39,21 @@ pub struct MqttPolicy {
 }
 
 impl MqttPolicy {
-    /// The policy of a key created without one: every scope may read telemetry and events;
-    /// keys that may write may also send commands to devices and read their answers.
+    /// The policy of a key created without one: every scope may read telemetry, events, twin
+    /// changes, presence and alarms; keys that may write may also send commands to devices and
+    /// read their answers.
     pub fn default_for(scope: Scope) -> MqttPolicy {
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
         let mut policy = MqttPolicy {
             publish: TopicRules::default(),
             subscribe: TopicRules {
-                allow: strings(&["devices/+/telemetry", "devices/+/events/#"]),
+                allow: strings(&[
+                    "devices/+/telemetry",
+                    "devices/+/events/#",
+                    "devices/+/twin/updated",
+                    "devices/+/presence",
+                    "alarms/#",
+                ]),
                 deny: Vec::new(),
             },
         };
@@ -132,7 +139,7 @@ mod tests {
     fn defaults_by_scope() {
         let read = MqttPolicy::default_for(Scope::ReadOnly);
         assert!(read.publish.allow.is_empty());
-        assert_eq!(read.subscribe.allow.len(), 2);
+        assert_eq!(read.subscribe.allow.len(), 5);
         let write = MqttPolicy::default_for(Scope::ReadWrite);
         assert_eq!(write.publish.allow, vec!["devices/+/commands/#"]);
         read.validate(KEY_POLICY_VARIABLES).unwrap();

@@ -19,6 +19,8 @@ use crate::error::Result;
 pub const API_KEY_PREFIX: &str = "wlk_";
 /// Every device token starts with this.
 pub const DEVICE_TOKEN_PREFIX: &str = "wld_";
+/// Every profile provisioning secret (claim provisioning) starts with this.
+pub const PROVISIONING_SECRET_PREFIX: &str = "wlp_";
 
 const SECRET_BYTES: usize = 32;
 /// Longer presented secrets are rejected before hashing (ours are 68 characters).

@@ -21,6 +21,11 @@ pub struct Config {
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
+    pub coap: CoapConfig,
+    pub webhooks: WebhooksConfig,
+    /// The rule engine: the action queue and the bounds of windowed aggregates (docs/rules.md).
+    pub rules: wulian_rules::EngineConfig,
+    pub simulation: SimulationConfig,
     pub log: LogConfig,
 }
 
@@ -40,6 +45,10 @@ pub struct StorageConfig {
     /// Telemetry older than this many days is dropped, a whole day-partition at a time.
     /// 0 keeps everything.
     pub retention_days: u64,
+    /// Days the 1-minute rollups (summaries for charts) are kept; 0 keeps them forever.
+    pub rollup_1m_retention_days: u64,
+    /// Days the 1-hour rollups are kept; 0 keeps them forever.
+    pub rollup_1h_retention_days: u64,
 }
 
 impl Default for StorageConfig {
@@ -53,6 +62,8 @@ impl Default for StorageConfig {
             fsync_interval_ms: 100,
             // Keep everything unless the operator decides otherwise: deleting data is a choice.
             retention_days: 0,
+            rollup_1m_retention_days: 90,
+            rollup_1h_retention_days: 730,
         }
     }
 }
@@ -63,6 +74,8 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Largest firmware image accepted by `POST /api/v1/firmware` (streamed to disk).
+    pub max_firmware_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +86,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             // Longer than the longest command timeout (300 s), so waiting calls are not cut.
             request_timeout_secs: 310,
+            max_firmware_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -254,11 +268,122 @@ impl Default for MqttConfig {
     }
 }
 
+/// `[coap]`: the CoAP endpoint for constrained devices (docs/coap.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    pub enabled: bool,
+    pub addr: SocketAddr,
+    /// Largest datagram accepted or sent.
+    pub max_message_bytes: usize,
+    /// Requests per second per peer IP address (0 = unlimited), and the burst above it.
+    pub peer_rate: u32,
+    pub peer_burst: u32,
+    /// Peer addresses the rate limiter tracks at once.
+    pub max_peers: usize,
+    /// Exchanges remembered to answer retransmissions.
+    pub dedup_capacity: usize,
+    /// Requests processed at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        let limits = wulian_coap::CoapLimits::default();
+        CoapConfig {
+            // Off until asked for: without DTLS, device tokens cross the network in clear.
+            enabled: false,
+            addr: SocketAddr::from(([127, 0, 0, 1], 5683)),
+            max_message_bytes: limits.max_message_bytes,
+            peer_rate: limits.peer_rate,
+            peer_burst: limits.peer_burst,
+            max_peers: limits.max_peers,
+            dedup_capacity: limits.dedup_capacity,
+            max_in_flight: limits.max_in_flight,
+        }
+    }
+}
+
+impl CoapConfig {
+    pub fn limits(&self) -> wulian_coap::CoapLimits {
+        wulian_coap::CoapLimits {
+            max_message_bytes: self.max_message_bytes,
+            peer_rate: self.peer_rate,
+            peer_burst: self.peer_burst,
+            max_peers: self.max_peers,
+            dedup_capacity: self.dedup_capacity,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if !(64..=65_507).contains(&self.max_message_bytes) {
+            out.push("coap.max_message_bytes must be between 64 and 65507".into());
+        }
+        if self.max_peers == 0 || self.dedup_capacity == 0 || self.max_in_flight == 0 {
+            out.push("coap.max_peers, dedup_capacity and max_in_flight must be positive".into());
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `[simulation]`: a simulated city of devices in the default tenant (`--simulate-city`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulationConfig {
+    pub enabled: bool,
+    /// Smart bike locks (device ids bike-0001 …).
+    pub bikes: usize,
+    /// Air-quality stations (device ids aq-001 …).
+    pub air_sensors: usize,
+    /// The city's centre; devices spread about 4 km around it.
+    pub center_lat: f64,
+    pub center_lon: f64,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        let city = wulian_sim::CityConfig::default();
+        SimulationConfig {
+            enabled: false,
+            bikes: city.bikes,
+            air_sensors: city.air_sensors,
+            center_lat: city.center.0,
+            center_lon: city.center.1,
+        }
+    }
+}
+
+/// `[webhooks]`: outgoing HTTP calls of rule actions and alarm notifications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allow destinations on loopback, private and link-local addresses (off: tenants must not
+    /// reach into the server's own network).
+    pub allow_private_networks: bool,
+    /// Attempts per request before it goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// Per attempt.
+    pub timeout_secs: u64,
+    /// Requests waiting to be sent; beyond it they are dead-lettered at once.
+    pub queue: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private_networks: false,
+            max_attempts: 5,
+            timeout_secs: 5,
+            queue: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,6 +450,7 @@ impl Config {
         for (index, listener) in self.mqtt.listeners.iter().enumerate() {
             listener.problems(index, &mut problems);
         }
+        self.coap.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -338,9 +464,21 @@ impl Config {
 
     /// The telemetry retention, or None to keep everything.
     pub fn retention(&self) -> Option<Duration> {
-        (self.storage.retention_days > 0)
-            .then(|| Duration::from_secs(self.storage.retention_days.saturating_mul(86_400)))
+        days(self.storage.retention_days)
     }
+
+    /// The 1-minute and 1-hour rollup retentions (`None`: forever).
+    pub fn rollup_retentions(&self) -> (Option<Duration>, Option<Duration>) {
+        (
+            days(self.storage.rollup_1m_retention_days),
+            days(self.storage.rollup_1h_retention_days),
+        )
+    }
+}
+
+/// `n` days, or `None` for 0 (keep forever).
+fn days(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n.saturating_mul(86_400)))
 }
 
 #[cfg(test)]
@@ -405,6 +543,20 @@ connect_rate = 50
         assert!(
             text.contains("cert and key are required") && text.contains("path only applies"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn coap_section() {
+        let c = Config::parse("[coap]\nenabled = true\naddr = \"127.0.0.1:0\"\npeer_rate = 0\n")
+            .unwrap();
+        assert!(c.coap.enabled);
+        assert_eq!(c.coap.limits().peer_rate, 0);
+        assert_eq!(c.coap.max_message_bytes, 1152);
+        let err = Config::parse("[coap]\nmax_message_bytes = 10\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("coap.max_message_bytes"),
+            "{err:#}"
         );
     }
 

@@ -14,7 +14,10 @@ use wulian_broker::{
     Broker, BrokerConfig, ClientAuth, ClientCertAuthorities, QueueOverflow, TlsConfig, Transport,
 };
 use wulian_common::time::now_ms;
-use wulian_ingest::{CommandService, DeviceAuthenticator, Pipeline};
+use wulian_ingest::{
+    AlarmService, CommandService, DeviceAuthenticator, Lifecycle, ModelCache, OtaService, Pipeline,
+    PresenceTracker, RuleExecutor, RuleHost, TwinService, WebhookConfig, WebhookSender, ZoneCache,
+};
 use wulian_registry::Registry;
 use wulian_tsdb::{Durability, Tsdb};
 
@@ -76,6 +79,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
     };
     tsdb_config.retention = config.retention();
+    (
+        tsdb_config.rollup_1m_retention,
+        tsdb_config.rollup_1h_retention,
+    ) = config.rollup_retentions();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(tsdb_config))
         .await
         .context("Open the telemetry store")?
@@ -114,6 +121,62 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("Open the broker's session store")?;
     let commands = CommandService::new(Arc::clone(&registry), broker.clone());
     pipeline.attach_commands(Arc::clone(&commands));
+    // Made early: background services started from here on stop with it.
+    let shutdown = CancellationToken::new();
+    let webhooks = WebhookSender::start(
+        Arc::clone(&registry),
+        WebhookConfig {
+            allow_private_networks: config.webhooks.allow_private_networks,
+            max_attempts: config.webhooks.max_attempts,
+            timeout: Duration::from_secs(config.webhooks.timeout_secs),
+            queue: config.webhooks.queue,
+            ..WebhookConfig::default()
+        },
+        shutdown.clone(),
+    );
+    let alarms = AlarmService::new(Arc::clone(&registry), broker.clone(), Arc::clone(&webhooks));
+    let models = ModelCache::new(Arc::clone(&registry));
+    let presence = PresenceTracker::load(
+        Arc::clone(&registry),
+        broker.clone(),
+        Arc::clone(&models),
+        Arc::clone(&alarms),
+    )
+    .context("Load device presence")?;
+    let ota = OtaService::new(
+        Arc::clone(&registry),
+        broker.clone(),
+        data_dir.join("firmware"),
+        config.http.max_firmware_bytes,
+    );
+    let zones = ZoneCache::load(Arc::clone(&registry))
+        .await
+        .context("Load zones")?;
+    let (rules, rule_actions) = RuleHost::new(
+        Arc::clone(&registry),
+        config.rules,
+        Arc::clone(&zones) as Arc<dyn wulian_rules::ZoneResolver>,
+    );
+    let loaded = rules.load().await.context("Load rules")?;
+    tracing::info!(rules = loaded, "Rules loaded.");
+    tokio::spawn(rule_actions.run(RuleExecutor {
+        alarms: Arc::clone(&alarms),
+        broker: broker.clone(),
+        commands: Arc::clone(&commands),
+        tsdb: tsdb.clone(),
+        webhooks: Arc::clone(&webhooks),
+        latency: Arc::clone(&rules.latency),
+    }));
+    pipeline.attach_lifecycle(Lifecycle {
+        models,
+        twins: TwinService::new(Arc::clone(&registry), broker.clone()),
+        presence: Arc::clone(&presence),
+        ota: Arc::clone(&ota),
+        alarms,
+        webhooks,
+        rules,
+        zones,
+    });
 
     let client_cas = ClientCertAuthorities::new();
     let mqtt_listeners = bind_mqtt_listeners(&config, &client_cas).await?;
@@ -128,10 +191,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http_addr = http_listener
         .local_addr()
         .context("HTTP listener address")?;
+    let coap = bind_coap(&config, &registry, &pipeline, &commands).await?;
     // Scripts and tests read these lines to find ports chosen with port 0.
     println!("HTTP API listening on http://{http_addr}");
     for bound in &mqtt_listeners {
         println!("{}", bound.banner);
+    }
+    if let Some((_, _, addr)) = &coap {
+        println!("CoAP listening on {addr}");
     }
     if mqtt_listeners.iter().any(|b| b.config.allow_anonymous) {
         eprintln!(
@@ -156,8 +223,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let router = wulian_api::router(state, &limits);
 
-    let shutdown = CancellationToken::new();
-    if config.retention().is_some() {
+    let presence_task = tokio::spawn(Arc::clone(&presence).run(shutdown.clone()));
+    tokio::spawn(Arc::clone(&ota).run(shutdown.clone()));
+    let (minute_rollups, hour_rollups) = config.rollup_retentions();
+    if config.retention().is_some() || minute_rollups.is_some() || hour_rollups.is_some() {
         tokio::spawn(enforce_retention(tsdb.clone(), shutdown.clone()));
     }
     if uses_client_certs {
@@ -167,6 +236,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
+    let main_mqtt_addr = mqtt_listeners
+        .first()
+        .map(|b| b.listener.local_addr())
+        .transpose()
+        .context("MQTT listener address")?;
     let mqtt_tasks: Vec<_> = mqtt_listeners
         .into_iter()
         .map(|bound| {
@@ -179,6 +253,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let http_task = tokio::spawn(wulian_api::serve(http_listener, router, shutdown.clone()));
+    let coap_task = coap.map(|(server, socket, _)| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { server.serve(socket, shutdown).await })
+    });
+
+    let sim_task = match main_mqtt_addr.filter(|_| config.simulation.enabled) {
+        Some(addr) => {
+            Some(start_simulation(&config, &state_registry, addr, shutdown.clone()).await?)
+        }
+        None => None,
+    };
 
     wait_for_signal().await?;
     tracing::info!("Shutting down: closing listeners and connections.");
@@ -188,15 +273,64 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             log_task_end("MQTT", task.await);
         }
         log_task_end("HTTP", http_task.await);
+        if let Some(task) = coap_task {
+            log_task_end("CoAP", task.await);
+        }
+        if let Some(task) = sim_task
+            && let Err(error) = task.await
+        {
+            tracing::warn!(error = %error, "Simulation task failed.");
+        }
     })
     .await;
     if drained.is_err() {
         tracing::warn!("Connections did not finish within the grace period; closing anyway.");
     }
+    if let Err(error) = presence_task.await {
+        tracing::warn!(error = %error, "Presence task failed.");
+    }
     // Last: everything acknowledged so far is flushed and fsynced.
     tsdb.close().await.context("Flush the telemetry store")?;
     tracing::info!("Stopped cleanly.");
     Ok(())
+}
+
+/// Provisions the simulated city's devices and starts them against the main MQTT listener.
+async fn start_simulation(
+    config: &Config,
+    registry: &Arc<Registry>,
+    mqtt_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let city = wulian_sim::CityConfig {
+        bikes: config.simulation.bikes,
+        air_sensors: config.simulation.air_sensors,
+        center: (config.simulation.center_lat, config.simulation.center_lon),
+        ..wulian_sim::CityConfig::default()
+    };
+    let devices = {
+        let city = city.clone();
+        wulian_common::blocking::run_blocking(registry, move |r| wulian_sim::provision(r, &city))
+            .await
+            .context("Provision the simulated city")?
+    };
+    // The devices are clients of this server: over loopback even when it listens on all addresses.
+    let host = if mqtt_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        mqtt_addr.ip().to_string()
+    };
+    println!(
+        "Simulated city: {} bike locks and {} air-quality stations in tenant {:?}",
+        city.bikes, city.air_sensors, city.tenant
+    );
+    let target = wulian_sim::Target {
+        host,
+        port: mqtt_addr.port(),
+    };
+    Ok(tokio::spawn(wulian_sim::run(
+        target, devices, city, shutdown,
+    )))
 }
 
 /// A bound MQTT listener, its broker configuration and the line announcing it.
@@ -276,6 +410,35 @@ async fn bind_mqtt_listeners(
         });
     }
     Ok(bound)
+}
+
+/// The CoAP endpoint and its bound socket, when `[coap]` is enabled.
+async fn bind_coap(
+    config: &Config,
+    registry: &Arc<Registry>,
+    pipeline: &Arc<Pipeline>,
+    commands: &Arc<CommandService>,
+) -> anyhow::Result<
+    Option<(
+        wulian_coap::CoapServer,
+        tokio::net::UdpSocket,
+        std::net::SocketAddr,
+    )>,
+> {
+    if !config.coap.enabled {
+        return Ok(None);
+    }
+    let socket = tokio::net::UdpSocket::bind(config.coap.addr)
+        .await
+        .with_context(|| format!("Bind CoAP socket on {}", config.coap.addr))?;
+    let addr = socket.local_addr().context("CoAP socket address")?;
+    let server = wulian_coap::CoapServer::new(
+        Arc::clone(registry),
+        Arc::clone(pipeline),
+        Arc::clone(commands),
+        config.coap.limits(),
+    );
+    Ok(Some((server, socket, addr)))
 }
 
 /// Keeps the TLS listeners' client CA set equal to the registry's CA certificates: loads it

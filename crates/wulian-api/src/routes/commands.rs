@@ -87,6 +87,7 @@ pub async fn send_command(
     ApiJson(body): ApiJson<SendCommand>,
 ) -> ApiResult<(StatusCode, Json<CommandView>)> {
     caller.require_write()?;
+    check_against_model(&state, caller.tenant(), &id, &body.name, &body.params).await?;
     let request = CommandRequest {
         name: body.name,
         params: body.params,
@@ -117,6 +118,41 @@ pub async fn send_command(
             &"sender dropped",
         )),
     }
+}
+
+/// Refuses a command the device's thing model does not declare, or parameters that break it
+/// (422 `invalid_params` with one entry per violation). Devices without a model take anything.
+async fn check_against_model(
+    state: &AppState,
+    tenant: &str,
+    device: &str,
+    name: &str,
+    params: &serde_json::Value,
+) -> ApiResult<()> {
+    let Some(lifecycle) = state.pipeline.lifecycle() else {
+        return Ok(());
+    };
+    let Some(profile) = lifecycle.models.profile(tenant, device).await else {
+        return Ok(());
+    };
+    let violations = profile.model.check_command(name, params);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let detail = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.key, v.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+        format!(
+            "the command breaks profile {:?}'s thing model: {detail}",
+            profile.id
+        ),
+    )
+    .with_errors(violations))
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}/commands", tag = "commands",

@@ -122,14 +122,7 @@ pub async fn create_device(
 ) -> ApiResult<(StatusCode, Json<DeviceView>)> {
     caller.require_write()?;
     let tenant = caller.tenant().to_string();
-    let new = NewDevice {
-        id: body.id,
-        name: body.name,
-        profile: body.profile,
-        labels: body.labels,
-        attributes: body.attributes,
-        disabled: body.disabled,
-    };
+    let new = new_device(body);
     let (device, token) =
         run_blocking(&state.registry, move |r| r.create_device(&tenant, &new)).await?;
     tracing::info!(tenant = %device.tenant, device_id = %device.id, "Device created.");
@@ -137,6 +130,116 @@ pub async fn create_device(
         StatusCode::CREATED,
         Json(DeviceView::new(device, false, Some(token))),
     ))
+}
+
+/// Devices per bulk import request.
+pub const MAX_IMPORT_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportDevices {
+    /// 1–1000 devices, each as for `POST /devices`.
+    pub devices: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportedDevice {
+    /// Position in the request's `devices` array (from 0).
+    pub index: usize,
+    pub id: String,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportError {
+    pub index: usize,
+    /// The id, when the entry had one.
+    pub id: Option<String>,
+    /// `invalid_body`, `invalid_field` or `already_exists`.
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportResult {
+    pub created: Vec<ImportedDevice>,
+    pub errors: Vec<ImportError>,
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body = ImportDevices,
+    security(("api_key" = [])),
+    responses((status = 200, body = ImportResult,
+        description = "Every valid entry is created; each invalid one is reported by index and the rest still go in")))]
+pub async fn import_devices(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ImportDevices>,
+) -> ApiResult<Json<ImportResult>> {
+    caller.require_write()?;
+    if body.devices.is_empty() || body.devices.len() > MAX_IMPORT_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("devices: 1 to {MAX_IMPORT_BATCH} entries per request"),
+        ));
+    }
+    let tenant = caller.tenant().to_string();
+    let result = run_blocking(&state.registry, move |r| {
+        let mut result = ImportResult {
+            created: Vec::new(),
+            errors: Vec::new(),
+        };
+        for (index, entry) in body.devices.into_iter().enumerate() {
+            let id = entry.get("id").and_then(|v| v.as_str()).map(str::to_string);
+            let parsed: Result<CreateDevice, _> = serde_json::from_value(entry);
+            let outcome = match parsed {
+                Err(e) => Err(("invalid_body", e.to_string())),
+                Ok(body) => r
+                    .create_device(&tenant, &new_device(body))
+                    .map_err(|e| match e {
+                        wulian_registry::Error::AlreadyExists { .. } => {
+                            ("already_exists", e.to_string())
+                        }
+                        wulian_registry::Error::Invalid { .. } => ("invalid_field", e.to_string()),
+                        other => ("internal_error", other.to_string()),
+                    }),
+            };
+            match outcome {
+                Ok((device, token)) => result.created.push(ImportedDevice {
+                    index,
+                    id: device.id,
+                    token,
+                }),
+                Err((code, detail)) => result.errors.push(ImportError {
+                    index,
+                    id,
+                    code: code.to_string(),
+                    detail,
+                }),
+            }
+        }
+        result
+    })
+    .await;
+    tracing::info!(
+        tenant = %caller.tenant(),
+        created = result.created.len(),
+        failed = result.errors.len(),
+        "Devices imported."
+    );
+    Ok(Json(result))
+}
+
+fn new_device(body: CreateDevice) -> NewDevice {
+    NewDevice {
+        id: body.id,
+        name: body.name,
+        profile: body.profile,
+        labels: body.labels,
+        attributes: body.attributes,
+        disabled: body.disabled,
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListDevices),
@@ -251,6 +354,9 @@ pub async fn delete_device(
     })
     .await?;
     disconnect(&state, caller.tenant(), &id, "deleted");
+    if let Some(lifecycle) = state.pipeline.lifecycle() {
+        lifecycle.device_deleted(caller.tenant(), &id);
+    }
     state
         .tsdb
         .delete_device(caller.tenant(), &id)
@@ -260,25 +366,37 @@ pub async fn delete_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RotateToken {
+    /// Seconds the current token keeps working (0–2,592,000; default 0: it stops at once and
+    /// the device's live connection is closed).
+    pub grace_s: Option<u32>,
+}
+
 #[utoipa::path(post, path = "/api/v1/devices/{id}/token", tag = "devices",
-    params(("id" = String, Path, description = "Device id")), security(("api_key" = [])),
-    responses((status = 200, body = TokenView, description = "The new token; the old one stops working at once"),
-        (status = 404, body = Problem)))]
+    params(("id" = String, Path, description = "Device id"), RotateToken), security(("api_key" = [])),
+    responses((status = 200, body = TokenView, description = "The new token (shown once)"),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<RotateToken>,
 ) -> ApiResult<Json<TokenView>> {
     caller.require_write()?;
     let tenant = caller.tenant().to_string();
     let device_id = id.clone();
+    let grace_ms = i64::from(q.grace_s.unwrap_or(0)) * 1000;
     let token = run_blocking(&state.registry, move |r| {
-        r.rotate_device_token(&tenant, &device_id)
+        r.rotate_device_token_with_grace(&tenant, &device_id, grace_ms)
     })
     .await?;
-    // The old token stops working at once, including for a connection it opened.
-    disconnect(&state, caller.tenant(), &id, "token rotated");
-    tracing::info!(tenant = %caller.tenant(), device_id = %id, "Device token rotated.");
+    if grace_ms == 0 {
+        // The old token stops working at once, including for a connection it opened.
+        disconnect(&state, caller.tenant(), &id, "token rotated");
+    }
+    tracing::info!(tenant = %caller.tenant(), device_id = %id, grace_ms, "Device token rotated.");
     Ok(Json(TokenView {
         device_id: id,
         token,

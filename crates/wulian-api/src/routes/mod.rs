@@ -1,11 +1,18 @@
 //! Handlers, one module per resource.
 
+pub mod alarms;
 pub mod certificates;
 pub mod commands;
 pub mod devices;
 pub mod export;
 pub mod fleet;
 pub mod lineprotocol;
+pub mod ota;
+pub mod profiles;
+pub mod provisioning;
+pub mod rules;
 pub mod system;
 pub mod telemetry;
 pub mod tenants;
+pub mod twins;
+pub mod zones;

@@ -222,5 +222,177 @@ pub async fn metrics(
         "Bytes in the write-ahead log.",
         t.wal_bytes,
     );
+    metric(
+        "wulian_tsdb_rollup_files",
+        "gauge",
+        "Rollup (1-minute and 1-hour summary) files.",
+        t.rollup_files,
+    );
+    metric(
+        "wulian_tsdb_rollup_bytes",
+        "gauge",
+        "Bytes in rollup files.",
+        t.rollup_bytes,
+    );
+    metric(
+        "wulian_tsdb_rollup_reads_total",
+        "counter",
+        "Series partitions answered from rollups instead of raw points.",
+        t.rollup_reads,
+    );
+    metric(
+        "wulian_ingest_messages_flagged_total",
+        "counter",
+        "Telemetry messages stored although they broke their thing model (validation flag).",
+        i.messages_flagged.load(Ordering::Relaxed),
+    );
+    if let Some(l) = state.pipeline.lifecycle() {
+        let counters = [
+            (
+                "wulian_ingest_model_violations_total",
+                "Thing-model violations found in telemetry.",
+                &l.models.violations_total,
+            ),
+            (
+                "wulian_ingest_rate_limited_total",
+                "Telemetry messages refused by a profile's rate limit.",
+                &l.models.rate_limited_total,
+            ),
+            (
+                "wulian_twin_updates_total",
+                "Twin changes applied.",
+                &l.twins.metrics.updates,
+            ),
+            (
+                "wulian_twin_refused_total",
+                "Twin patches refused.",
+                &l.twins.metrics.refused,
+            ),
+            (
+                "wulian_presence_connects_total",
+                "Device connections seen by presence.",
+                &l.presence.metrics.connects,
+            ),
+            (
+                "wulian_presence_disconnects_total",
+                "Device disconnections seen by presence.",
+                &l.presence.metrics.disconnects,
+            ),
+            (
+                "wulian_presence_inactive_total",
+                "Devices that went silent past their profile's inactivity timeout.",
+                &l.presence.metrics.became_inactive,
+            ),
+            (
+                "wulian_ota_notified_total",
+                "Devices sent an update job.",
+                &l.ota.metrics.notified,
+            ),
+            (
+                "wulian_ota_succeeded_total",
+                "Devices that reported a successful update.",
+                &l.ota.metrics.succeeded,
+            ),
+            (
+                "wulian_ota_failed_total",
+                "Devices whose update failed or timed out.",
+                &l.ota.metrics.failed,
+            ),
+            (
+                "wulian_ota_campaigns_aborted_total",
+                "Campaigns aborted at their failure threshold.",
+                &l.ota.metrics.campaigns_aborted,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            metric(name, "counter", help, counter.load(Ordering::Relaxed));
+        }
+        let r = l.rules.engine().counters();
+        for (name, help, value) in [
+            (
+                "wulian_rules_evaluated_total",
+                "Rule evaluations (a message on a rule's topic filter).",
+                r.evaluated,
+            ),
+            (
+                "wulian_rules_matched_total",
+                "Evaluations whose WHERE was true.",
+                r.matched,
+            ),
+            (
+                "wulian_rules_actions_queued_total",
+                "Rule actions queued for the executor.",
+                r.fired,
+            ),
+            (
+                "wulian_rules_errors_total",
+                "Rule evaluation and action-rendering errors.",
+                r.errors,
+            ),
+            (
+                "wulian_rules_actions_dropped_total",
+                "Rule actions dropped because the queue was full.",
+                r.dropped,
+            ),
+            (
+                "wulian_rules_action_failures_total",
+                "Rule actions the executor could not carry out.",
+                r.action_failures,
+            ),
+        ] {
+            metric(name, "counter", help, value);
+        }
+        metric(
+            "wulian_rules_queue_length",
+            "gauge",
+            "Rule actions waiting for the executor.",
+            l.rules.engine().queue_len() as u64,
+        );
+        let w = &l.webhooks.metrics;
+        for (name, help, counter) in [
+            (
+                "wulian_webhooks_delivered_total",
+                "Webhook requests delivered (2xx).",
+                &w.delivered,
+            ),
+            (
+                "wulian_webhooks_failed_attempts_total",
+                "Webhook attempts that failed.",
+                &w.failed_attempts,
+            ),
+            (
+                "wulian_webhooks_dead_lettered_total",
+                "Webhook requests moved to the dead-letter list.",
+                &w.dead_lettered,
+            ),
+            (
+                "wulian_webhooks_queue_full_total",
+                "Webhook requests dead-lettered at once for a full queue.",
+                &w.queue_full,
+            ),
+        ] {
+            metric(name, "counter", help, counter.load(Ordering::Relaxed));
+        }
+        for (name, help, counter) in [
+            (
+                "wulian_alarms_raised_total",
+                "Alarms raised (new, not repeated raises).",
+                &l.alarms.metrics.raised,
+            ),
+            (
+                "wulian_alarms_cleared_total",
+                "Alarms cleared.",
+                &l.alarms.metrics.cleared,
+            ),
+        ] {
+            metric(name, "counter", help, counter.load(Ordering::Relaxed));
+        }
+    }
+    if let Some(l) = state.pipeline.lifecycle() {
+        out.push_str(&l.rules.latency.prometheus(
+            "wulian_rules_action_latency_seconds",
+            "Time from a rule firing to its action starting.",
+        ));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

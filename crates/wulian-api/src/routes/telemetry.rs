@@ -72,6 +72,9 @@ pub struct TelemetryView {
     pub series: BTreeMap<String, Vec<PointView>>,
     /// Keys whose points were cut at `limit`.
     pub truncated: Vec<String>,
+    /// The unit of each key that the device's thing model gives one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -79,6 +82,29 @@ pub struct LatestView {
     pub device_id: String,
     /// The newest point of each key.
     pub values: BTreeMap<String, PointView>,
+    /// The unit of each key that the device's thing model gives one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, String>,
+}
+
+/// Units of `keys` from the device's thing model (empty without a profile record).
+pub(crate) async fn units<'a>(
+    state: &AppState,
+    tenant: &str,
+    device: &str,
+    keys: impl Iterator<Item = &'a String>,
+) -> BTreeMap<String, String> {
+    let Some(lifecycle) = state.pipeline.lifecycle() else {
+        return BTreeMap::new();
+    };
+    let Some(profile) = lifecycle.models.profile(tenant, device).await else {
+        return BTreeMap::new();
+    };
+    keys.filter_map(|k| {
+        let unit = profile.model.property(k)?.unit.clone()?;
+        Some((k.clone(), unit))
+    })
+    .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -129,6 +155,7 @@ pub async fn query_telemetry(
     })
     .await
     .map_err(|e| ApiError::internal("Telemetry query task failed.", &e))??;
+    let units = units(&state, caller.tenant(), &id, series.keys()).await;
     Ok(Json(TelemetryView {
         device_id: id,
         from,
@@ -137,6 +164,7 @@ pub async fn query_telemetry(
         interval,
         series,
         truncated,
+        units,
     }))
 }
 
@@ -149,15 +177,17 @@ pub async fn latest_telemetry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<LatestView>> {
     load_device(&state, caller.tenant(), &id).await?;
-    let values = state
+    let values: BTreeMap<String, PointView> = state
         .tsdb
         .latest(caller.tenant(), &id)
         .into_iter()
         .map(|(key, point)| (key, point_view(&point)))
         .collect();
+    let units = units(&state, caller.tenant(), &id, values.keys()).await;
     Ok(Json(LatestView {
         device_id: id,
         values,
+        units,
     }))
 }
 
@@ -317,6 +347,13 @@ pub(crate) fn downsample_interval(from: i64, to: i64, max_points: i64) -> i64 {
         };
         steps += 1;
     }
+    // Whole minutes or hours: such buckets are answered from the store's rollups (fewer
+    // buckets than asked for is fine; more never happens since this only rounds up).
+    for unit in [3_600_000, 60_000] {
+        if interval >= unit {
+            return ((interval + unit - 1) / unit).saturating_mul(unit);
+        }
+    }
     interval
 }
 
@@ -373,7 +410,7 @@ fn read_series(
 
 /// Who may post telemetry for a device: the device itself (its token), or an application key
 /// with write scope in the device's tenant (gateways that relay for devices).
-async fn telemetry_writer(
+pub(crate) async fn telemetry_writer(
     state: &AppState,
     headers: &HeaderMap,
     device_id: &str,
@@ -426,12 +463,16 @@ pub async fn post_telemetry(
     match state.pipeline.ingest_telemetry(&tenant, &id, &body).await {
         Ok(accepted) => Ok(Json(IngestView { accepted })),
         Err(error) if error.is_client_error() => {
-            let status = if error.code() == "type_mismatch" {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::BAD_REQUEST
+            let status = match error.code() {
+                "type_mismatch" | "model_violation" => StatusCode::UNPROCESSABLE_ENTITY,
+                "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::BAD_REQUEST,
             };
-            Err(ApiError::new(status, error.code(), error.to_string()))
+            let mut problem = ApiError::new(status, error.code(), error.to_string());
+            if !error.violations().is_empty() {
+                problem = problem.with_errors(error.violations());
+            }
+            Err(problem)
         }
         Err(error) => Err(ApiError::internal("Storing telemetry failed.", &error)),
     }
@@ -458,5 +499,7 @@ mod tests {
             assert!(i >= (to - from) / n);
         }
         assert_eq!(downsample_interval(0, 30 * 86_400_000, 720), 3_600_000);
+        // A week in 1,000 points: 604.8 s buckets become 11 minutes (rollup-friendly).
+        assert_eq!(downsample_interval(0, 7 * 86_400_000, 1000), 660_000);
     }
 }

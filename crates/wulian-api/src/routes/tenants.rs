@@ -87,7 +87,8 @@ pub struct CreateApiKey {
     /// Another tenant (installation admin only); the caller's tenant when absent.
     pub tenant: Option<String>,
     /// MQTT topic policy for applications connecting with this key; the scope's default when
-    /// absent (read_only: subscribe `devices/+/telemetry`, `devices/+/events/#`; read_write and
+    /// absent (read_only: subscribe `devices/+/telemetry`, `devices/+/events/#`,
+    /// `devices/+/twin/updated`, `devices/+/presence`, `alarms/#`; read_write and
     /// admin: also publish `devices/+/commands/#` and subscribe `devices/+/commands/+/response`).
     pub mqtt_policy: Option<MqttPolicyBody>,
 }

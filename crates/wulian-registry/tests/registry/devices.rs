@@ -617,6 +617,38 @@ fn token_authentication_and_rotation() {
 }
 
 #[test]
+fn rotation_with_grace_keeps_the_old_token_until_it_expires() {
+    let (registry, _) = registry_with_tenant("acme").unwrap();
+    let (_, first) = registry.create_device("acme", &new_device("d1")).unwrap();
+    let second = registry
+        .rotate_device_token_with_grace("acme", "d1", 60_000)
+        .unwrap();
+    let works = |t: &str| registry.authenticate_device("d1", t).unwrap().is_some();
+    assert!(works(&first), "old token valid during the grace period");
+    assert!(works(&second));
+    // A second rotation gives grace to the token it replaces only.
+    let third = registry
+        .rotate_device_token_with_grace("acme", "d1", 60_000)
+        .unwrap();
+    assert!(!works(&first));
+    assert!(works(&second) && works(&third));
+    // An immediate rotation ends every grace.
+    let fourth = registry.rotate_device_token("acme", "d1").unwrap();
+    assert!(!works(&second) && !works(&third) && works(&fourth));
+    // A grace that has run out.
+    let fifth = registry
+        .rotate_device_token_with_grace("acme", "d1", 1)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(!works(&fourth) && works(&fifth));
+    assert!(
+        registry
+            .rotate_device_token_with_grace("acme", "d1", -1)
+            .is_err()
+    );
+}
+
+#[test]
 fn disabled_devices_cannot_authenticate() {
     let (registry, _) = registry_with_tenant("acme").unwrap();
     let (_, token) = registry.create_device("acme", &new_device("d1")).unwrap();

@@ -83,6 +83,35 @@ impl Client {
         )
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        finish(
+            self.agent
+                .put(self.url(path))
+                .header("Authorization", self.auth())
+                .send_json(body),
+        )
+    }
+
+    /// POSTs `body` (an octet stream of `len` bytes) — uploads, read as they are sent.
+    pub fn post_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: impl std::io::Read,
+        len: u64,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string());
+        for (k, v) in query {
+            req = req.query(*k, v);
+        }
+        finish(req.send(ureq::SendBody::from_reader(&mut { body })))
+    }
+
     pub fn delete(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         let mut req = self
             .agent

@@ -70,8 +70,22 @@ enum DevicesCommand {
     },
     /// Delete a device with its telemetry and commands.
     Delete { id: String },
-    /// Issue a new token; the old one stops working at once.
-    RotateToken { id: String },
+    /// Create many devices from a CSV file (header: id,name,profile,labels,attributes,disabled;
+    /// labels as k=v;k2=v2) or JSON (an array, or one object per line). Bad lines are reported
+    /// and skipped; the rest are created. Prints `id,token` CSV (tokens are shown once).
+    Import {
+        file: std::path::PathBuf,
+        /// Write the `id,token` CSV here instead of standard output.
+        #[arg(long)]
+        tokens_out: Option<std::path::PathBuf>,
+    },
+    /// Issue a new token; the old one stops working at once, or after --grace-s seconds.
+    RotateToken {
+        id: String,
+        /// Keep the current token valid this many seconds (devices switch over without downtime).
+        #[arg(long, default_value_t = 0)]
+        grace_s: u32,
+    },
     /// Query telemetry (raw points, or buckets with --agg and --interval).
     Telemetry {
         id: String,
@@ -175,9 +189,27 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
             eprintln!("Deleted device {id}.");
             Ok(())
         }
-        DevicesCommand::RotateToken { id } => {
-            print_json(&client.post(&format!("{}/token", device_path(&id)), &json!({}))?);
-            eprintln!("The token above is shown once; the old token no longer works.");
+        DevicesCommand::Import { file, tokens_out } => {
+            let summary = super::device_import::import(&client, &file, tokens_out.as_ref())?;
+            if summary.failed > 0 {
+                bail!(
+                    "{} line(s) were not imported ({} device(s) were)",
+                    summary.failed,
+                    summary.created
+                );
+            }
+            Ok(())
+        }
+        DevicesCommand::RotateToken { id, grace_s } => {
+            let path = format!("{}/token?grace_s={grace_s}", device_path(&id));
+            print_json(&client.post(&path, &json!({}))?);
+            if grace_s == 0 {
+                eprintln!("The token above is shown once; the old token no longer works.");
+            } else {
+                eprintln!(
+                    "The token above is shown once; the old token keeps working for {grace_s} s."
+                );
+            }
             Ok(())
         }
         DevicesCommand::Telemetry {

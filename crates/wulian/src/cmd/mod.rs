@@ -6,7 +6,9 @@ mod ca;
 mod certs;
 mod client;
 mod config;
+mod device_import;
 mod devices;
+mod lifecycle;
 mod serve;
 mod tenants;
 
@@ -40,6 +42,14 @@ enum Command {
     Ca(ca::CaArgs),
     /// Make a test CA, server and device certificates for TLS (no server needed).
     Certs(certs::CertsArgs),
+    /// Device profiles and their thing models.
+    Profiles(lifecycle::ProfilesArgs),
+    /// Rules: apply from files, enable, disable, dry-run.
+    Rules(lifecycle::RulesArgs),
+    /// Alarms: list, acknowledge, clear.
+    Alarms(lifecycle::AlarmsArgs),
+    /// OTA: upload firmware (with a progress bar), start and follow campaigns.
+    Firmware(lifecycle::FirmwareArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -51,5 +61,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => tenants::run_keys(args),
         Command::Ca(args) => ca::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Profiles(args) => lifecycle::run_profiles(args),
+        Command::Rules(args) => lifecycle::run_rules(args),
+        Command::Alarms(args) => lifecycle::run_alarms(args),
+        Command::Firmware(args) => lifecycle::run_firmware(args),
     }
 }

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// tenant, every topic but $SYS). Development only.
     #[arg(long, env = "WULIAN_MQTT_ALLOW_ANONYMOUS")]
     mqtt_allow_anonymous: bool,
+    /// Run a simulated city in the default tenant: bike locks and air-quality stations that
+    /// connect over MQTT like real devices (see the `simulation` section of the configuration).
+    #[arg(long, env = "WULIAN_SIMULATE_CITY")]
+    simulate_city: bool,
     /// Telemetry durability: sync (fsync before acknowledging) or async [default: sync].
     #[arg(long, env = "WULIAN_DURABILITY", value_parser = ["sync", "async"])]
     durability: Option<String>,
@@ -54,6 +58,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.mqtt_allow_anonymous {
         config.mqtt.allow_anonymous = true;
+    }
+    if args.simulate_city {
+        config.simulation.enabled = true;
     }
     if let Some(mode) = args.durability {
         config.storage.durability = if mode == "async" {

@@ -1,0 +1,431 @@
+//! Presence: whether each device is connected, when it was last heard from, how it connected,
+//! and what it sent — for every transport.
+//!
+//! Live state is kept in memory (a message must not cost a database write); a background task
+//! saves changed records to the registry every [`SAVE_INTERVAL`] and at shutdown, so last-seen
+//! times survive restarts. Online/offline and inactive/active transitions are published retained
+//! on `devices/{id}/presence`, so an application that subscribes to `devices/+/presence` learns
+//! every device's state at once and every change after.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wulian_broker::{
+    Broker, ConnectionInfo, Identity, OutboundMessage, Principal, Properties, Protocol, QoS,
+};
+use wulian_common::blocking::run_blocking;
+use wulian_common::time::now_ms;
+use wulian_registry::{PresenceRecord, Registry};
+
+use crate::alarms::AlarmService;
+use crate::models::ModelCache;
+
+/// The alarm type raised when a device goes silent past its profile's inactivity timeout.
+pub const INACTIVE_ALARM: &str = "inactive";
+
+/// How often changed presence records are written to the registry.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often devices are checked against their profile's inactivity timeout.
+pub const INACTIVITY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Devices tracked; past this, devices not connected are forgotten (their saved record stays).
+const MAX_TRACKED: usize = 2_000_000;
+
+/// One device's connectivity as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DevicePresence {
+    /// Connected over MQTT right now.
+    pub online: bool,
+    /// Heard from (a message over any transport, or a connect) past its profile's inactivity
+    /// timeout; `false` when the profile sets none.
+    pub inactive: bool,
+    pub last_seen_at: Option<i64>,
+    pub connected_at: Option<i64>,
+    pub disconnected_at: Option<i64>,
+    pub disconnect_reason: Option<String>,
+    /// The last connection: transport, protocol, client id, remote address, keep alive.
+    pub connection: Option<Value>,
+    /// Messages and payload bytes received from the device since it was created (as far as
+    /// saved; the last few seconds before a crash may be missing).
+    pub messages_in: u64,
+    pub bytes_in: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct PresenceMetrics {
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub became_inactive: AtomicU64,
+}
+
+/// One device's presence and whether it changed since the last save.
+#[derive(Debug, Default)]
+struct Slot {
+    p: DevicePresence,
+    dirty: bool,
+}
+
+/// tenant → device → slot, looked up by `&str` (no allocation per message), with its size.
+#[derive(Debug, Default)]
+struct Table {
+    by_tenant: HashMap<String, HashMap<String, Slot>>,
+    len: usize,
+}
+
+impl Table {
+    fn get(&self, tenant: &str, device: &str) -> Option<&Slot> {
+        self.by_tenant.get(tenant)?.get(device)
+    }
+
+    fn get_mut(&mut self, tenant: &str, device: &str) -> Option<&mut Slot> {
+        self.by_tenant.get_mut(tenant)?.get_mut(device)
+    }
+
+    /// The device's slot, created (allocating its keys) only the first time.
+    fn slot(&mut self, tenant: &str, device: &str) -> &mut Slot {
+        if self.get(tenant, device).is_none() {
+            if self.len >= MAX_TRACKED {
+                // Forget devices not connected (their saved record stays).
+                for devices in self.by_tenant.values_mut() {
+                    devices.retain(|_, s| s.p.online);
+                }
+                self.by_tenant.retain(|_, devices| !devices.is_empty());
+                self.len = self.by_tenant.values().map(HashMap::len).sum();
+            }
+            self.len += 1;
+            return self
+                .by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .entry(device.to_string())
+                .or_default();
+        }
+        self.by_tenant
+            .get_mut(tenant)
+            .and_then(|d| d.get_mut(device))
+            .expect("checked above")
+    }
+
+    fn remove(&mut self, tenant: &str, device: &str) {
+        if let Some(devices) = self.by_tenant.get_mut(tenant)
+            && devices.remove(device).is_some()
+        {
+            self.len -= 1;
+        }
+    }
+}
+
+pub struct PresenceTracker {
+    registry: Arc<Registry>,
+    broker: Broker,
+    models: Arc<ModelCache>,
+    alarms: Arc<AlarmService>,
+    devices: Mutex<Table>,
+    pub metrics: PresenceMetrics,
+}
+
+impl PresenceTracker {
+    /// Loads the saved records. Devices saved as online were cut off by a crash or restart:
+    /// they start offline.
+    pub fn load(
+        registry: Arc<Registry>,
+        broker: Broker,
+        models: Arc<ModelCache>,
+        alarms: Arc<AlarmService>,
+    ) -> wulian_registry::Result<Arc<PresenceTracker>> {
+        let mut devices = Table::default();
+        for record in registry.load_presence()? {
+            let was_online = record.online;
+            devices.slot(&record.tenant, &record.device_id).p = DevicePresence {
+                online: false,
+                inactive: false,
+                last_seen_at: record.last_seen_at,
+                connected_at: record.connected_at,
+                disconnected_at: record.disconnected_at,
+                disconnect_reason: if was_online {
+                    Some("server restarted".to_string())
+                } else {
+                    record.disconnect_reason
+                },
+                connection: record.connection,
+                messages_in: record.messages_in,
+                bytes_in: record.bytes_in,
+            };
+        }
+        Ok(Arc::new(PresenceTracker {
+            registry,
+            broker,
+            models,
+            alarms,
+            devices: Mutex::new(devices),
+            metrics: PresenceMetrics::default(),
+        }))
+    }
+
+    pub fn get(&self, tenant: &str, device: &str) -> DevicePresence {
+        self.devices
+            .lock()
+            .get(tenant, device)
+            .map(|s| s.p.clone())
+            .unwrap_or_default()
+    }
+
+    /// A message from the device over any transport.
+    pub fn seen(&self, tenant: &str, device: &str, bytes: usize) {
+        let became_active = {
+            let mut devices = self.devices.lock();
+            let slot = devices.slot(tenant, device);
+            slot.dirty = true;
+            let p = &mut slot.p;
+            p.last_seen_at = Some(now_ms());
+            p.messages_in += 1;
+            p.bytes_in += bytes as u64;
+            std::mem::replace(&mut p.inactive, false)
+        };
+        if became_active {
+            self.announce(tenant, device);
+            self.clear_inactive_alarm(tenant, device);
+        }
+    }
+
+    fn clear_inactive_alarm(&self, tenant: &str, device: &str) {
+        let (alarms, tenant, device) = (
+            Arc::clone(&self.alarms),
+            tenant.to_string(),
+            device.to_string(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = alarms.clear(&tenant, &device, INACTIVE_ALARM).await {
+                tracing::warn!(tenant, device, error = %error, "Clearing an inactivity alarm failed.");
+            }
+        });
+    }
+
+    pub fn connected(&self, identity: &Identity, info: &ConnectionInfo) {
+        let Principal::Device { device_id } = &identity.principal else {
+            return;
+        };
+        self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let was_inactive;
+        {
+            let mut devices = self.devices.lock();
+            let slot = devices.slot(&identity.tenant, device_id);
+            slot.dirty = true;
+            let p = &mut slot.p;
+            was_inactive = p.inactive;
+            p.online = true;
+            p.inactive = false;
+            p.connected_at = Some(now);
+            p.last_seen_at = Some(now);
+            p.disconnect_reason = None;
+            p.connection = Some(json!({
+                "transport": "mqtt",
+                "listener": info.transport.as_str(),
+                "tls": info.transport.is_tls(),
+                "protocol": match info.protocol {
+                    Protocol::V311 => "3.1.1",
+                    Protocol::V5 => "5.0",
+                },
+                "client_id": info.client_id,
+                "remote_addr": info.remote_addr.to_string(),
+                "keep_alive_s": info.keep_alive,
+            }));
+        }
+        self.announce(&identity.tenant, device_id);
+        if was_inactive {
+            self.clear_inactive_alarm(&identity.tenant, device_id);
+        }
+    }
+
+    pub fn disconnected(&self, identity: &Identity, reason: &str) {
+        let Principal::Device { device_id } = &identity.principal else {
+            return;
+        };
+        self.metrics.disconnects.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut devices = self.devices.lock();
+            let slot = devices.slot(&identity.tenant, device_id);
+            slot.dirty = true;
+            slot.p.online = false;
+            slot.p.disconnected_at = Some(now_ms());
+            slot.p.disconnect_reason = Some(reason.to_string());
+        }
+        self.announce(&identity.tenant, device_id);
+    }
+
+    /// Forgets a deleted device, and clears its retained presence message.
+    pub fn forget(&self, tenant: &str, device: &str) {
+        self.devices.lock().remove(tenant, device);
+        self.broker.publish(
+            tenant,
+            OutboundMessage {
+                topic: format!("devices/{device}/presence"),
+                payload: Bytes::new(),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Properties::default(),
+            },
+        );
+    }
+
+    /// Publishes the device's state, retained, on `devices/{id}/presence`.
+    fn announce(&self, tenant: &str, device: &str) {
+        let p = self.get(tenant, device);
+        let body = json!({
+            "online": p.online,
+            "inactive": p.inactive,
+            "last_seen_at": p.last_seen_at,
+            "at": now_ms(),
+        });
+        self.broker.publish(
+            tenant,
+            OutboundMessage {
+                topic: format!("devices/{device}/presence"),
+                payload: Bytes::from(body.to_string()),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: Properties {
+                    content_type: Some("application/json".to_string()),
+                    ..Properties::default()
+                },
+            },
+        );
+    }
+
+    /// Writes the changed records to the registry.
+    pub async fn save(&self) -> wulian_registry::Result<usize> {
+        let records: Vec<PresenceRecord> = {
+            let mut devices = self.devices.lock();
+            let mut out = Vec::new();
+            for (tenant, by_device) in devices.by_tenant.iter_mut() {
+                for (device, slot) in by_device.iter_mut().filter(|(_, s)| s.dirty) {
+                    slot.dirty = false;
+                    let p = &slot.p;
+                    out.push(PresenceRecord {
+                        tenant: tenant.clone(),
+                        device_id: device.clone(),
+                        online: p.online,
+                        last_seen_at: p.last_seen_at,
+                        connected_at: p.connected_at,
+                        disconnected_at: p.disconnected_at,
+                        disconnect_reason: p.disconnect_reason.clone(),
+                        connection: p.connection.clone(),
+                        messages_in: p.messages_in,
+                        bytes_in: p.bytes_in,
+                    });
+                }
+            }
+            out
+        };
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<(String, String)> = records
+            .iter()
+            .map(|r| (r.tenant.clone(), r.device_id.clone()))
+            .collect();
+        let count = records.len();
+        let result = run_blocking(&self.registry, move |r| r.save_presence(&records)).await;
+        if result.is_err() {
+            // Try again next round.
+            let mut devices = self.devices.lock();
+            for (tenant, device) in keys {
+                if let Some(slot) = devices.get_mut(&tenant, &device) {
+                    slot.dirty = true;
+                }
+            }
+        }
+        result.map(|()| count)
+    }
+
+    /// Marks devices silent past their profile's inactivity timeout; returns how many changed.
+    pub async fn check_inactivity(&self) -> usize {
+        let now = now_ms();
+        let candidates: Vec<((String, String), i64)> = {
+            let devices = self.devices.lock();
+            devices
+                .by_tenant
+                .iter()
+                .flat_map(|(t, by_device)| {
+                    by_device
+                        .iter()
+                        .filter(|(_, s)| !s.p.inactive)
+                        .filter_map(move |(d, s)| Some(((t.clone(), d.clone()), s.p.last_seen_at?)))
+                })
+                .collect()
+        };
+        let mut changed = 0;
+        for ((tenant, device), last_seen) in candidates {
+            let Some(profile) = self.models.profile(&tenant, &device).await else {
+                continue;
+            };
+            let Some(timeout_s) = profile.settings.effective_inactivity_timeout_s() else {
+                continue;
+            };
+            if now - last_seen < i64::from(timeout_s) * 1000 {
+                continue;
+            }
+            let flipped = {
+                let mut devices = self.devices.lock();
+                match devices.get_mut(&tenant, &device) {
+                    Some(s) if s.p.last_seen_at == Some(last_seen) && !s.p.inactive => {
+                        s.p.inactive = true;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if flipped {
+                changed += 1;
+                self.metrics.became_inactive.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(tenant, device, timeout_s, "Device inactive.");
+                self.announce(&tenant, &device);
+                let details = json!({"last_seen_at": last_seen, "inactivity_timeout_s": timeout_s});
+                if let Err(error) = self
+                    .alarms
+                    .raise(
+                        &tenant,
+                        &device,
+                        INACTIVE_ALARM,
+                        "warning",
+                        "presence",
+                        details,
+                    )
+                    .await
+                {
+                    tracing::warn!(tenant, device, error = %error, "Raising an inactivity alarm failed.");
+                }
+            }
+        }
+        changed
+    }
+
+    /// Saves and checks periodically until `shutdown`, then saves once more.
+    pub async fn run(self: Arc<PresenceTracker>, shutdown: CancellationToken) {
+        let mut save = tokio::time::interval(SAVE_INTERVAL);
+        let mut check = tokio::time::interval(INACTIVITY_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = save.tick() => {
+                    if let Err(error) = self.save().await {
+                        tracing::warn!(error = %error, "Saving presence failed; retrying.");
+                    }
+                }
+                _ = check.tick() => {
+                    self.check_inactivity().await;
+                }
+            }
+        }
+        if let Err(error) = self.save().await {
+            tracing::warn!(error = %error, "Saving presence at shutdown failed.");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The simulated fleet's profiles and devices, created through the registry like any others.
+
+use serde_json::json;
+use wulian_registry::{NewDevice, NewProfile, Registry};
+
+/// The size and place of the city.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CityConfig {
+    pub tenant: String,
+    pub bikes: usize,
+    pub air_sensors: usize,
+    /// The city's centre (latitude, longitude); devices spread about 4 km around it.
+    pub center: (f64, f64),
+    /// Seconds between a device's telemetry reports.
+    pub bike_interval_s: u64,
+    pub sensor_interval_s: u64,
+    pub seed: u64,
+}
+
+impl Default for CityConfig {
+    fn default() -> CityConfig {
+        CityConfig {
+            tenant: wulian_registry::DEFAULT_TENANT_ID.to_string(),
+            bikes: 200,
+            air_sensors: 20,
+            // Hangzhou, around West Lake.
+            center: (30.2590, 120.1490),
+            bike_interval_s: 10,
+            sensor_interval_s: 30,
+            seed: 2026,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimKind {
+    Bike,
+    AirSensor,
+}
+
+/// A provisioned simulated device with its fresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimDevice {
+    pub id: String,
+    pub token: String,
+    pub kind: SimKind,
+}
+
+pub const BIKE_PROFILE: &str = "sim-bike-lock";
+pub const SENSOR_PROFILE: &str = "sim-air-sensor";
+
+fn bike_profile() -> serde_json::Result<NewProfile> {
+    serde_json::from_value(json!({
+        "id": BIKE_PROFILE,
+        "name": "Smart bike lock (simulated)",
+        "validation": "flag",
+        "settings": {"report_interval_s": 10},
+        "model": {
+            "properties": [
+                {"name": "lat", "type": "double", "unit": "°", "min": -90, "max": 90, "precision": 6},
+                {"name": "lon", "type": "double", "unit": "°", "min": -180, "max": 180, "precision": 6},
+                {"name": "battery", "type": "integer", "unit": "%", "min": 0, "max": 100},
+                {"name": "locked", "type": "boolean"},
+                {"name": "speed", "type": "double", "unit": "km/h", "min": 0, "max": 60, "precision": 1},
+                {"name": "rssi", "type": "integer", "unit": "dBm", "min": -140, "max": 0}
+            ],
+            "commands": [
+                {"name": "unlock", "params": [{"name": "ride_id", "type": "string", "max": 64}]},
+                {"name": "lock", "params": []},
+                {"name": "ring", "params": [{"name": "seconds", "type": "integer", "min": 1, "max": 30}]}
+            ],
+            "allow_undeclared": false
+        }
+    }))
+}
+
+fn sensor_profile() -> serde_json::Result<NewProfile> {
+    let pollutant = |name: &str, unit: &str, max: f64| json!({"name": name, "type": "double", "unit": unit, "min": 0, "max": max, "precision": 1});
+    serde_json::from_value(json!({
+        "id": SENSOR_PROFILE,
+        "name": "Air-quality station (simulated)",
+        "validation": "reject",
+        "settings": {"report_interval_s": 30},
+        "model": {
+            "properties": [
+                pollutant("pm25", "µg/m³", 1000.0),
+                pollutant("pm10", "µg/m³", 1000.0),
+                pollutant("no2", "µg/m³", 2000.0),
+                pollutant("so2", "µg/m³", 2000.0),
+                pollutant("o3", "µg/m³", 1000.0),
+                {"name": "co", "type": "double", "unit": "mg/m³", "min": 0, "max": 100, "precision": 2},
+                {"name": "temp", "type": "double", "unit": "°C", "min": -40, "max": 60, "precision": 1},
+                {"name": "humidity", "type": "double", "unit": "%", "min": 0, "max": 100, "precision": 0}
+            ],
+            "allow_undeclared": false
+        }
+    }))
+}
+
+/// Creates what is missing (profiles, devices) and gives every simulated device a new token.
+pub fn provision(
+    registry: &Registry,
+    config: &CityConfig,
+) -> wulian_registry::Result<Vec<SimDevice>> {
+    for profile in [bike_profile()?, sensor_profile()?] {
+        match registry.get_profile(&config.tenant, &profile.id) {
+            Ok(_) => {}
+            Err(wulian_registry::Error::NotFound { .. }) => {
+                registry.create_profile(&config.tenant, &profile)?;
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let wanted = (0..config.bikes)
+        .map(|i| (format!("bike-{:04}", i + 1), SimKind::Bike, BIKE_PROFILE))
+        .chain((0..config.air_sensors).map(|i| {
+            (
+                format!("aq-{:03}", i + 1),
+                SimKind::AirSensor,
+                SENSOR_PROFILE,
+            )
+        }));
+    let mut devices = Vec::new();
+    for (id, kind, profile) in wanted {
+        let token = match registry.get_device(&config.tenant, &id) {
+            Ok(_) => registry.rotate_device_token(&config.tenant, &id)?,
+            Err(wulian_registry::Error::NotFound { .. }) => {
+                let labels = [("simulated".to_string(), "true".to_string())].into();
+                let new = NewDevice {
+                    id: id.clone(),
+                    name: Some(match kind {
+                        SimKind::Bike => format!("Bike {}", &id[5..]),
+                        SimKind::AirSensor => format!("Air station {}", &id[3..]),
+                    }),
+                    profile: Some(profile.to_string()),
+                    labels,
+                    ..NewDevice::default()
+                };
+                registry.create_device(&config.tenant, &new)?.1
+            }
+            Err(other) => return Err(other),
+        };
+        devices.push(SimDevice { id, token, kind });
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_valid_and_provisioning_is_repeatable() {
+        let (bike, sensor) = (bike_profile().unwrap(), sensor_profile().unwrap());
+        bike.model.validate().unwrap();
+        sensor.model.validate().unwrap();
+        assert_eq!(
+            (bike.model.properties.len(), sensor.model.properties.len()),
+            (6, 8)
+        );
+        let (reg, tenant) = wulian_registry::test_support::registry_with_tenant("city").unwrap();
+        let config = CityConfig {
+            tenant: tenant.id,
+            bikes: 3,
+            air_sensors: 2,
+            ..CityConfig::default()
+        };
+        let first = provision(&reg, &config).unwrap();
+        assert_eq!(first.len(), 5);
+        assert_eq!(first[0].id, "bike-0001");
+        assert_eq!(first[4].id, "aq-002");
+        // A second start keeps the devices and issues new tokens; the old ones stop working.
+        let second = provision(&reg, &config).unwrap();
+        assert_ne!(first[0].token, second[0].token);
+        assert!(
+            reg.authenticate_device("bike-0001", &first[0].token)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            reg.authenticate_device("bike-0001", &second[0].token)
+                .unwrap()
+                .is_some()
+        );
+    }
+}

@@ -15,21 +15,32 @@
 //! the file is opened, a chunk each time a query reads it. A mismatch is [`Error::Corrupt`]
 //! naming the file and the byte offset of the frame.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{self, DecodeError, Reader, put_i64, put_str, put_u16, put_u32, put_u64};
+use crate::codec::{self, DecodeError, Reader, put_i64, put_str, put_u32, put_u64};
 use crate::compress::{self, kind_byte, kind_from_byte};
 use crate::error::{Error, Result};
+use crate::framed::{self, Format, FramedWriter};
 use crate::value::{Point, SeriesKey, Value, ValueKind};
 
 pub(crate) const MAGIC: &[u8; 6] = b"WLNBLK";
 pub(crate) const VERSION: u16 = 1;
 pub(crate) const HEADER_LEN: usize = 36;
-const TRAILER_LEN: usize = 16;
-const TRAILER_MAGIC: &[u8; 4] = b"WIDX";
+const FORMAT: Format = Format {
+    name: "block",
+    magic: MAGIC,
+    version: VERSION,
+    trailer_magic: b"WIDX",
+    header_len: HEADER_LEN,
+    min_body: 0,
+    write_context: "write a block file",
+    rename_context: "rename a block file into place",
+    open_context: "open a block file",
+    stat_context: "stat a block file",
+};
 /// A frame longer than this is damage.
 const MAX_FRAME: usize = 1 << 30;
 
@@ -91,21 +102,11 @@ pub(crate) fn write(
 /// Writes a block file one series at a time, so that compaction never holds a whole
 /// partition decoded in memory. Dropped without `finish`, it removes its `.tmp` file.
 pub(crate) struct BlockWriter {
-    out: Option<BufWriter<File>>,
-    tmp: PathBuf,
-    path: PathBuf,
-    offset: u64,
+    out: FramedWriter,
     index: Vec<IndexEntry>,
     points: u64,
     min_ts: i64,
     max_ts: i64,
-}
-
-fn write_error(source: io::Error) -> Error {
-    Error::Io {
-        context: "write a block file",
-        source,
-    }
 }
 
 impl BlockWriter {
@@ -115,54 +116,14 @@ impl BlockWriter {
         partition: (i64, i64),
     ) -> Result<BlockWriter> {
         let path = dir.join(file_name(generation));
-        let tmp = path.with_extension("blk.tmp");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(write_error)?;
-        let mut w = BlockWriter {
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-            tmp,
-            path,
-            offset: 0,
+        let out = FramedWriter::create(path, 1 << 20, &FORMAT, generation, partition, &[])?;
+        Ok(BlockWriter {
+            out,
             index: Vec::new(),
             points: 0,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
-        };
-        let mut header = Vec::with_capacity(HEADER_LEN);
-        header.extend_from_slice(MAGIC);
-        put_u16(&mut header, VERSION);
-        put_u64(&mut header, generation);
-        put_i64(&mut header, partition.0);
-        put_i64(&mut header, partition.1);
-        let crc = crc32fast::hash(&header);
-        put_u32(&mut header, crc);
-        w.write(&header)?;
-        Ok(w)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| write_error(io::Error::other("block writer already finished")))?;
-        out.write_all(bytes).map_err(write_error)?;
-        self.offset += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn write_frame(&mut self, payload: &[u8]) -> Result<u64> {
-        let len = u32::try_from(payload.len())
-            .map_err(|_| write_error(io::Error::other("chunk over 4 GiB")))?;
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&len.to_le_bytes());
-        head[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.write(&head)?;
-        self.write(payload)?;
-        Ok(8 + payload.len() as u64)
+        })
     }
 
     /// Appends one series' chunk (points ascending, unique; empty is skipped). Series must come
@@ -171,15 +132,14 @@ impl BlockWriter {
         let (Some(first), Some(last)) = (s.points.first(), s.points.last()) else {
             return Ok(None);
         };
-        let offset = self.offset;
+        let offset = self.out.offset();
         let payload = compress::encode_chunk(s.kind, s.points);
-        let len = self.write_frame(&payload)?;
+        let len = self.out.write_frame(&payload)?;
         let meta = ChunkMeta {
             offset,
-            len: u32::try_from(len)
-                .map_err(|_| write_error(io::Error::other("chunk over 4 GiB")))?,
+            len,
             count: u32::try_from(s.points.len())
-                .map_err(|_| write_error(io::Error::other("chunk over 4 Gi points")))?,
+                .map_err(|_| self.out.error(io::Error::other("chunk over 4 Gi points")))?,
             min_ts: first.ts,
             max_ts: last.ts,
         };
@@ -196,7 +156,7 @@ impl BlockWriter {
     }
 
     /// Writes the index and trailer, fsyncs, renames into place.
-    pub(crate) fn finish(mut self) -> Result<Written> {
+    pub(crate) fn finish(self) -> Result<Written> {
         let mut payload = Vec::new();
         put_u32(&mut payload, self.index.len() as u32);
         for e in &self.index {
@@ -211,38 +171,13 @@ impl BlockWriter {
             put_u32(&mut payload, e.meta.len);
             codec::put_value(&mut payload, &e.last);
         }
-        let index_offset = self.offset;
-        self.write_frame(&payload)?;
-        let mut trailer = Vec::with_capacity(TRAILER_LEN);
-        put_u64(&mut trailer, index_offset);
-        let crc = crc32fast::hash(&trailer);
-        put_u32(&mut trailer, crc);
-        trailer.extend_from_slice(TRAILER_MAGIC);
-        self.write(&trailer)?;
-        let out = self
-            .out
-            .take()
-            .ok_or_else(|| write_error(io::Error::other("block writer already finished")))?;
-        let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
-        file.sync_all().map_err(write_error)?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path).map_err(Error::io("rename a block file into place"))?;
+        let bytes = self.out.finish(&payload)?;
         Ok(Written {
-            bytes: self.offset,
+            bytes,
             points: self.points,
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         })
-    }
-}
-
-impl Drop for BlockWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some()
-            && let Err(e) = fs::remove_file(&self.tmp)
-        {
-            tracing::debug!(error = %e, "Removing an unfinished block file failed.");
-        }
     }
 }
 
@@ -266,54 +201,12 @@ impl BlockFile {
 
     /// Opens a file and reads its index (header, trailer and index CRCs checked).
     pub(crate) fn open(path: &Path, generation: u64) -> Result<(BlockFile, Vec<IndexEntry>)> {
-        let file = File::open(path).map_err(Error::io("open a block file"))?;
-        let size = file
-            .metadata()
-            .map_err(Error::io("stat a block file"))?
-            .len();
-        let mut bf = BlockFile {
-            path: path.to_path_buf(),
-            file,
-            partition: (0, 0),
-        };
-        if size < (HEADER_LEN + TRAILER_LEN) as u64 {
-            return Err(bf.corrupt(0, format!("{size} bytes is too short for a block file")));
-        }
-        let header = bf.read_at(0, HEADER_LEN)?;
-        if &header[..6] != MAGIC {
-            return Err(bf.corrupt(0, "not a block file (bad magic)"));
-        }
-        if crc32fast::hash(&header[..32])
-            != u32::from_le_bytes(header[32..36].try_into().unwrap_or_default())
-        {
-            return Err(bf.corrupt(0, "header checksum mismatch"));
-        }
-        let mut r = Reader::new(&header[6..32]);
-        let parsed = (|| Ok::<_, DecodeError>((r.u16()?, r.u64()?, r.i64()?, r.i64()?)))()
-            .map_err(|e| bf.corrupt(0, e.0))?;
-        let (version, stored_gen, start, end) = parsed;
-        if version != VERSION {
-            return Err(bf.corrupt(6, format!("unsupported block format version {version}")));
-        }
-        if stored_gen != generation {
-            return Err(bf.corrupt(
-                8,
-                format!("header says generation {stored_gen}, the name says {generation}"),
-            ));
-        }
-        bf.partition = (start, end);
-        let trailer_at = size - TRAILER_LEN as u64;
-        let trailer = bf.read_at(trailer_at, TRAILER_LEN)?;
-        if &trailer[12..16] != TRAILER_MAGIC
-            || crc32fast::hash(&trailer[..8])
-                != u32::from_le_bytes(trailer[8..12].try_into().unwrap_or_default())
-        {
-            return Err(bf.corrupt(trailer_at, "bad trailer"));
-        }
-        let index_at = u64::from_le_bytes(trailer[..8].try_into().unwrap_or_default());
-        if index_at < HEADER_LEN as u64 || index_at + 8 > trailer_at {
-            return Err(bf.corrupt(trailer_at, format!("index offset {index_at}")));
-        }
+        let framed::Opened {
+            bf,
+            index_at,
+            trailer_at,
+            ..
+        } = framed::open(path, &FORMAT, generation)?;
         let payload = bf.read_frame(index_at, (trailer_at - index_at) as usize)?;
         let entries = decode_index(&payload, index_at)
             .map_err(|e| bf.corrupt(index_at, format!("index: {}", e.0)))?;
@@ -415,6 +308,8 @@ fn decode_index(payload: &[u8], _at: u64) -> std::result::Result<Vec<IndexEntry>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framed::TRAILER_LEN;
+    use std::fs;
 
     #[test]
     fn write_open_read_and_detect_damage() {

@@ -55,6 +55,7 @@ mod block;
 mod codec;
 mod compress;
 mod error;
+mod framed;
 mod fsutil;
 mod head;
 mod manifest;

@@ -30,16 +30,16 @@
 //! CRCs are checked as in block files: header, trailer and index at open, a frame whenever it
 //! is read.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use crate::block::BlockFile;
-use crate::codec::{DecodeError, Reader, put_i64, put_str, put_u16, put_u32, put_u64};
+use crate::codec::{DecodeError, Reader, put_str, put_u32, put_u64};
 use crate::compress::{
     ByteReader, decode_chunk, encode_chunk, kind_byte, kind_from_byte, put_varint,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::framed::{self, Format, FramedWriter};
 use crate::query::PartialBucket;
 use crate::value::{Point, SeriesKey, Value, ValueKind};
 
@@ -51,8 +51,19 @@ const ENTRY_LEN: usize = 28;
 /// Longest frame head read to check a series key: three length-prefixed strings.
 const MAX_KEY_HEAD: usize = 3 * (4 + 1024);
 const HEADER_LEN: usize = 44;
-const TRAILER_LEN: usize = 16;
-const TRAILER_MAGIC: &[u8; 4] = b"WRUP";
+const FORMAT: Format = Format {
+    name: "rollup",
+    magic: MAGIC,
+    version: VERSION,
+    trailer_magic: b"WRUP",
+    header_len: HEADER_LEN,
+    // At least the index frame's head.
+    min_body: 8,
+    write_context: "write a rollup file",
+    rename_context: "rename a rollup file into place",
+    open_context: "open a rollup file",
+    stat_context: "stat a rollup file",
+};
 
 /// `GGGGGGGGGGGG-<width ms>.rup`: a flush or compaction writes both levels of a partition
 /// under one generation.
@@ -77,19 +88,9 @@ pub(crate) struct RollupWritten {
 /// Writes a rollup file one series at a time (via `.tmp`, fsynced, renamed; the caller syncs
 /// the directory). Dropped without `finish`, it removes its `.tmp` file.
 pub(crate) struct RollupWriter {
-    out: Option<BufWriter<File>>,
-    tmp: PathBuf,
-    path: PathBuf,
-    offset: u64,
+    out: FramedWriter,
     /// (key hash, entry) of every series written.
     index: Vec<(u64, RollupMeta)>,
-}
-
-fn write_error(source: io::Error) -> Error {
-    Error::Io {
-        context: "write a rollup file",
-        source,
-    }
 }
 
 impl RollupWriter {
@@ -100,52 +101,11 @@ impl RollupWriter {
         width: i64,
     ) -> Result<RollupWriter> {
         let path = dir.join(file_name(generation, width));
-        let tmp = path.with_extension("rup.tmp");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(write_error)?;
-        let mut w = RollupWriter {
-            out: Some(BufWriter::with_capacity(256 << 10, file)),
-            tmp,
-            path,
-            offset: 0,
+        let extra = width.to_le_bytes();
+        Ok(RollupWriter {
+            out: FramedWriter::create(path, 256 << 10, &FORMAT, generation, partition, &extra)?,
             index: Vec::new(),
-        };
-        let mut header = Vec::with_capacity(HEADER_LEN);
-        header.extend_from_slice(MAGIC);
-        put_u16(&mut header, VERSION);
-        put_u64(&mut header, generation);
-        put_i64(&mut header, partition.0);
-        put_i64(&mut header, partition.1);
-        put_i64(&mut header, width);
-        let crc = crc32fast::hash(&header);
-        put_u32(&mut header, crc);
-        w.write(&header)?;
-        Ok(w)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| write_error(io::Error::other("rollup writer already finished")))?;
-        out.write_all(bytes).map_err(write_error)?;
-        self.offset += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn write_frame(&mut self, payload: &[u8]) -> Result<u32> {
-        let len = u32::try_from(payload.len() + 8)
-            .map_err(|_| write_error(io::Error::other("rollup frame over 4 GiB")))?;
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&(len - 8).to_le_bytes());
-        head[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.write(&head)?;
-        self.write(payload)?;
-        Ok(len)
+        })
     }
 
     /// Appends one series' buckets (ascending; empty is skipped). Series must come in key
@@ -159,19 +119,19 @@ impl RollupWriter {
         if buckets.is_empty() {
             return Ok(());
         }
-        let offset = self.offset;
+        let offset = self.out.offset();
         let mut payload = Vec::new();
         put_str(&mut payload, &key.tenant);
         put_str(&mut payload, &key.device);
         put_str(&mut payload, &key.key);
         payload.extend_from_slice(&encode_buckets(kind, buckets));
-        let len = self.write_frame(&payload)?;
+        let len = self.out.write_frame(&payload)?;
         self.index.push((
             key_hash(key),
             RollupMeta {
                 kind,
                 buckets: u32::try_from(buckets.len())
-                    .map_err(|_| write_error(io::Error::other("over 4 Gi rollup buckets")))?,
+                    .map_err(|_| self.out.error(io::Error::other("over 4 Gi rollup buckets")))?,
                 offset,
                 len,
             },
@@ -193,33 +153,9 @@ impl RollupWriter {
             payload.push(kind_byte(e.kind));
             payload.extend_from_slice(&[0; 3]);
         }
-        let index_offset = self.offset;
-        self.write_frame(&payload)?;
-        let mut trailer = Vec::with_capacity(TRAILER_LEN);
-        put_u64(&mut trailer, index_offset);
-        let crc = crc32fast::hash(&trailer);
-        put_u32(&mut trailer, crc);
-        trailer.extend_from_slice(TRAILER_MAGIC);
-        self.write(&trailer)?;
-        let out = self
-            .out
-            .take()
-            .ok_or_else(|| write_error(io::Error::other("rollup writer already finished")))?;
-        let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
-        file.sync_all().map_err(write_error)?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path).map_err(Error::io("rename a rollup file into place"))?;
-        Ok(RollupWritten { bytes: self.offset })
-    }
-}
-
-impl Drop for RollupWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some()
-            && let Err(e) = fs::remove_file(&self.tmp)
-        {
-            tracing::debug!(error = %e, "Removing an unfinished rollup file failed.");
-        }
+        Ok(RollupWritten {
+            bytes: self.out.finish(&payload)?,
+        })
     }
 }
 
@@ -237,57 +173,16 @@ pub(crate) struct RollupFile {
 impl RollupFile {
     /// Opens a file and reads its index (header, trailer and index CRCs checked).
     pub(crate) fn open(path: &Path, generation: u64) -> Result<RollupFile> {
-        let file = File::open(path).map_err(Error::io("open a rollup file"))?;
-        let size = file
-            .metadata()
-            .map_err(Error::io("stat a rollup file"))?
-            .len();
-        let mut bf = BlockFile {
-            path: path.to_path_buf(),
-            file,
-            partition: (0, 0),
-        };
-        if size < (HEADER_LEN + TRAILER_LEN + 8) as u64 {
-            return Err(bf.corrupt(0, format!("{size} bytes is too short for a rollup file")));
-        }
-        let header = bf.read_at(0, HEADER_LEN)?;
-        if &header[..6] != MAGIC {
-            return Err(bf.corrupt(0, "not a rollup file (bad magic)"));
-        }
-        if crc32fast::hash(&header[..40])
-            != u32::from_le_bytes(header[40..44].try_into().unwrap_or_default())
-        {
-            return Err(bf.corrupt(0, "header checksum mismatch"));
-        }
-        let mut r = Reader::new(&header[6..40]);
-        let parsed =
-            (|| Ok::<_, DecodeError>((r.u16()?, r.u64()?, r.i64()?, r.i64()?, r.i64()?)))()
-                .map_err(|e| bf.corrupt(0, e.0))?;
-        let (version, stored_gen, start, end, width) = parsed;
-        if version != VERSION {
-            return Err(bf.corrupt(6, format!("unsupported rollup format version {version}")));
-        }
-        if stored_gen != generation {
-            return Err(bf.corrupt(
-                8,
-                format!("header says generation {stored_gen}, the name says {generation}"),
-            ));
-        }
+        let framed::Opened {
+            bf,
+            extra,
+            index_at,
+            trailer_at,
+        } = framed::open(path, &FORMAT, generation)?;
+        let width = Reader::new(&extra).i64().map_err(|e| bf.corrupt(0, e.0))?;
+        let (start, end) = bf.partition;
         if width < 1 || start >= end {
             return Err(bf.corrupt(16, format!("partition [{start}, {end}), width {width}")));
-        }
-        bf.partition = (start, end);
-        let trailer_at = size - TRAILER_LEN as u64;
-        let trailer = bf.read_at(trailer_at, TRAILER_LEN)?;
-        if &trailer[12..16] != TRAILER_MAGIC
-            || crc32fast::hash(&trailer[..8])
-                != u32::from_le_bytes(trailer[8..12].try_into().unwrap_or_default())
-        {
-            return Err(bf.corrupt(trailer_at, "bad trailer"));
-        }
-        let index_at = u64::from_le_bytes(trailer[..8].try_into().unwrap_or_default());
-        if index_at < HEADER_LEN as u64 || index_at + 8 > trailer_at {
-            return Err(bf.corrupt(trailer_at, format!("index offset {index_at}")));
         }
         // The whole index is read once here, for its CRC and its entries' sanity; afterwards
         // only single entries are read.
@@ -536,7 +431,9 @@ pub(crate) fn decode_buckets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::query::{DEFAULT_WIDTHS, level_partials};
+    use std::fs;
 
     #[test]
     fn buckets_round_trip_bit_for_bit() {

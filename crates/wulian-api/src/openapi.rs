@@ -15,7 +15,8 @@ use crate::routes::{
         Errors are RFC 9457 problem documents (application/problem+json) with a stable `code`."),
     paths(
         system::health, system::openapi, system::metrics,
-        tenants::list_tenants, tenants::create_tenant, tenants::get_tenant, tenants::delete_tenant,
+        tenants::list_tenants, tenants::create_tenant, tenants::get_tenant, tenants::update_tenant,
+        tenants::delete_tenant,
         tenants::list_api_keys, tenants::create_api_key, tenants::revoke_api_key,
         devices::create_device, devices::list_devices, devices::get_device, devices::update_device,
         devices::delete_device, devices::rotate_token, devices::import_devices, twins::device_status,

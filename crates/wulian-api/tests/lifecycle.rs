@@ -1497,3 +1497,197 @@ async fn zones_feed_in_zone_rules() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// Telemetry retention per profile (any write key of the tenant) and per tenant (installation
+/// admin): set, shown, validated with the field named, cleared; the registry hands them to the
+/// retention task, and the OpenAPI document describes them.
+#[tokio::test]
+async fn profile_and_tenant_retention_settings() {
+    let p = support::platform();
+    let mut body = sensor_profile("flag");
+    body["settings"]["retention_days"] = json!(2);
+    let r = send(
+        &p,
+        "POST",
+        "/api/v1/profiles",
+        &p.admin,
+        &[],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["settings"]["retention_days"], 2);
+    assert_eq!(r.body["settings"]["report_interval_s"], 60);
+    let r = send(
+        &p,
+        "POST",
+        "/api/v1/devices",
+        &p.admin,
+        &[],
+        Some(json!({"id": "s1", "profile": "sensor"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // Out of range: 422 naming the field and the allowed range; nothing changes.
+    for bad in [json!(0), json!(36_501)] {
+        let mut b = body.clone();
+        b["settings"]["retention_days"] = bad.clone();
+        let r = send(&p, "PUT", "/api/v1/profiles/sensor", &p.admin, &[], Some(b)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.body
+        );
+        assert_eq!(r.body["code"], "invalid_field");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("settings.retention_days: ") && detail.contains("from 1 to 36500"),
+            "{detail}"
+        );
+    }
+    let mut b = body.clone();
+    b["settings"]["retention_days"] = json!("forever");
+    let r = send(&p, "PUT", "/api/v1/profiles/sensor", &p.admin, &[], Some(b)).await;
+    assert!(r.status.is_client_error(), "{}", r.body);
+    let got = send(&p, "GET", "/api/v1/profiles/sensor", &p.admin, &[], None).await;
+    assert_eq!(got.body["settings"]["retention_days"], 2);
+    assert_eq!(got.body["version"], 1);
+
+    // The retention task's view: the device through its profile.
+    let o = p.registry.retention_overrides().unwrap();
+    assert_eq!(o.effective_days("default", "s1", Some(30)), Some(2));
+
+    // The tenant's retention: installation admin only; null clears it.
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/default",
+        &p.admin,
+        &[],
+        Some(json!({"retention_days": 7})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["retention_days"], 7);
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/default",
+        &p.admin,
+        &[],
+        Some(json!({"retention_days": 0})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("retention_days: "),
+        "{}",
+        r.body
+    );
+    // Leaving the field out keeps it.
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/default",
+        &p.admin,
+        &[],
+        Some(json!({"name": "Renamed"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["name"], "Renamed");
+    assert_eq!(r.body["retention_days"], 7);
+    let o = p.registry.retention_overrides().unwrap();
+    assert_eq!(o.effective_days("default", "other-device", None), Some(7));
+    assert_eq!(o.effective_days("default", "s1", None), Some(2));
+    let got = send(&p, "GET", "/api/v1/tenants/default", &p.admin, &[], None).await;
+    assert_eq!(got.body["retention_days"], 7);
+
+    // A tenant's own admin may read its tenant but not change its retention.
+    let r = send(
+        &p,
+        "POST",
+        "/api/v1/tenants",
+        &p.admin,
+        &[],
+        Some(json!({"id": "other", "name": "o"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["retention_days"], Value::Null);
+    let key = send(
+        &p,
+        "POST",
+        "/api/v1/api-keys",
+        &p.admin,
+        &[],
+        Some(json!({"name": "k", "scope": "admin", "tenant": "other"})),
+    )
+    .await;
+    let other = key.body["secret"].as_str().unwrap();
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/other",
+        other,
+        &[],
+        Some(json!({"retention_days": 36500})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/nope",
+        &p.admin,
+        &[],
+        Some(json!({"retention_days": 3})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = send(
+        &p,
+        "PATCH",
+        "/api/v1/tenants/default",
+        &p.admin,
+        &[],
+        Some(json!({"retention_days": null})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["retention_days"], Value::Null);
+    assert!(p.registry.retention_overrides().unwrap().tenants.is_empty());
+
+    // Null on the profile inherits again (and the field is left out of its JSON).
+    let mut b = body.clone();
+    b["settings"]["retention_days"] = Value::Null;
+    let r = send(&p, "PUT", "/api/v1/profiles/sensor", &p.admin, &[], Some(b)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body["settings"].get("retention_days").is_none(),
+        "{}",
+        r.body
+    );
+    assert!(p.registry.retention_overrides().unwrap().devices.is_empty());
+
+    // Documented, and counted in the metrics.
+    let doc = send(&p, "GET", "/api/v1/openapi.json", &p.admin, &[], None).await;
+    assert!(doc.body["paths"]["/api/v1/tenants/{tenant}"]["patch"].is_object());
+    let schemas = &doc.body["components"]["schemas"];
+    assert_eq!(
+        schemas["ProfileSettingsSchema"]["properties"]["retention_days"]["maximum"],
+        36500
+    );
+    assert!(schemas["UpdateTenant"]["properties"]["retention_days"].is_object());
+    assert!(schemas["TenantView"]["properties"]["retention_days"].is_object());
+    let (status, _, metrics) =
+        send_raw(&p, "GET", "/api/v1/metrics", &p.admin, &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("wulian_tsdb_retention_partitions_rewritten_total 0"));
+}

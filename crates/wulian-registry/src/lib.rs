@@ -24,6 +24,7 @@ mod ota;
 mod presence;
 mod profiles;
 mod provisioning;
+mod retention;
 mod rules;
 mod secret;
 mod tenants;
@@ -58,14 +59,15 @@ pub use ota::{
 pub use presence::PresenceRecord;
 pub use profiles::{MAX_PROFILES, NewProfile, Profile, ProfileSettings, ValidationMode};
 pub use provisioning::{ClaimRefusal, MAX_SERIALS_PER_CALL, ProvisioningSerial};
+pub use retention::RetentionOverrides;
 pub use rules::{MAX_RULES, NewRule, StoredRule};
 pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, PROVISIONING_SECRET_PREFIX, new_command_id};
-pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant};
+pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant, TenantPatch};
 pub use thing_model::ThingModel;
 pub use twins::{MAX_TWIN_SECTION_BYTES, Twin, TwinSection, TwinUpdate, delta, merge_patch};
 pub use validate::{
     MAX_ATTRIBUTES_BYTES, MAX_COMMAND_PARAMS_BYTES, MAX_DEVICE_ID_LEN, MAX_LABEL_KEY_LEN,
-    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN, RESERVED_DEVICE_ID,
+    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN, MAX_RETENTION_DAYS, RESERVED_DEVICE_ID,
 };
 pub use webhooks::{AlarmWebhook, DeadLetter, check_webhook_url};
 pub use zones::{MAX_ZONES, Zone};

@@ -304,6 +304,15 @@ CREATE TABLE device_presence (
     FOREIGN KEY (tenant, device_id) REFERENCES devices (tenant, id) ON DELETE CASCADE
 ) STRICT;
 "#,
+    // 5: telemetry retention per tenant and per profile, in days (NULL: inherit the tenant's,
+    // then the installation's `storage.retention_days`). A column rather than a key of the
+    // profile's settings JSON, so that the retention task reads every device's in one join.
+    r#"
+ALTER TABLE tenants ADD COLUMN retention_days INTEGER
+    CHECK (retention_days BETWEEN 1 AND 36500);
+ALTER TABLE profiles ADD COLUMN retention_days INTEGER
+    CHECK (retention_days BETWEEN 1 AND 36500);
+"#,
 ];
 
 /// The schema version this build creates.

@@ -1,5 +1,9 @@
 //! Device profiles: a tenant's device types, each with a thing model, a validation policy and
-//! per-profile settings (report interval, inactivity timeout, rate limit).
+//! per-profile settings (report interval, inactivity timeout, rate limit, telemetry retention).
+//!
+//! The settings are stored as JSON, except `retention_days`, which has a column of its own so
+//! that the retention task reads every device's retention in one join
+//! ([`Registry::retention_overrides`]).
 //!
 //! A device names its profile by id (`devices.profile`); a name without a profile record means
 //! "no model" (the built-in `default` profile needs no record), so devices can be created before
@@ -65,6 +69,11 @@ pub struct ProfileSettings {
     /// Telemetry messages a device may send per minute; more are refused (MQTT `0x96`, HTTP 429).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages_per_minute: Option<u32>,
+    /// Days the raw telemetry of the profile's devices is kept (1 to 36500); none inherits the
+    /// tenant's retention, then the installation's. Dropped a whole day at a time; hourly and
+    /// minute summaries stay for their own retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 impl ProfileSettings {
@@ -90,7 +99,11 @@ impl ProfileSettings {
                 ));
             }
         }
-        Ok(())
+        validate::retention_days(
+            "settings.retention_days",
+            self.retention_days,
+            "the tenant's retention (or the installation's)",
+        )
     }
 }
 
@@ -130,10 +143,14 @@ pub struct NewProfile {
 }
 
 const PROFILE_COLUMNS: &str = "id, tenant, name, description, model, validation, settings, version, \
-     created_at, updated_at, provisioning_secret_hash IS NOT NULL";
+     created_at, updated_at, provisioning_secret_hash IS NOT NULL, retention_days";
 
 fn read_profile(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Profile, String, String)> {
     let validation: String = row.get(5)?;
+    let settings = ProfileSettings {
+        retention_days: row.get(11)?,
+        ..ProfileSettings::default()
+    };
     Ok((
         Profile {
             id: row.get(0)?,
@@ -142,7 +159,7 @@ fn read_profile(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Profile, String, S
             description: row.get(3)?,
             model: ThingModel::default(),
             validation: ValidationMode::parse(&validation),
-            settings: ProfileSettings::default(),
+            settings,
             version: row.get(7)?,
             created_at: row.get(8)?,
             updated_at: row.get(9)?,
@@ -156,11 +173,18 @@ fn read_profile(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Profile, String, S
 fn finish(parts: (Profile, String, String)) -> Result<Profile> {
     let (mut profile, model, settings) = parts;
     profile.model = serde_json::from_str(&model)?;
+    let retention_days = profile.settings.retention_days;
     profile.settings = serde_json::from_str(&settings)?;
+    // The column is the record of it (the JSON never holds it).
+    profile.settings.retention_days = retention_days;
     Ok(profile)
 }
 
-fn validate_new(new: &NewProfile) -> Result<(String, String, String, String)> {
+/// The checked fields of a new profile: name, description, model JSON, settings JSON (without
+/// the retention, which has its column) and the retention.
+type ProfileFields = (String, String, String, String, Option<u32>);
+
+fn validate_new(new: &NewProfile) -> Result<ProfileFields> {
     validate::identifier("id", &new.id)?;
     let name = new.name.clone().unwrap_or_else(|| new.id.clone());
     validate::name("name", &name, 1)?;
@@ -170,11 +194,16 @@ fn validate_new(new: &NewProfile) -> Result<(String, String, String, String)> {
     }
     new.model.validate()?;
     new.settings.validate()?;
+    let settings = ProfileSettings {
+        retention_days: None,
+        ..new.settings.clone()
+    };
     Ok((
         name,
         description,
         serde_json::to_string(&new.model)?,
-        serde_json::to_string(&new.settings)?,
+        serde_json::to_string(&settings)?,
+        new.settings.retention_days,
     ))
 }
 
@@ -189,7 +218,7 @@ impl Registry {
     }
 
     pub fn create_profile(&self, tenant: &str, new: &NewProfile) -> Result<Profile> {
-        let (name, description, model, settings) = validate_new(new)?;
+        let (name, description, model, settings, retention_days) = validate_new(new)?;
         let now = now_ms();
         let profile = self.write(|tx| {
             tenants::require_tenant(tx, tenant)?;
@@ -205,8 +234,8 @@ impl Registry {
             }
             let inserted = tx.execute(
                 "INSERT INTO profiles (tenant, id, name, description, model, validation, settings,
-                                       version, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                                       retention_days, version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)
                  ON CONFLICT (tenant, id) DO NOTHING",
                 params![
                     tenant,
@@ -216,6 +245,7 @@ impl Registry {
                     model,
                     new.validation.as_str(),
                     settings,
+                    retention_days,
                     now
                 ],
             )?;
@@ -261,7 +291,7 @@ impl Registry {
                 "must equal the profile id of the path",
             ));
         }
-        let (name, description, model, settings) = validate_new(new)?;
+        let (name, description, model, settings, retention_days) = validate_new(new)?;
         let now = now_ms();
         let profile = self.write(|tx| {
             let version: i64 = tx
@@ -282,14 +312,15 @@ impl Registry {
             }
             tx.execute(
                 "UPDATE profiles SET name = ?1, description = ?2, model = ?3, validation = ?4,
-                        settings = ?5, version = version + 1, updated_at = ?6
-                 WHERE tenant = ?7 AND id = ?8",
+                        settings = ?5, retention_days = ?6, version = version + 1, updated_at = ?7
+                 WHERE tenant = ?8 AND id = ?9",
                 params![
                     name,
                     description,
                     model,
                     new.validation.as_str(),
                     settings,
+                    retention_days,
                     now,
                     tenant,
                     id

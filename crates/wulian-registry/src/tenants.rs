@@ -22,6 +22,19 @@ pub struct Tenant {
     pub name: String,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Days the raw telemetry of the tenant's devices is kept (1 to 36500), unless their
+    /// profile sets its own; none inherits the installation's `storage.retention_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+/// A change to a tenant: the fields that are `Some` change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantPatch {
+    /// 1 to 200 characters.
+    pub name: Option<String>,
+    /// `Some(None)` clears it (the installation's retention applies again).
+    pub retention_days: Option<Option<u32>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +55,7 @@ impl Registry {
             id: DEFAULT_TENANT_ID.to_string(),
             name: DEFAULT_TENANT_NAME.to_string(),
             created_at: now,
+            retention_days: None,
         };
         let (new_key, hash) =
             api_keys::prepare_key(&tenant.id, BOOTSTRAP_KEY_NAME, Scope::Admin, true, now)?;
@@ -78,6 +92,7 @@ impl Registry {
                 id,
                 name: new.name.clone(),
                 created_at: now_ms(),
+                retention_days: None,
             };
             match self.write(|tx| insert_tenant(tx, &tenant)) {
                 Err(Error::AlreadyExists { .. }) if new.id.is_none() => continue,
@@ -91,17 +106,44 @@ impl Registry {
 
     pub fn get_tenant(&self, id: &str) -> Result<Tenant> {
         let conn = self.conn();
-        conn.prepare_cached("SELECT id, name, created_at FROM tenants WHERE id = ?1")?
-            .query_row([id], tenant_from_row)
-            .optional()?
-            .ok_or_else(|| Error::not_found("tenant", id))
+        load_tenant(&conn, id)
+    }
+
+    /// Changes a tenant's name and/or telemetry retention.
+    pub fn update_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant> {
+        if let Some(name) = &patch.name {
+            validate::name("name", name, 1)?;
+        }
+        if let Some(days) = patch.retention_days {
+            validate::retention_days(
+                "retention_days",
+                days,
+                "the installation's storage.retention_days",
+            )?;
+        }
+        self.write(|tx| {
+            require_tenant(tx, id)?;
+            if let Some(name) = &patch.name {
+                tx.execute(
+                    "UPDATE tenants SET name = ?1 WHERE id = ?2",
+                    params![name, id],
+                )?;
+            }
+            if let Some(days) = patch.retention_days {
+                tx.execute(
+                    "UPDATE tenants SET retention_days = ?1 WHERE id = ?2",
+                    params![days, id],
+                )?;
+            }
+            load_tenant(tx, id)
+        })
     }
 
     /// All tenants, by id.
     pub fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY id")?;
+            conn.prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))?;
         let rows = stmt.query_map([], tenant_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -136,12 +178,24 @@ impl Registry {
     }
 }
 
+const TENANT_COLUMNS: &str = "id, name, created_at, retention_days";
+
 fn tenant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
         id: row.get(0)?,
         name: row.get(1)?,
         created_at: row.get(2)?,
+        retention_days: row.get(3)?,
     })
+}
+
+fn load_tenant(conn: &Connection, id: &str) -> Result<Tenant> {
+    conn.prepare_cached(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+    ))?
+    .query_row([id], tenant_from_row)
+    .optional()?
+    .ok_or_else(|| Error::not_found("tenant", id))
 }
 
 fn insert_tenant(conn: &Connection, tenant: &Tenant) -> Result<()> {

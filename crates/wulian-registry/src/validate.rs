@@ -17,8 +17,25 @@ pub const MAX_LABEL_VALUE_LEN: usize = 256;
 pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
 pub const MAX_COMMAND_NAME_LEN: usize = 64;
 pub const MAX_COMMAND_PARAMS_BYTES: usize = 64 * 1024;
+/// Longest telemetry retention a tenant or profile may set, in days (100 years: "forever").
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Device id reserved as an alias for "the calling device" in device-facing routes.
 pub const RESERVED_DEVICE_ID: &str = "me";
+
+/// A telemetry retention in days: 1 to [`MAX_RETENTION_DAYS`], or none (`inherits` says from
+/// what).
+pub(crate) fn retention_days(field: &'static str, days: Option<u32>, inherits: &str) -> Result<()> {
+    match days {
+        Some(d) if !(1..=MAX_RETENTION_DAYS).contains(&d) => Err(Error::invalid(
+            field,
+            format!(
+                "must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, or null to \
+                 inherit {inherits}; got {d}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Tenant slug: `[a-z0-9][a-z0-9-]{0,62}`.
 pub(crate) fn tenant_id(id: &str) -> Result<()> {

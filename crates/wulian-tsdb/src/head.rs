@@ -279,8 +279,14 @@ impl Head {
         ts: i64,
         value: Value,
     ) -> Result<(), KindConflict> {
-        if ts < self.manifest.floor {
-            // Older than the retention floor: accepted and discarded.
+        if ts < self.manifest.floor
+            || self
+                .manifest
+                .device_floors
+                .hides(&key.tenant, &key.device, ts)
+        {
+            // Older than the retention floor (store-wide or the device's): accepted and
+            // discarded, live and at replay alike, so a dropped partition never comes back.
             return Ok(());
         }
         let id = self.next_id;
@@ -429,13 +435,30 @@ impl Head {
     }
 
     /// Applies a retention floor: points older than `floor` go, and so do series whose newest
-    /// point is older (they have no data left).
-    pub(crate) fn apply_floor(&mut self, floor: i64) {
+    /// point is older (they have no data left). Returns the series removed.
+    pub(crate) fn apply_floor(&mut self, floor: i64) -> usize {
         self.manifest.floor = self.manifest.floor.max(floor);
+        self.cut_below(|_, _| floor)
+    }
+
+    /// Applies the manifest's device floors the same way (store-wide floor included). Returns
+    /// the series removed.
+    pub(crate) fn apply_device_floors(&mut self) -> usize {
+        let global = self.manifest.floor;
+        let floors = std::mem::take(&mut self.manifest.device_floors);
+        let removed = self.cut_below(|tenant, device| global.max(floors.get(tenant, device)));
+        self.manifest.device_floors = floors;
+        removed
+    }
+
+    /// Drops the points below each device's `floor_of(tenant, device)`, and the series left
+    /// without data. Returns the series removed.
+    fn cut_below(&mut self, floor_of: impl Fn(&str, &str) -> i64) -> usize {
         let (mut series_removed, mut points_removed) = (0usize, 0u64);
-        self.tenants.retain(|_, devices| {
-            devices.retain(|_, device| {
-                device.series.retain(|_, s| {
+        self.tenants.retain(|tenant, devices| {
+            devices.retain(|device, d| {
+                let floor = floor_of(tenant, device);
+                d.series.retain(|_, s| {
                     let cut = s.points.partition_point(|p| p.ts < floor);
                     points_removed += cut as u64;
                     s.points.drain(..cut);
@@ -447,12 +470,13 @@ impl Head {
                         true
                     }
                 });
-                !device.series.is_empty()
+                !d.series.is_empty()
             });
             !devices.is_empty()
         });
         self.series -= series_removed;
         self.points -= points_removed;
+        series_removed
     }
 
     /// Removes every series of a device and records a tombstone for its data in block files.
@@ -481,6 +505,15 @@ impl Head {
         self.series -= series;
         self.points -= points;
         (series, points)
+    }
+
+    /// Every (tenant, device) with series, in no particular order.
+    pub(crate) fn devices(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tenants.iter().flat_map(|(tenant, devices)| {
+            devices
+                .keys()
+                .map(move |device| (tenant.as_str(), device.as_str()))
+        })
     }
 
     /// Every series with its key parts, in no particular order.

@@ -38,6 +38,10 @@
 //!   partition that had no file), compactions and background rebuilds, kept longer than raw
 //!   data ([`Config::rollup_1m_retention`], [`Config::rollup_1h_retention`]). Aggregates whose
 //!   interval is a multiple of a rollup width read them where the answer is identical.
+//! - Retention (`retention`, [`Tsdb::enforce_retention_policy`]) drops whole partitions of raw
+//!   data per device (its own retention, its tenant's, or a default): partitions where every
+//!   series expired are deleted, others rewritten without the expired series; rollups keep
+//!   summarising what is dropped.
 //! - Open loads the manifest and the block indexes, then replays the later WAL segments
 //!   (`wal::replay`). A torn record at the tail of the last segment (never acknowledged) is cut
 //!   off with a warning; damage anywhere else refuses to open with [`Error::Corrupt`].
@@ -60,6 +64,7 @@ mod fsutil;
 mod head;
 mod manifest;
 mod query;
+mod retention;
 mod rollup;
 mod rollup_store;
 mod snapshot;
@@ -83,6 +88,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use compress::float_column_sizes;
 pub use error::{Error, Result};
 pub use query::PartialBucket;
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use stats::Stats;
 #[doc(hidden)]
 pub use storage::{FaultPoint, inject_fault};
@@ -128,6 +134,7 @@ pub struct Config {
     pub compaction_files: usize,
     /// Data older than this is dropped by [`Tsdb::enforce_retention`], a whole partition at a
     /// time. `None` (default) keeps everything. The partition's rollups stay (see below).
+    /// [`Tsdb::enforce_retention_policy`] takes a per-device policy instead.
     pub retention: Option<Duration>,
     /// How long the 1-minute rollups are kept ([`Tsdb::enforce_retention`], whole partitions).
     /// Default 90 days; `None` keeps them forever.
@@ -277,6 +284,10 @@ impl Tsdb {
             &counters.rollup_bytes,
             head.manifest.rollups.iter().map(|r| r.bytes).sum(),
         );
+        Counters::set(
+            &counters.device_floors,
+            head.manifest.device_floors.len() as u64,
+        );
         tracing::info!(
             dir = %dir.display(),
             snapshot = snapshot.as_ref().map(|s| s.path.display().to_string()),
@@ -306,7 +317,7 @@ impl Tsdb {
                 .unwrap_or(i64::MAX)
                 .max(1),
             compaction_files: config.compaction_files,
-            retention_ms: config.retention.map(duration_ms),
+            retention: config.retention,
             rollup_retention_ms: [
                 config.rollup_1m_retention.map(duration_ms),
                 config.rollup_1h_retention.map(duration_ms),
@@ -509,12 +520,54 @@ impl Tsdb {
     /// answering for them, until [`Config::rollup_1m_retention`] /
     /// [`Config::rollup_1h_retention`] drop those the same way. Returns the number of block
     /// files deleted. Without any configured retention it does nothing. Call it periodically.
+    ///
+    /// The same as [`Tsdb::enforce_retention_policy`] with [`RetentionPolicy::uniform`]
+    /// of [`Config::retention`].
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        Ok(self.retention(now_ms, None).await?.files_deleted)
+    }
+
+    /// Drops raw data by a per-device policy at `now_ms`: a device's points in a partition go
+    /// once the partition ends at or before `now_ms - ` the device's retention (its own, else
+    /// its tenant's, else the default; see [`RetentionPolicy`]), and the rollup retentions
+    /// apply as in [`Tsdb::enforce_retention`].
+    ///
+    /// The store-wide floor rises only to `now_ms - ` the longest retention of the policy (not
+    /// at all when something is kept forever); each device with a shorter retention gets a
+    /// floor of its own, stored in the manifest. A partition whose every series expired has
+    /// its block files deleted whole; one that also holds live series is rewritten without the
+    /// expired chunks, like a compaction. Either way its rollups are brought up to date first
+    /// and keep summarising the dropped series, so aggregates over whole minutes/hours still
+    /// answer for them. Writes below a device's floor are accepted and discarded (also at WAL
+    /// replay), so dropped data never comes back; a series whose raw data is all gone leaves
+    /// `keys` and `latest`. Floors never go down: lengthening a retention keeps what is still
+    /// there, it does not bring back what was dropped.
+    ///
+    /// Runs on the writer thread (writes wait). Call it periodically; with an unchanged policy
+    /// and nothing newly expired it costs a scan of the file list.
+    pub async fn enforce_retention_policy(
+        &self,
+        now_ms: i64,
+        policy: &RetentionPolicy,
+    ) -> Result<RetentionReport> {
+        self.retention(now_ms, Some(Box::new(policy.clone()))).await
+    }
+
+    async fn retention(
+        &self,
+        now_ms: i64,
+        policy: Option<Box<RetentionPolicy>>,
+    ) -> Result<RetentionReport> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let (reply, answer) = oneshot::channel();
-        self.request(Request::Retention { now_ms, reply }).await?;
+        self.request(Request::Retention {
+            now_ms,
+            policy,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -580,6 +633,10 @@ impl Tsdb {
             rollup_files: Counters::get(&c.rollup_files),
             rollup_bytes: Counters::get(&c.rollup_bytes),
             rollup_reads: Counters::get(&c.rollup_reads),
+            retention_files_deleted: Counters::get(&c.retention_files_deleted),
+            retention_partitions_rewritten: Counters::get(&c.retention_partitions_rewritten),
+            retention_series_dropped: Counters::get(&c.retention_series_dropped),
+            device_floors: Counters::get(&c.device_floors),
             commit_groups: Counters::get(&c.commit_groups),
             commit_requests: Counters::get(&c.commit_requests),
             recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),

@@ -212,6 +212,10 @@ impl RollupFile {
     fn entry(&self, i: usize) -> Result<(u64, RollupMeta)> {
         let at = self.entries_at + (i * ENTRY_LEN) as u64;
         let b = self.bf.read_at(at, ENTRY_LEN)?;
+        self.parse_entry(&b, at)
+    }
+
+    fn parse_entry(&self, b: &[u8], at: u64) -> Result<(u64, RollupMeta)> {
         let word = |r: std::ops::Range<usize>| {
             b[r].iter()
                 .rev()
@@ -228,6 +232,24 @@ impl RollupFile {
                 kind,
             },
         ))
+    }
+
+    /// Every series the file holds, with its entry, in no particular order: the index read in
+    /// one piece, then the key at the head of each frame. For carrying a partition's entries
+    /// forward (`storage::CompactJob`); queries use [`RollupFile::meta`].
+    pub(crate) fn series(&self) -> Result<Vec<(SeriesKey, RollupMeta)>> {
+        let index = self.bf.read_at(self.entries_at, self.entries * ENTRY_LEN)?;
+        let mut out = Vec::with_capacity(self.entries);
+        for (i, b) in index.chunks_exact(ENTRY_LEN).enumerate() {
+            let (_, meta) = self.parse_entry(b, self.entries_at + (i * ENTRY_LEN) as u64)?;
+            let want = (meta.len as usize).saturating_sub(8).min(MAX_KEY_HEAD);
+            let head = self.bf.read_at(meta.offset + 8, want)?;
+            let mut r = Reader::new(&head);
+            let (t, d, k) = (|| Ok::<_, DecodeError>((r.str()?, r.str()?, r.str()?)))()
+                .map_err(|e| self.bf.corrupt(meta.offset, format!("rollup key: {}", e.0)))?;
+            out.push((SeriesKey::new(t, d, k), meta));
+        }
+        Ok(out)
     }
 
     fn find(&self, key: &SeriesKey) -> Result<Option<RollupMeta>> {
@@ -510,6 +532,14 @@ mod tests {
             assert_eq!(buckets[0].first.value, Value::I64(i as i64), "{k}");
         }
         assert!(f.meta(&SeriesKey::new("t", "dev-9999", "temp")).is_none());
+        // Listing (for carrying entries forward) finds them all, with readable entries.
+        let mut listed = f.series().unwrap();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            keys
+        );
+        assert_eq!(f.read(&listed[3].1).unwrap()[0].first.value, Value::I64(3));
         assert!(f.meta(&SeriesKey::new("u", "dev-0001", "rh")).is_none());
     }
 

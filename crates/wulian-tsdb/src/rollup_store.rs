@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
 use crate::manifest::{Manifest, RollupEntry};
 use crate::query::{Widths, fold_partials, partial_aggregate};
-use crate::rollup::{self, RollupFile, RollupWriter};
+use crate::rollup::{self, RollupFile, RollupMeta, RollupWriter};
 use crate::storage::LoadedFile;
 use crate::value::{Point, SeriesKey, ValueKind};
 
@@ -187,6 +187,8 @@ pub(crate) struct RollupSet {
     widths: Widths,
     part: (i64, i64),
     generation: u64,
+    /// Series added so far.
+    added: usize,
 }
 
 impl RollupSet {
@@ -210,7 +212,38 @@ impl RollupSet {
             widths,
             part,
             generation,
+            added: 0,
         })
+    }
+
+    /// Whether no series was added (or there is no level to write).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.added == 0 || self.writers.is_empty()
+    }
+
+    /// Adds one series' entries taken over from earlier rollups of the partition, one per
+    /// (level, file, entry) source (see `storage::CompactJob`), in key order with the other
+    /// series. A source that cannot be read is skipped with a warning.
+    pub(crate) fn add_carried(
+        &mut self,
+        key: &SeriesKey,
+        sources: &[(usize, Arc<LoadedRollup>, RollupMeta)],
+    ) -> Result<()> {
+        for (level, file, meta) in sources {
+            let Some((_, w)) = self.writers.iter_mut().find(|(l, _)| l == level) else {
+                continue;
+            };
+            match file.rf.read(meta) {
+                Ok(buckets) => {
+                    w.add(key, meta.kind, &buckets)?;
+                    self.added += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, series = %key, "A rollup entry could not be carried forward.");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds one series' merged points of the partition (ascending, unique timestamps).
@@ -218,6 +251,7 @@ impl RollupSet {
         if self.writers.is_empty() || points.is_empty() {
             return Ok(());
         }
+        self.added += 1;
         // The coarse buckets fold the fine ones, exactly as `query::level_partials` does.
         let fine = partial_aggregate(points, self.widths[0]);
         for (level, w) in &mut self.writers {

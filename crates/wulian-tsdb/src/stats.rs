@@ -31,6 +31,16 @@ pub struct Stats {
     /// Rollup frames (one series, one day) read by aggregate queries since open: how often
     /// charts were answered from rollups instead of raw points.
     pub rollup_reads: u64,
+    /// Block files deleted by retention since open (store-wide floor, or every series in them
+    /// past its device's retention).
+    pub retention_files_deleted: u64,
+    /// Partitions rewritten by retention since open, without the series past their device's
+    /// retention.
+    pub retention_partitions_rewritten: u64,
+    /// Series whose raw data retention dropped entirely since open.
+    pub retention_series_dropped: u64,
+    /// Devices with a retention floor of their own (above the store-wide one).
+    pub device_floors: u64,
     /// Partitions merged by compaction (or whose rollups were rebuilt) since open.
     pub compactions: u64,
     /// Group commits since open, and the write/delete calls they carried; their ratio is how
@@ -54,6 +64,10 @@ pub(crate) struct Counters {
     pub rollup_files: AtomicU64,
     pub rollup_bytes: AtomicU64,
     pub rollup_reads: AtomicU64,
+    pub retention_files_deleted: AtomicU64,
+    pub retention_partitions_rewritten: AtomicU64,
+    pub retention_series_dropped: AtomicU64,
+    pub device_floors: AtomicU64,
     pub commit_groups: AtomicU64,
     pub commit_requests: AtomicU64,
     pub recovered_torn_tail: std::sync::atomic::AtomicBool,

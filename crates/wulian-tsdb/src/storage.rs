@@ -33,6 +33,10 @@ pub(crate) struct LoadedFile {
     /// (series id, chunk), sorted by id. Entries of deleted series stay until compaction; no
     /// live series has their id.
     pub chunks: Vec<(u32, ChunkMeta)>,
+    /// Index entries left out at open because they lie below their device's retention floor
+    /// (an enforcement stored the floor but had not yet rewritten this file): the next
+    /// enforcement rewrites or deletes the file.
+    pub hidden_at_open: usize,
 }
 
 impl LoadedFile {
@@ -89,11 +93,19 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
             });
         }
         let mut chunks = Vec::with_capacity(index.len());
+        let mut hidden_at_open = 0;
         for e in index {
             let hidden = tombstones
                 .get(&(e.key.tenant.as_str(), e.key.device.as_str()))
                 .is_some_and(|g| *g > entry.generation);
             if hidden || e.meta.max_ts < manifest.floor {
+                continue;
+            }
+            if manifest
+                .device_floors
+                .hides(&e.key.tenant, &e.key.device, e.meta.max_ts)
+            {
+                hidden_at_open += 1;
                 continue;
             }
             let latest = Point {
@@ -113,7 +125,12 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
             chunks.push((id, e.meta));
         }
         chunks.sort_by_key(|(id, _)| *id);
-        files.push(Arc::new(LoadedFile { bf, entry, chunks }));
+        files.push(Arc::new(LoadedFile {
+            bf,
+            entry,
+            chunks,
+            hidden_at_open,
+        }));
     }
     head.rollups = Arc::new(rollup_store::load(dir, &manifest)?);
     head.manifest = manifest;
@@ -130,8 +147,9 @@ pub(crate) struct SeriesView {
     head_points: Vec<Point>,
     frozen_points: Vec<Point>,
     files: Arc<Vec<Arc<LoadedFile>>>,
-    /// Fresh, visible rollups of this series overlapping the range, ascending by partition.
+    /// Usable, visible rollups of this series overlapping the range, ascending by generation.
     rollups: Vec<RollupSource>,
+    /// The series' retention floor: the store-wide one or its device's, if higher.
     floor: i64,
     from: i64,
     to: i64,
@@ -160,6 +178,10 @@ impl SeriesView {
             .find(|t| t.tenant == key.tenant && t.device == key.device)
             .map_or(0, |t| t.generation);
         let visible = |r: &LoadedRollup| r.entry.generation >= hidden_below;
+        let floor = head
+            .manifest
+            .floor
+            .max(head.manifest.device_floors.get(&key.tenant, &key.device));
         let Some(s) = head.series(key) else {
             // Only rollups may be left: the kind is the newest visible rollup's.
             let kind = head
@@ -174,8 +196,8 @@ impl SeriesView {
                 head_points: Vec::new(),
                 frozen_points: Vec::new(),
                 files: Arc::clone(&head.files),
-                rollups: rollup_sources(head, key, kind, from, to, widths, &visible),
-                floor: head.manifest.floor,
+                rollups: rollup_sources(head, key, kind, (from, to), floor, widths, &visible),
+                floor,
                 from,
                 to,
             });
@@ -196,8 +218,8 @@ impl SeriesView {
             head_points: s.range(from, to).to_vec(),
             frozen_points,
             files: Arc::clone(&head.files),
-            rollups: rollup_sources(head, key, s.kind(), from, to, widths, &visible),
-            floor: head.manifest.floor,
+            rollups: rollup_sources(head, key, s.kind(), (from, to), floor, widths, &visible),
+            floor,
             from,
             to,
         })
@@ -385,21 +407,24 @@ impl SeriesView {
     }
 }
 
-/// The fresh rollups holding `key` (of `kind`) whose partition overlaps `[from, to)`, at a
-/// width of this store's levels, visible past the device's tombstone.
+/// The usable rollups holding `key` (of `kind`) whose partition overlaps `range`, at a width
+/// of this store's levels, visible past the device's tombstone. Usable: fresh, or of a
+/// partition below the series' retention `floor` — the series' raw data there is gone and it
+/// cannot change any more (writes below the floor are discarded), so its entry is still exact
+/// while a late write of another series makes the file stale until the next rebuild.
 fn rollup_sources(
     head: &Head,
     key: &SeriesKey,
     kind: ValueKind,
-    from: i64,
-    to: i64,
+    range: (i64, i64),
+    floor: i64,
     widths: Widths,
     visible: &dyn Fn(&LoadedRollup) -> bool,
 ) -> Vec<RollupSource> {
     head.rollups
         .iter()
-        .filter(|r| rollup_store::overlaps(r.entry.partition, (from, to)) && visible(r))
-        .filter(|r| head.file_gens.is_fresh(&r.entry))
+        .filter(|r| rollup_store::overlaps(r.entry.partition, range) && visible(r))
+        .filter(|r| r.entry.partition.1 <= floor || head.file_gens.is_fresh(&r.entry))
         .filter_map(|r| {
             let level = rollup_store::level_of(r.entry.width, widths)?;
             let meta = r.rf.meta(key).filter(|m| m.kind == kind)?;
@@ -453,6 +478,9 @@ pub enum FaultPoint {
     CompactAfterWrite,
     /// The manifest replaced; the old files not yet deleted.
     CompactAfterManifest,
+    /// Retention by policy: the device floors stored with the partitions rewritten; the
+    /// partitions whose every series expired not yet deleted, the head not yet cut.
+    RetentionAfterRewrite,
 }
 
 static FAULTS: Mutex<Vec<(PathBuf, FaultPoint)>> = Mutex::new(Vec::new());
@@ -537,6 +565,7 @@ fn open_written(
             max_ts: written.max_ts,
         },
         chunks,
+        hidden_at_open: 0,
     }))
 }
 
@@ -582,10 +611,18 @@ pub(crate) fn prepare_flush(
         .map(|part| {
             let generation = head.manifest.next_generation;
             head.manifest.next_generation += 1;
+            // A partition that has rollups but no file lost its raw data to retention (all
+            // of it, or a device's): its rollups hold what the raw data no longer does, so a
+            // flush must not replace them; they go stale and the background rebuild merges
+            // the new points with what they carry (see `CompactJob::write`).
             let fresh = !head
                 .files
                 .iter()
-                .any(|f| rollup_store::overlaps(f.entry.partition, part));
+                .any(|f| rollup_store::overlaps(f.entry.partition, part))
+                && !head.rollups.iter().any(|r| {
+                    rollup_store::overlaps(r.entry.partition, part)
+                        && rollup_store::level_of(r.entry.width, widths).is_some()
+                });
             let levels = if fresh {
                 rollup_store::levels_for(part, widths, head.manifest.rollup_floors)
             } else {
@@ -744,16 +781,30 @@ fn remove_files(blocks_dir: &Path, files: &[Arc<LoadedFile>]) {
 /// flush is in flight, so that every file written later gets a higher generation than the
 /// merged one (newer data keeps its precedence). A **rollup rebuild** is the same job with
 /// `rewrite` off: it reads and merges the partition the same way but writes only its rollups.
+///
+/// Per-device retention: the merged file leaves out each series' points below its device's
+/// floor (a retention rewrite is this job on a partition with expired series), while the
+/// rollups get every point above the store-wide floor, and, for series that have no raw data
+/// left in the partition, their entries of the partition's previous rollups (carried forward):
+/// rollups outlive raw data, so they must not be recomputed from raw data alone once a device's
+/// data is gone.
 pub(crate) struct CompactJob {
     dir: PathBuf,
     part: (i64, i64),
     group: Vec<Arc<LoadedFile>>,
-    series: Vec<(SeriesKey, u32, ValueKind)>,
+    /// Live series, sorted by key, with their id, kind and retention floor.
+    series: Vec<(SeriesKey, u32, ValueKind, i64)>,
     generation: u64,
+    /// The store-wide retention floor.
     floor: i64,
     rewrite: bool,
     levels: Vec<usize>,
     widths: Widths,
+    /// The partition's newest rollup per level written, when some device's raw data in the
+    /// partition may be gone (the partition is below the highest device floor).
+    carry_from: Vec<(usize, Arc<LoadedRollup>)>,
+    /// (tenant, device, generation) of the tombstones, to leave deleted devices' entries out.
+    tombstones: Vec<(String, String, u64)>,
 }
 
 /// Picks the first partition with at least `min_files` files (at least 2) and reserves a
@@ -833,25 +884,116 @@ fn job_for(
         .filter(|f| f.entry.partition == part)
         .cloned()
         .collect();
-    let mut series: Vec<(SeriesKey, u32, ValueKind)> = head
+    let global = head.manifest.floor;
+    let device_floors = &head.manifest.device_floors;
+    let mut series: Vec<(SeriesKey, u32, ValueKind, i64)> = head
         .iter()
-        .map(|(t, d, k, s)| (SeriesKey::new(t, d, k), s.id(), s.kind()))
+        .map(|(t, d, k, s)| {
+            let floor = global.max(device_floors.get(t, d));
+            (SeriesKey::new(t, d, k), s.id(), s.kind(), floor)
+        })
         .collect();
     series.sort_by(|a, b| a.0.cmp(&b.0));
     let generation = head.manifest.next_generation;
     head.manifest.next_generation += 1;
     let floors = floors.unwrap_or(head.manifest.rollup_floors);
+    let levels = rollup_store::levels_for(part, widths, floors);
+    let carry_from: Vec<(usize, Arc<LoadedRollup>)> = if part.1 <= device_floors.max() {
+        levels
+            .iter()
+            .filter_map(|&l| {
+                head.rollups
+                    .iter()
+                    .filter(|r| r.entry.partition == part && r.entry.width == widths[l])
+                    .max_by_key(|r| r.entry.generation)
+                    .map(|r| (l, Arc::clone(r)))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let tombstones = if carry_from.is_empty() {
+        Vec::new()
+    } else {
+        head.manifest
+            .tombstones
+            .iter()
+            .map(|t| (t.tenant.clone(), t.device.clone(), t.generation))
+            .collect()
+    };
     CompactJob {
         dir: dir.to_path_buf(),
         part,
         group,
         series,
         generation,
-        floor: head.manifest.floor,
+        floor: global,
         rewrite,
-        levels: rollup_store::levels_for(part, widths, floors),
+        levels,
         widths,
+        carry_from,
+        tombstones,
     }
+}
+
+/// A retention rewrite of `part` (see `CompactJob`): merges the partition's files into one
+/// without the points below their device's floor, and writes its rollups at the levels above
+/// `floors`. Writer thread.
+pub(crate) fn prepare_rewrite(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    part: (i64, i64),
+    widths: Widths,
+    floors: [i64; 2],
+) -> CompactJob {
+    let mut head = head_lock.write();
+    job_for(dir, &mut head, part, true, widths, Some(floors))
+}
+
+/// Deletes the block files of `parts` whole (per-device retention: every series in them
+/// expired; their rollups were brought up to date first and stay): manifest first, then
+/// memory, then the files. A stale rollup of such a partition goes too (its rebuild failed:
+/// once no newer file is left it would look fresh). Returns the files deleted. Writer thread.
+pub(crate) fn install_drop(
+    dir: &Path,
+    head_lock: &parking_lot::RwLock<Head>,
+    parts: &[(i64, i64)],
+) -> Result<usize> {
+    let (mut manifest, files, gens, old_rollups) = {
+        let head = head_lock.read();
+        (
+            head.manifest.clone(),
+            Arc::clone(&head.files),
+            Arc::clone(&head.file_gens),
+            Arc::clone(&head.rollups),
+        )
+    };
+    let (dropped, kept): (Vec<Arc<LoadedFile>>, Vec<Arc<LoadedFile>>) = files
+        .iter()
+        .cloned()
+        .partition(|f| parts.contains(&f.entry.partition));
+    if dropped.is_empty() {
+        return Ok(0);
+    }
+    let (stale, rollups): (Vec<_>, Vec<_>) = old_rollups.iter().cloned().partition(|r| {
+        !gens.is_fresh(&r.entry)
+            && parts
+                .iter()
+                .any(|p| rollup_store::overlaps(*p, r.entry.partition))
+    });
+    manifest.files = kept.iter().map(|f| f.entry.clone()).collect();
+    manifest.rollups = rollups.iter().map(|r| r.entry.clone()).collect();
+    gc_tombstones(&mut manifest);
+    manifest.store(dir)?;
+    {
+        let mut head = head_lock.write();
+        head.manifest = manifest;
+        head.set_files(kept);
+        head.rollups = Arc::new(rollups);
+    }
+    remove_files(&dir.join(BLOCKS_DIR), &dropped);
+    rollup_store::remove_files(dir, &stale);
+    Ok(dropped.len())
 }
 
 /// The outcome of a compaction's file writing: the merged file (none if nothing was left),
@@ -864,9 +1006,63 @@ pub(crate) struct Compacted {
     generation: u64,
 }
 
+impl Compacted {
+    /// How many block files it replaces.
+    pub(crate) fn replaced(&self) -> usize {
+        self.replaced.len()
+    }
+}
+
 impl CompactJob {
     pub(crate) fn part(&self) -> (i64, i64) {
         self.part
+    }
+
+    /// The entries to carry forward from the partition's previous rollups: series in them
+    /// that have no chunk in the partition's files any more (their device's raw data was
+    /// dropped by retention) and are not hidden by a tombstone. By key, each with its
+    /// (level, file, entry) sources. A previous rollup that cannot be listed is skipped with a
+    /// warning (its damaged entries were unreadable anyway).
+    #[allow(clippy::type_complexity)]
+    fn carried(&self) -> Vec<(SeriesKey, Vec<(usize, Arc<LoadedRollup>, RollupMeta)>)> {
+        if self.carry_from.is_empty() {
+            return Vec::new();
+        }
+        let tombstones: HashMap<(&str, &str), u64> = self
+            .tombstones
+            .iter()
+            .map(|(t, d, g)| ((t.as_str(), d.as_str()), *g))
+            .collect();
+        let has_raw = |key: &SeriesKey| match self.series.binary_search_by(|s| s.0.cmp(key)) {
+            Ok(i) => {
+                let id = self.series[i].1;
+                self.group.iter().any(|f| f.chunk(id).is_some())
+            }
+            Err(_) => false,
+        };
+        let mut out: BTreeMap<SeriesKey, Vec<(usize, Arc<LoadedRollup>, RollupMeta)>> =
+            BTreeMap::new();
+        for (level, r) in &self.carry_from {
+            let listed = match r.rf.series() {
+                Ok(listed) => listed,
+                Err(error) => {
+                    tracing::warn!(%error, file = %r.rf.bf.path.display(), "Listing a rollup file failed; its entries are not carried forward.");
+                    continue;
+                }
+            };
+            for (key, meta) in listed {
+                let deleted = tombstones
+                    .get(&(key.tenant.as_str(), key.device.as_str()))
+                    .is_some_and(|g| *g > r.entry.generation);
+                if deleted || has_raw(&key) {
+                    continue;
+                }
+                out.entry(key)
+                    .or_default()
+                    .push((*level, Arc::clone(r), meta));
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Writes the merged file and the rollups, one series at a time (read its chunks, merge
@@ -890,7 +1086,11 @@ impl CompactJob {
             self.widths,
         )?;
         let mut chunks = Vec::new();
-        for (key, id, kind) in &self.series {
+        let mut carried = self.carried().into_iter().peekable();
+        for (key, id, kind, floor) in &self.series {
+            while let Some((k, sources)) = carried.next_if(|(k, _)| k < key) {
+                set.add_carried(&k, &sources)?;
+            }
             let mut runs = Vec::new();
             for f in &self.group {
                 if let Some(meta) = f.chunk(*id) {
@@ -903,23 +1103,35 @@ impl CompactJob {
                 continue;
             }
             let points = merge(runs);
+            // The rollups summarise every point; the block file keeps those at or above the
+            // series' own floor.
+            let kept = &points[points.partition_point(|p| p.ts < *floor)..];
             let data = SeriesData {
                 key,
                 kind: *kind,
-                points: &points,
+                points: kept,
             };
             if let Some(w) = &mut w
+                && !kept.is_empty()
                 && let Some(meta) = w.add(&data)?
             {
                 chunks.push((*id, meta));
             }
             set.add(key, *kind, &points)?;
         }
+        for (k, sources) in carried {
+            set.add_carried(&k, &sources)?;
+        }
         let (merged, rollups) = match w {
-            Some(w) if chunks.is_empty() => {
+            Some(w) if chunks.is_empty() && set.is_empty() => {
                 // Nothing live is left in the partition: no file, no rollups.
                 drop((w, set));
                 (None, Vec::new())
+            }
+            Some(w) if chunks.is_empty() => {
+                // Every series' raw data here is gone (retention), their summaries stay.
+                drop(w);
+                (None, set.finish(&self.dir)?)
             }
             Some(w) => {
                 let f = open_written(&blocks_dir, self.generation, self.part, w, chunks)?;

@@ -1,7 +1,7 @@
 //! Property-style tests: random writes (out of order, duplicates, kind mismatches), deletes,
 //! flushes, compactions, clean and unclean restarts, injected crashes between the steps of a
-//! flush or a compaction, retention of raw data and of rollups; after each step every query is
-//! compared with a trivial model.
+//! flush or a compaction, retention of raw data (store-wide and per device) and of rollups;
+//! after each step every query is compared with a trivial model.
 //!
 //! The stores use 1-second partitions and rollup widths of 10 ms and 100 ms (standing for 1
 //! minute and 1 hour), so that rollups are written, go stale, are rebuilt and outlive raw
@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use wulian_tsdb::{
-    Aggregation, Bucket, Config, Error, FaultPoint, Point, SeriesKey, Tsdb, Value, ValueKind,
-    WriteEntry, inject_fault,
+    Aggregation, Bucket, Config, Error, FaultPoint, Point, RetentionPolicy, SeriesKey, Tsdb, Value,
+    ValueKind, WriteEntry, inject_fault,
 };
 
 /// xorshift64*.
@@ -46,6 +46,8 @@ struct Model {
     /// Points below the raw floor whose partitions still have rollups.
     archive: BTreeMap<SeriesKey, (ValueKind, BTreeMap<i64, Value>)>,
     floor: i64,
+    /// Per-device floors above `floor` (per-device retention policies).
+    device_floors: HashMap<(String, String), i64>,
     rollup_floors: [i64; 2],
 }
 
@@ -142,7 +144,7 @@ impl Model {
             coerced.push((e.series.clone(), e.ts, v));
         }
         for (k, ts, v) in coerced {
-            if ts < self.floor {
+            if ts < self.floor_of(&k) {
                 // Below the retention floor: accepted and discarded.
                 continue;
             }
@@ -163,15 +165,62 @@ impl Model {
             .retain(|k, _| !(k.tenant == tenant && k.device == device));
     }
 
+    /// The raw retention floor of a series: the store-wide one or its device's.
+    fn floor_of(&self, k: &SeriesKey) -> i64 {
+        self.device_floors
+            .get(&(k.tenant.clone(), k.device.clone()))
+            .map_or(self.floor, |f| self.floor.max(*f))
+    }
+
     /// Raw retention at `floor` (rollups keep summarising what it drops), then rollup
     /// retention at `rollup_floors`.
     fn retain(&mut self, floor: i64, rollup_floors: [i64; 2]) {
         self.floor = self.floor.max(floor);
+        self.cut(rollup_floors);
+    }
+
+    /// Retention by `policy` at `now`, as documented for `enforce_retention_policy`: the
+    /// store-wide floor at the longest retention, each device with data (or a floor already)
+    /// at its own if that is higher; floors never go down.
+    fn retain_policy(&mut self, now: i64, policy: &RetentionPolicy, rollups: [i64; 2]) {
+        let floor = |r: i64| {
+            let cut = (now - r).max(0);
+            cut - cut % PARTITION
+        };
+        let ms = |d: Duration| d.as_millis() as i64;
+        if let Some(longest) = policy.longest() {
+            self.floor = self.floor.max(floor(ms(longest)));
+        }
+        let mut devices: Vec<(String, String)> = self
+            .series
+            .keys()
+            .map(|k| (k.tenant.clone(), k.device.clone()))
+            .chain(self.device_floors.keys().cloned())
+            .collect();
+        devices.sort();
+        devices.dedup();
+        let mut next = HashMap::new();
+        for (t, d) in devices {
+            let mut f = self.device_floors.get(&(t.clone(), d.clone())).copied();
+            if let Some(r) = policy.retention_of(&t, &d) {
+                f = Some(f.unwrap_or(i64::MIN).max(floor(ms(r))));
+            }
+            if let Some(f) = f.filter(|f| *f > self.floor) {
+                next.insert((t, d), f);
+            }
+        }
+        self.device_floors = next;
+        self.cut([floor(rollups[0]), floor(rollups[1])]);
+    }
+
+    /// Moves the raw points below each series' floor to the archive, then applies the rollup
+    /// floors.
+    fn cut(&mut self, rollup_floors: [i64; 2]) {
         for (have, new) in self.rollup_floors.iter_mut().zip(rollup_floors) {
             *have = (*have).max(new);
         }
-        let floor = self.floor;
-        for (k, s) in self.series.iter_mut() {
+        let floors: Vec<i64> = self.series.keys().map(|k| self.floor_of(k)).collect();
+        for ((k, s), floor) in self.series.iter_mut().zip(floors) {
             let kept = s.1.split_off(&floor);
             let gone = std::mem::replace(&mut s.1, kept);
             if !gone.is_empty() {
@@ -936,4 +985,226 @@ async fn retention_drops_stale_rollups_it_cannot_rebuild() {
         .unwrap();
     assert_eq!(kept.len(), 10);
     assert_eq!(kept[0].count, 10);
+}
+
+/// Per-device retention (a tenant's, a device's, a default, and a device kept forever on odd
+/// seeds, so that the store-wide floor stays put there), with policy changes, late writes
+/// (also below a device's floor), deletes, flushes, compactions, background rollup rebuilds
+/// and restarts: raw reads hold exactly what each device's retention keeps, and aggregates
+/// over whole rollup buckets still cover what it dropped, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_retention_matches_the_model() {
+    let seeds: u64 = std::env::var("WULIAN_TSDB_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    const ROLLUPS: [i64; 2] = [8_000, 12_000];
+    let ms = |v: i64| Duration::from_millis(v as u64);
+    for seed in 1..=seeds {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut model = Model::default();
+        let mut cfg = config_auto(dir.path(), 2048 + 1024 * (seed % 3));
+        cfg.rollup_1m_retention = Some(ms(ROLLUPS[0]));
+        cfg.rollup_1h_retention = Some(ms(ROLLUPS[1]));
+        let mut policy = RetentionPolicy::uniform(Some(ms(4_000)));
+        policy.tenants.insert("t0".into(), Some(ms(2_500)));
+        policy
+            .devices
+            .insert(("t0".into(), "d1".into()), Some(ms(1_200)));
+        policy.devices.insert(
+            ("t1".into(), "d2".into()),
+            if seed % 2 == 1 { None } else { Some(ms(6_000)) },
+        );
+        let mut db = Tsdb::open(cfg.clone()).unwrap();
+        let mut ts_hi = 100i64;
+        let (mut rewritten, mut deleted, mut rollup_reads) = (0, 0, 0);
+        for step in 0..400 {
+            let ctx = format!("seed {seed} step {step}");
+            match rng.below(100) {
+                0..=63 => {
+                    ts_hi += rng.below(150) as i64;
+                    random_write_with(&db, &mut model, &mut rng, ts_hi, true).await;
+                }
+                64..=65 => {
+                    let t = TENANTS[rng.below(2) as usize];
+                    let d = DEVICES[rng.below(3) as usize];
+                    db.delete_device(t, d).await.unwrap();
+                    model.delete_device(t, d);
+                }
+                66..=71 => db.checkpoint().await.unwrap(),
+                72..=74 => {
+                    db.compact().await.unwrap();
+                }
+                75..=83 => {
+                    let report = db.enforce_retention_policy(ts_hi, &policy).await.unwrap();
+                    model.retain_policy(ts_hi, &policy, ROLLUPS);
+                    assert_eq!(report.floor, model.floor, "{ctx}: {report:?}");
+                    assert_eq!(
+                        report.device_floors,
+                        model.device_floors.len(),
+                        "{ctx}: {report:?}"
+                    );
+                    assert_eq!(report.partitions_failed, 0, "{ctx}: {report:?}");
+                    rewritten += report.partitions_rewritten;
+                    deleted += report.files_deleted;
+                }
+                84 => {
+                    // Policies change: retentions shorten or grow (floors never go down).
+                    let t = TENANTS[rng.below(2) as usize];
+                    let r = 800 + rng.below(4_000) as i64;
+                    if rng.chance(50) {
+                        policy.tenants.insert(t.into(), Some(ms(r)));
+                    } else {
+                        let d = DEVICES[rng.below(3) as usize];
+                        policy.devices.insert((t.into(), d.into()), Some(ms(r)));
+                    }
+                }
+                85..=87 => {
+                    rollup_reads += db.stats().rollup_reads;
+                    db.close().await.unwrap();
+                    drop(db);
+                    db = Tsdb::open(cfg.clone()).unwrap();
+                }
+                88..=89 => {
+                    rollup_reads += db.stats().rollup_reads;
+                    drop(db);
+                    db = Tsdb::open(cfg.clone()).unwrap();
+                }
+                _ => check_span(&db, &model, &mut rng, &ctx, ts_hi as u64 + 500),
+            }
+        }
+        check_span(
+            &db,
+            &model,
+            &mut rng,
+            &format!("seed {seed} end"),
+            ts_hi as u64 + 500,
+        );
+        rollup_reads += db.stats().rollup_reads;
+        eprintln!(
+            "seed {seed}: {rewritten} partitions rewritten, {deleted} files deleted, {rollup_reads} rollup reads"
+        );
+        assert!(rewritten > 0, "seed {seed}: no partition was rewritten");
+        if seed % 2 == 0 {
+            // (With a device kept forever, random late writes keep every partition live.)
+            assert!(deleted > 0, "seed {seed}: no file was deleted");
+        }
+        assert!(rollup_reads > 0, "seed {seed}: no rollup was read");
+        db.close().await.unwrap();
+        drop(db);
+        let db = Tsdb::open(cfg).unwrap();
+        let on_disk = |sub: &str| std::fs::read_dir(dir.path().join(sub)).unwrap().count() as u64;
+        assert_eq!(on_disk("blocks"), db.stats().block_files, "seed {seed}");
+        assert_eq!(on_disk("rollups"), db.stats().rollup_files, "seed {seed}");
+        check_span(
+            &db,
+            &model,
+            &mut rng,
+            &format!("seed {seed} reopened"),
+            ts_hi as u64 + 500,
+        );
+    }
+}
+
+/// Stops a per-device retention after each of its steps, as a crash would: the reopened store
+/// shows either the data before it or after it (never a device's dropped points again), and
+/// the next call finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_per_device_retention() {
+    let ms = |v: i64| Duration::from_millis(v as u64);
+    let mut policy = RetentionPolicy::uniform(Some(ms(5_000)));
+    policy.tenants.insert("t0".into(), Some(ms(3_000)));
+    policy
+        .devices
+        .insert(("t0".into(), "d1".into()), Some(ms(1_500)));
+    // Kept forever, so the store-wide floor stays at 0 and only device floors act.
+    policy.devices.insert(("t1".into(), "d2".into()), None);
+    const NOW: i64 = 8_000;
+    for point in [
+        FaultPoint::CompactAfterWrite,
+        FaultPoint::CompactAfterManifest,
+        FaultPoint::RetentionAfterRewrite,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(31);
+        let mut model = Model::default();
+        {
+            let db = Tsdb::open(config(dir.path())).unwrap();
+            // One flush per partition, in time order: each partition gets one file and fresh
+            // rollups, so the first step that can fail is the first rewrite. t1/d2 starts at
+            // 2000: partitions 0 and 1 expire for every device (deleted whole).
+            for part in 0..8 {
+                let mut entries = Vec::new();
+                for ts in (part * 1000..(part + 1) * 1000).step_by(50) {
+                    for t in TENANTS {
+                        for d in DEVICES {
+                            if (t, d) == ("t1", "d2") && ts < 2_000 {
+                                continue;
+                            }
+                            entries.push(WriteEntry {
+                                series: SeriesKey::new(t, d, "temp"),
+                                ts,
+                                value: Value::F64((ts % 700) as f64 / 10.0),
+                            });
+                        }
+                    }
+                }
+                assert!(model.write(&entries));
+                db.write(entries).await.unwrap();
+                db.checkpoint().await.unwrap();
+            }
+            inject_fault(dir.path(), point);
+            let result = db.enforce_retention_policy(NOW, &policy).await;
+            assert!(result.is_err(), "{point:?}: {result:?}");
+        }
+        let before = Model {
+            series: model.series.clone(),
+            ..Model::default()
+        };
+        model.retain_policy(NOW, &policy, [i64::MAX / 2, i64::MAX / 2]);
+        let db = Tsdb::open(config(dir.path())).unwrap();
+        match point {
+            // Nothing stored yet: the step is lost, not the data.
+            FaultPoint::CompactAfterWrite => check(&db, &before, &mut rng, "after write"),
+            // The floors are stored with the first rewrite: everything below them is gone
+            // at once, rewritten or not.
+            _ => check(&db, &model, &mut rng, &format!("{point:?} reopened")),
+        }
+        let report = db.enforce_retention_policy(NOW, &policy).await.unwrap();
+        check(&db, &model, &mut rng, &format!("{point:?} finished"));
+        if point == FaultPoint::RetentionAfterRewrite {
+            // Only the whole partitions were left; their chunks were hidden at open.
+            assert_eq!(report.partitions_rewritten, 0, "{report:?}");
+            assert_eq!(report.files_deleted, 2, "{report:?}");
+        } else {
+            assert!(report.partitions_rewritten > 0, "{report:?}");
+        }
+        // A write below a device's floor is discarded; above it, kept.
+        let late = vec![
+            WriteEntry {
+                series: SeriesKey::new("t0", "d1", "temp"),
+                ts: 5_100,
+                value: Value::F64(1.0),
+            },
+            WriteEntry {
+                series: SeriesKey::new("t1", "d2", "temp"),
+                ts: 100,
+                value: Value::F64(2.0),
+            },
+        ];
+        assert!(model.write(&late));
+        db.write(late).await.unwrap();
+        db.checkpoint().await.unwrap();
+        db.compact().await.unwrap();
+        check(&db, &model, &mut rng, &format!("{point:?} late writes"));
+        db.close().await.unwrap();
+        drop(db);
+        let db = Tsdb::open(config(dir.path())).unwrap();
+        check(&db, &model, &mut rng, &format!("{point:?} reopened twice"));
+        let on_disk = std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .count() as u64;
+        assert_eq!(on_disk, db.stats().block_files, "{point:?}");
+    }
 }

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod retention;
 mod startup;
 
 use std::process::ExitCode;

@@ -32,9 +32,11 @@ pub struct ProfileBody {
     #[serde(default)]
     #[schema(value_type = String)]
     pub validation: ValidationMode,
-    /// `report_interval_s`, `inactivity_timeout_s`, `max_messages_per_minute`.
+    /// `report_interval_s`, `inactivity_timeout_s`, `max_messages_per_minute`, and
+    /// `retention_days` (1–36500: days the raw telemetry of the profile's devices is kept;
+    /// omitted or null inherits the tenant's, then the installation's retention).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = ProfileSettingsSchema)]
     pub settings: ProfileSettings,
     #[serde(default)]
     #[schema(ignore)]
@@ -51,6 +53,26 @@ pub struct ProfileBody {
     #[serde(default)]
     #[schema(ignore)]
     pub provisioning_enabled: Option<bool>,
+}
+
+/// The OpenAPI shape of a profile's `settings` (every field optional).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ProfileSettingsSchema {
+    /// How often devices are expected to report (seconds).
+    #[schema(minimum = 1)]
+    report_interval_s: Option<u32>,
+    /// A device silent this long is inactive (seconds); defaults to three report intervals.
+    #[schema(minimum = 1)]
+    inactivity_timeout_s: Option<u32>,
+    /// Telemetry messages a device may send per minute.
+    #[schema(minimum = 1)]
+    max_messages_per_minute: Option<u32>,
+    /// Days the raw telemetry of the profile's devices is kept; omitted or null inherits the
+    /// tenant's retention, then the installation's. Whole days are dropped by the hourly
+    /// retention task; hourly and minute summaries stay for their own retention.
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
 }
 
 impl ProfileBody {

@@ -241,6 +241,30 @@ pub async fn metrics(
         t.rollup_reads,
     );
     metric(
+        "wulian_tsdb_retention_files_deleted_total",
+        "counter",
+        "Block files deleted by telemetry retention since start.",
+        t.retention_files_deleted,
+    );
+    metric(
+        "wulian_tsdb_retention_partitions_rewritten_total",
+        "counter",
+        "Day partitions rewritten by retention without the series past their retention.",
+        t.retention_partitions_rewritten,
+    );
+    metric(
+        "wulian_tsdb_retention_series_dropped_total",
+        "counter",
+        "Series whose raw telemetry retention dropped entirely since start.",
+        t.retention_series_dropped,
+    );
+    metric(
+        "wulian_tsdb_retention_device_floors",
+        "gauge",
+        "Devices whose retention (profile or tenant) is shorter than the longest in force.",
+        t.device_floors,
+    );
+    metric(
         "wulian_ingest_messages_flagged_total",
         "counter",
         "Telemetry messages stored although they broke their thing model (validation flag).",

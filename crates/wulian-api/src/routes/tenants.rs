@@ -2,7 +2,8 @@
 //!
 //! Tenants are managed only with the installation's admin key (created on first start). Within
 //! a tenant, admin keys manage that tenant's keys; the installation admin may also act on any
-//! tenant's keys by naming the tenant, which is how a new tenant gets its first key.
+//! tenant's keys by naming the tenant, which is how a new tenant gets its first key. A tenant's
+//! telemetry retention is the installation admin's to set too (it is the installation's disk).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,7 +11,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wulian_common::blocking::run_blocking;
-use wulian_registry::{ApiKey, MqttPolicy, NewTenant, Scope, Tenant, TopicRules};
+use wulian_registry::{ApiKey, MqttPolicy, NewTenant, Scope, Tenant, TenantPatch, TopicRules};
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Caller};
@@ -21,6 +22,9 @@ pub struct TenantView {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    /// Days the raw telemetry of the tenant's devices is kept, unless their profile sets its
+    /// own (`settings.retention_days`); null: the installation's `storage.retention_days`.
+    pub retention_days: Option<u32>,
 }
 
 impl From<Tenant> for TenantView {
@@ -29,8 +33,33 @@ impl From<Tenant> for TenantView {
             id: t.id,
             name: t.name,
             created_at: t.created_at,
+            retention_days: t.retention_days,
         }
     }
+}
+
+/// A JSON merge patch of a tenant: fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// 1 to 200 characters.
+    pub name: Option<String>,
+    /// Days of raw telemetry to keep, 1 to 36500; `null` goes back to the installation's
+    /// `storage.retention_days`. Applied by the hourly retention task, a whole day at a time;
+    /// the hourly and minute summaries keep their own retention.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 36500)]
+    pub retention_days: Option<Option<u32>>,
+}
+
+/// For merge-patch fields: a field that is present (even `null`) is `Some`, an absent one
+/// (through `#[serde(default)]`) `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,6 +230,27 @@ pub async fn get_tenant(
         caller.require_installation_admin()?;
     }
     let tenant = run_blocking(&state.registry, move |r| r.get_tenant(&id)).await?;
+    Ok(Json(tenant.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}", tag = "tenants", request_body = UpdateTenant,
+    params(("tenant" = String, Path, description = "Tenant id")), security(("api_key" = [])),
+    responses((status = 200, body = TenantView), (status = 403, body = Problem),
+        (status = 404, body = Problem),
+        (status = 422, body = Problem, description = "A field is invalid, e.g. `retention_days` out of 1–36500")))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> ApiResult<Json<TenantView>> {
+    caller.require_installation_admin()?;
+    let patch = TenantPatch {
+        name: body.name,
+        retention_days: body.retention_days,
+    };
+    let tenant = run_blocking(&state.registry, move |r| r.update_tenant(&id, &patch)).await?;
+    tracing::info!(tenant_id = %tenant.id, retention_days = tenant.retention_days, "Tenant updated.");
     Ok(Json(tenant.into()))
 }
 

@@ -44,6 +44,7 @@ use crate::Shared;
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::query::Widths;
+use crate::retention::{self, RetentionPolicy, RetentionReport};
 use crate::snapshot;
 use crate::stats::Counters;
 use crate::storage::{self, CompactJob, Compacted, FaultPoint, Flushed};
@@ -72,10 +73,11 @@ pub(crate) enum Request {
     Checkpoint {
         reply: Reply<()>,
     },
-    /// Retention at `now_ms`; answers the number of block files dropped.
+    /// Retention at `now_ms`, by `policy` (`None`: `Config::retention` for every device).
     Retention {
         now_ms: i64,
-        reply: Reply<usize>,
+        policy: Option<Box<RetentionPolicy>>,
+        reply: Reply<RetentionReport>,
     },
     /// Merge every partition that has more than one file; answers the partitions merged.
     Compact {
@@ -111,7 +113,8 @@ pub(crate) struct Writer {
     pub flush_age: Option<Duration>,
     pub partition_ms: i64,
     pub compaction_files: usize,
-    pub retention_ms: Option<i64>,
+    /// `Config::retention`: the policy of `Tsdb::enforce_retention`.
+    pub retention: Option<Duration>,
     /// Retention of the fine and the coarse rollups.
     pub rollup_retention_ms: [Option<i64>; 2],
     pub widths: Widths,
@@ -206,7 +209,7 @@ struct Running {
     flush_age: Option<Duration>,
     partition_ms: i64,
     compaction_files: usize,
-    retention_ms: Option<i64>,
+    retention: Option<Duration>,
     rollup_retention_ms: [Option<i64>; 2],
     widths: Widths,
     /// Partitions whose rollup rebuild failed (e.g. a damaged chunk): not retried until
@@ -244,7 +247,7 @@ impl Running {
             flush_age: w.flush_age,
             partition_ms: w.partition_ms.max(1),
             compaction_files: w.compaction_files,
-            retention_ms: w.retention_ms,
+            retention: w.retention,
             rollup_retention_ms: w.rollup_retention_ms,
             widths: w.widths,
             rollup_failed: HashSet::new(),
@@ -317,9 +320,15 @@ impl Running {
                     let result = self.checkpoint();
                     answer(reply, result);
                 }
-                Request::Retention { now_ms, reply } => {
+                Request::Retention {
+                    now_ms,
+                    policy,
+                    reply,
+                } => {
                     self.commit(&mut group);
-                    let result = self.retention(now_ms);
+                    let policy =
+                        policy.map_or_else(|| RetentionPolicy::uniform(self.retention), |p| *p);
+                    let result = self.retention(now_ms, &policy);
                     answer(reply, result);
                 }
                 Request::Compact { reply } => {
@@ -878,90 +887,195 @@ impl Running {
         Ok(())
     }
 
-    /// Drops partitions older than the retention at `now_ms`, and rollups older than their
-    /// own retention. Before a partition's raw data goes, its rollups are brought up to date
-    /// (the head is flushed first so that they see every point), so they keep answering for
-    /// it. The rebuilds run here, on the writer thread: writes wait for them.
-    fn retention(&mut self, now_ms: i64) -> Result<usize> {
+    /// Applies `policy` at `now_ms` (see DESIGN.md, Retention), and the rollups' own
+    /// retentions. Steps:
+    ///
+    /// 1. the store-wide floor rises to `now - ` the longest retention the policy allows (not
+    ///    at all if something is kept forever); each device whose own retention is shorter
+    ///    gets a floor of its own above it;
+    /// 2. the head is flushed, then every partition about to lose raw data has its rollups
+    ///    brought up to date (while the old floors are still the stored ones);
+    /// 3. the device floors are set (writes below them are discarded from now on) and the
+    ///    partitions holding expired and live chunks are rewritten without the expired ones,
+    ///    each installed like a compaction (its manifest stores the floors);
+    /// 4. the files of partitions whose every series expired are deleted whole, the head cut
+    ///    at the floors, and a last flush stores the store-wide floor and drops the files
+    ///    below it.
+    ///
+    /// Everything runs here, on the writer thread: writes wait for it.
+    fn retention(&mut self, now_ms: i64, policy: &RetentionPolicy) -> Result<RetentionReport> {
         if self.poisoned {
             return Err(Error::WalFailed);
         }
-        if self.retention_ms.is_none() && self.rollup_retention_ms.iter().all(Option::is_none) {
-            return Ok(0);
+        let (old_floor, old_rollup_floors, old_device_floors) = {
+            let head = self.shared.head.read();
+            (
+                head.manifest.floor,
+                head.manifest.rollup_floors,
+                head.manifest.device_floors.clone(),
+            )
+        };
+        let mut report = RetentionReport {
+            floor: old_floor,
+            device_floors: old_device_floors.len(),
+            ..RetentionReport::default()
+        };
+        if !policy.limits_anything() && self.rollup_retention_ms.iter().all(Option::is_none) {
+            return Ok(report);
         }
         self.wait_flush()?;
         self.wait_compaction()?;
         let partition_ms = self.partition_ms;
-        let floor_at = |retention: Option<i64>| {
-            retention
-                .map(|r| storage::partition_of(now_ms.saturating_sub(r).max(0), partition_ms).0)
-        };
-        let (old_floor, old_rollup_floors) = {
-            let head = self.shared.head.read();
-            (head.manifest.floor, head.manifest.rollup_floors)
-        };
-        let floor = floor_at(self.retention_ms).filter(|f| *f > old_floor);
+        let floor = policy
+            .longest()
+            .map(|r| retention::floor_at(now_ms, r, partition_ms))
+            .filter(|f| *f > old_floor);
+        let global = floor.unwrap_or(old_floor);
         let mut rollup_floors = old_rollup_floors;
         for (level, r) in self.rollup_retention_ms.iter().enumerate() {
-            if let Some(f) = floor_at(*r) {
+            if let Some(r) = r {
+                let f = storage::partition_of(now_ms.saturating_sub(*r).max(0), partition_ms).0;
                 rollup_floors[level] = rollup_floors[level].max(f);
             }
         }
-        if floor.is_none() && rollup_floors == old_rollup_floors {
-            return Ok(0);
-        }
-        if let Some(floor) = floor {
+        let device_floors = {
+            let head = self.shared.head.read();
+            retention::device_floors(&head, policy, now_ms, partition_ms, global)
+        };
+        let changed = floor.is_some()
+            || rollup_floors != old_rollup_floors
+            || device_floors != old_device_floors;
+        if changed && (floor.is_some() || !device_floors.is_empty()) {
+            // Every point must be in a block file before partitions are judged and rollups
+            // rebuilt. (Unchanged floors need no flush: writes below them were discarded.)
             self.flush(false)?;
-            let parts: Vec<(i64, i64)> = {
-                let head = self.shared.head.read();
-                let mut p: Vec<(i64, i64)> = head
-                    .files
+        }
+        let affected = {
+            let head = self.shared.head.read();
+            retention::classify(&head, &device_floors, global)
+        };
+        if !changed && affected.is_empty() {
+            return Ok(report);
+        }
+
+        // 2. Rollups first, for every partition that loses raw data.
+        let mut parts: Vec<(i64, i64)> = affected
+            .whole
+            .iter()
+            .chain(&affected.rewrite)
+            .copied()
+            .collect();
+        if let Some(floor) = floor {
+            let head = self.shared.head.read();
+            parts.extend(
+                head.files
                     .iter()
                     .filter(|f| f.entry.max_ts < floor)
-                    .map(|f| f.entry.partition)
-                    .collect();
-                p.sort_unstable();
-                p.dedup();
-                p
-            };
-            for part in parts {
-                let job = storage::prepare_rollups_for(
-                    &self.dir,
-                    &self.shared.head,
-                    part,
-                    self.widths,
-                    rollup_floors,
-                );
-                let Some(job) = job else { continue };
-                let rebuilt = job.write().and_then(|done| {
-                    storage::install_compaction(&self.dir, &self.shared.head, done, self.widths)
-                });
-                if let Err(error) = self.poison_on_fault(rebuilt) {
-                    if self.poisoned {
-                        return Err(error);
-                    }
-                    // A damaged partition must not block retention forever: it goes without
-                    // up-to-date rollups (the raw data they would come from is damaged).
-                    tracing::warn!(%error, partition_start = part.0, "Rebuilding a partition's rollups before retention failed; its raw data is dropped without them.");
+                    .map(|f| f.entry.partition),
+            );
+        }
+        parts.sort_unstable();
+        parts.dedup();
+        let mut failed: Vec<(i64, i64)> = Vec::new();
+        for part in parts {
+            let job = storage::prepare_rollups_for(
+                &self.dir,
+                &self.shared.head,
+                part,
+                self.widths,
+                rollup_floors,
+            );
+            let Some(job) = job else { continue };
+            let rebuilt = job.write().and_then(|done| {
+                storage::install_compaction(&self.dir, &self.shared.head, done, self.widths)
+            });
+            if let Err(error) = self.poison_on_fault(rebuilt) {
+                if self.poisoned {
+                    return Err(error);
                 }
+                // A damaged partition must not block retention forever: a partition that
+                // loses all its raw data goes without up-to-date rollups (the raw data they
+                // would come from is damaged); one that keeps some is left as it is.
+                tracing::warn!(%error, partition_start = part.0, "Rebuilding a partition's rollups before retention failed; its raw data is dropped without them, or kept if it still holds live series.");
+                failed.push(part);
             }
+        }
+
+        // 3. Device floors, then the rewrites.
+        self.shared.head.write().manifest.device_floors = device_floors;
+        for part in affected.rewrite {
+            if failed.contains(&part) {
+                report.partitions_failed += 1;
+                continue;
+            }
+            let job = storage::prepare_rewrite(
+                &self.dir,
+                &self.shared.head,
+                part,
+                self.widths,
+                rollup_floors,
+            );
+            let rewritten = job.write().and_then(|done| {
+                let replaced = done.replaced();
+                storage::install_compaction(&self.dir, &self.shared.head, done, self.widths)
+                    .map(|()| replaced)
+            });
+            match self.poison_on_fault(rewritten) {
+                Ok(replaced) => {
+                    report.partitions_rewritten += 1;
+                    report.files_rewritten += replaced;
+                }
+                Err(error) if !self.poisoned => {
+                    // The expired points stay hidden (below their floors); the next call
+                    // tries again.
+                    tracing::warn!(%error, partition_start = part.0, "Rewriting a partition without its expired series failed; it is kept as it is.");
+                    report.partitions_failed += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let fault = storage::check_fault(&self.dir, FaultPoint::RetentionAfterRewrite);
+        self.poison_on_fault(fault)?;
+
+        // 4. Whole partitions, the head, the store-wide floor.
+        if !affected.whole.is_empty() {
+            report.files_deleted +=
+                storage::install_drop(&self.dir, &self.shared.head, &affected.whole)?;
         }
         {
             let mut head = self.shared.head.write();
             head.manifest.rollup_floors = rollup_floors;
             if let Some(floor) = floor {
-                head.apply_floor(floor);
+                report.series_dropped += head.apply_floor(floor);
             }
+            report.series_dropped += head.apply_device_floors();
+            report.floor = head.manifest.floor;
+            report.device_floors = head.manifest.device_floors.len();
         }
-        let dropped = self.flush(true)?;
+        report.files_deleted += self.flush(true)?;
+        let c = &self.shared.counters;
+        Counters::add(&c.retention_files_deleted, report.files_deleted as u64);
+        Counters::add(
+            &c.retention_partitions_rewritten,
+            report.partitions_rewritten as u64,
+        );
+        Counters::add(&c.retention_series_dropped, report.series_dropped as u64);
+        Counters::set(&c.device_floors, report.device_floors as u64);
+        self.rollups_dirty = true;
+        self.publish_block_stats();
         tracing::info!(
-            floor = floor.unwrap_or(old_floor),
+            floor = report.floor,
+            device_floors = report.device_floors,
             rollup_floor_fine = rollup_floors[0],
             rollup_floor_coarse = rollup_floors[1],
-            files_dropped = dropped,
+            files_deleted = report.files_deleted,
+            partitions_rewritten = report.partitions_rewritten,
+            files_rewritten = report.files_rewritten,
+            series_dropped = report.series_dropped,
+            partitions_failed = report.partitions_failed,
             "Retention applied."
         );
-        Ok(dropped)
+        Ok(report)
     }
 
     fn publish_block_stats(&self) {

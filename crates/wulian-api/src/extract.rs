@@ -2,7 +2,7 @@
 //! identity from the `Authorization: Bearer` header.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -95,7 +95,7 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
 }
 
 /// The bearer token of a request, if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -154,13 +154,17 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+// Generic over the router's state so that solutions with a state of their own (the bike share)
+// authenticate API keys the same way.
+impl<S> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
         let Some(secret) = bearer(&parts.headers)? else {
             return Err(ApiError::unauthorized(
                 "missing_credentials",

@@ -49,6 +49,13 @@ impl Default for HttpLimits {
 }
 
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    router_with(state, limits, Router::new())
+}
+
+/// The API with `extra` routes beside it (solutions such as the bike share bring their own,
+/// with their own state). They share the body limit, the timeout and the problem+json
+/// fallbacks; `extra` must not set a fallback of its own.
+pub fn router_with(state: AppState, limits: &HttpLimits, extra: Router) -> Router {
     let api = Router::new()
         .route("/health", get(system::health))
         .route("/openapi.json", get(system::openapi))
@@ -59,7 +66,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         )
         .route(
             "/tenants/{tenant}",
-            get(tenants::get_tenant).delete(tenants::delete_tenant),
+            get(tenants::get_tenant)
+                .patch(tenants::update_tenant)
+                .delete(tenants::delete_tenant),
         )
         .route(
             "/api-keys",
@@ -218,6 +227,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         // InfluxDB-compatible line protocol writes (Telegraf, InfluxDB client libraries).
         .route("/api/v2/write", post(lineprotocol::write_v2))
         .route("/write", post(lineprotocol::write_v1))
+        .with_state(state)
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -225,7 +236,6 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .with_state(state)
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -16,6 +16,7 @@ use wulian_registry::thing_model::Violation;
 use crate::alarms::AlarmService;
 use crate::commands::CommandService;
 use crate::models::{ModelCache, ModelVerdict};
+use crate::observer::DeviceObserver;
 use crate::ota::OtaService;
 use crate::presence::PresenceTracker;
 use crate::rules::RuleHost;
@@ -115,6 +116,7 @@ pub struct Pipeline {
     // broker delivers to this pipeline, so one of the two has to be attached after creation.
     commands: OnceLock<Arc<CommandService>>,
     lifecycle: OnceLock<Lifecycle>,
+    observer: OnceLock<Arc<dyn DeviceObserver>>,
     pub metrics: IngestMetrics,
 }
 
@@ -146,6 +148,7 @@ impl Pipeline {
             tsdb,
             commands: OnceLock::new(),
             lifecycle: OnceLock::new(),
+            observer: OnceLock::new(),
             metrics: IngestMetrics::default(),
         })
     }
@@ -161,6 +164,14 @@ impl Pipeline {
     pub fn attach_lifecycle(&self, lifecycle: Lifecycle) {
         if self.lifecycle.set(lifecycle).is_err() {
             tracing::warn!("Lifecycle services attached twice; keeping the first.");
+        }
+    }
+
+    /// Connects the solution that watches device messages (see [`DeviceObserver`]). A second
+    /// call is ignored.
+    pub fn attach_observer(&self, observer: Arc<dyn DeviceObserver>) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("Device observer attached twice; keeping the first.");
         }
     }
 
@@ -232,11 +243,13 @@ impl Pipeline {
         }
         let count = entries.len();
         let for_rules = self.rule_messages(tenant, device, &entries);
+        let observed = self.observed(tenant, device).then(|| entries.clone());
         self.tsdb
             .write(entries)
             .await
             .map_err(IngestError::from_store)?;
         self.run_rules(for_rules);
+        self.observe_stored(tenant, device, observed.as_deref());
         Ok(count)
     }
 
@@ -267,8 +280,10 @@ impl Pipeline {
         }
         if !all.is_empty() {
             let for_rules = self.rule_messages(tenant, device, &all);
+            let observed = self.observed(tenant, device).then(|| all.clone());
             if self.tsdb.write(all).await.is_ok() {
                 self.run_rules(for_rules);
+                self.observe_stored(tenant, device, observed.as_deref());
             } else {
                 // Nothing of a refused write is stored: retry one by one for each its own answer.
                 for &i in &written {
@@ -311,6 +326,19 @@ impl Pipeline {
             .get()?
             .rules
             .messages(tenant, device, entries)
+    }
+
+    /// Whether an observer wants this device's telemetry (it is copied for it only then).
+    fn observed(&self, tenant: &str, device: &str) -> bool {
+        self.observer
+            .get()
+            .is_some_and(|o| o.watches(tenant, device))
+    }
+
+    fn observe_stored(&self, tenant: &str, device: &str, entries: Option<&[WriteEntry]>) {
+        if let (Some(observer), Some(entries)) = (self.observer.get(), entries) {
+            observer.telemetry_stored(tenant, device, entries);
+        }
     }
 
     /// Hands stored messages to the rules (evaluation only; actions run elsewhere).
@@ -515,8 +543,13 @@ impl Pipeline {
                 self.command_answer(&identity.tenant, device_id, msg);
                 Ok(None)
             }
-            DeviceTopic::Event { .. }
-            | DeviceTopic::Command { .. }
+            DeviceTopic::Event { name } => {
+                if let Some(observer) = self.observer.get() {
+                    observer.event(&identity.tenant, device_id, name, &msg.payload);
+                }
+                Ok(None)
+            }
+            DeviceTopic::Command { .. }
             | DeviceTopic::TwinReported
             | DeviceTopic::TwinGet
             | DeviceTopic::OtaProgress

@@ -127,6 +127,18 @@ impl Registry {
         rows.into_iter().map(finish).collect()
     }
 
+    /// A cheap fingerprint of a tenant's zones, `(count, newest updated_at)`: callers that
+    /// keep zones in memory poll it and reload only when it changes.
+    pub fn zone_stamp(&self, tenant: &str) -> Result<(usize, i64)> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM zones WHERE tenant = ?1",
+        )?;
+        let (count, newest): (i64, i64) =
+            stmt.query_row([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((usize::try_from(count).unwrap_or(0), newest))
+    }
+
     /// Every zone of every tenant (loaded by the rule engine's zone cache).
     pub fn all_zones(&self) -> Result<Vec<Zone>> {
         let rows = {

@@ -114,6 +114,29 @@ impl Polygon {
         Polygon::from_json(&value)
     }
 
+    /// The rings as (lon, lat) vertices, the outer ring first and then the holes; a ring is not
+    /// closed (its first vertex is not repeated). For callers that measure distances to the
+    /// edges or build spatial indexes.
+    pub fn rings(&self) -> &[Vec<(f64, f64)>] {
+        &self.rings
+    }
+
+    /// The bounding box of the outer ring, `(min_lon, min_lat, max_lon, max_lat)` in degrees:
+    /// every point the polygon contains lies inside it, so a spatial index can file the polygon
+    /// under it.
+    pub fn bbox(&self) -> (f64, f64, f64, f64) {
+        let outer = self.rings.first().map(Vec::as_slice).unwrap_or_default();
+        outer.iter().fold(
+            (
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ),
+            |(x0, y0, x1, y1), &(lon, lat)| (x0.min(lon), y0.min(lat), x1.max(lon), y1.max(lat)),
+        )
+    }
+
     /// Whether the point lies inside the outer ring and outside every hole. Points exactly on
     /// an edge may fall either way.
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
@@ -169,6 +192,17 @@ mod tests {
         let band = Polygon::from_text("[[0,0],[10,0],[10,2],[0,2]]").unwrap();
         assert!(band.contains(1.0, 8.0));
         assert!(!band.contains(8.0, 1.0));
+    }
+
+    #[test]
+    fn polygon_rings_and_bbox() {
+        let p = Polygon::from_text(
+            r#"{"type":"Polygon","coordinates":[[[1,2],[5,2],[5,9],[1,9],[1,2]],[[2,3],[3,3],[3,4]]]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.rings().len(), 2);
+        assert_eq!(p.rings()[0].len(), 4, "the closing vertex is dropped");
+        assert_eq!(p.bbox(), (1.0, 2.0, 5.0, 9.0));
     }
 
     #[test]

@@ -1,20 +1,36 @@
-//! A simulated city: bike locks that ride around and answer unlock/lock commands, and
-//! air-quality stations that report pollutants — each one a separate MQTT client that speaks
+//! A simulated city: bike locks that speak the smart-lock contract (docs/bike-lock-contract.md)
+//! and air-quality stations that report pollutants — each one a separate MQTT client that speaks
 //! the public device contract (docs/device-contract.md) with its own id and token, exactly as
 //! real firmware would. `wulian serve --simulate-city` runs it against the server's own MQTT
 //! listener so a fresh installation has a living fleet to look at.
 //!
+//! A lock stays parked until an `unlock` command opens it; a simulated rider then rides and
+//! closes it (towards the command's simulator-only `end_near` point when it names one). Locks
+//! are imperfect the way real ones are — outages with buffered uploads, duplicate and late
+//! reports, jammed or silent unlocks, falls, tampering, bikes carried off — at the rates of
+//! [`LockRealism`], reproducibly from [`CityConfig::seed`], on a clock that
+//! [`CityConfig::time_scale`] can speed up.
+//!
 //! - [`provision`] creates the profiles (with thing models) and devices in a tenant and issues
 //!   fresh tokens (simulated devices get new credentials at every start).
 //! - [`run`] connects every device and keeps it going until shutdown.
+//! - [`city`] generates a synthetic city map: the basemap the console draws and the bike
+//!   share's fences (service area, parking, no-parking and no-riding zones).
+//! - [`riders`] runs simulated riders against the rider REST API, as the rider app would.
 
 mod bike;
+pub mod city;
+mod config;
 mod device;
 mod provision;
+pub mod riders;
 mod rng;
 mod sensor;
 
-pub use provision::{CityConfig, SimDevice, SimKind, provision};
+pub use city::{CityMap, ZoneSpec};
+pub use config::{CityConfig, LockRealism, MAX_TIME_SCALE};
+pub use provision::{BIKE_PROFILE, SENSOR_PROFILE, SimDevice, SimKind, bike_profile, provision};
+pub use riders::{RiderConfig, RiderStats};
 
 use tokio_util::sync::CancellationToken;
 

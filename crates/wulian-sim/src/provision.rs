@@ -1,36 +1,9 @@
 //! The simulated fleet's profiles and devices, created through the registry like any others.
 
 use serde_json::json;
-use wulian_registry::{NewDevice, NewProfile, Registry};
+use wulian_registry::{DevicePatch, NewDevice, NewProfile, Registry};
 
-/// The size and place of the city.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CityConfig {
-    pub tenant: String,
-    pub bikes: usize,
-    pub air_sensors: usize,
-    /// The city's centre (latitude, longitude); devices spread about 4 km around it.
-    pub center: (f64, f64),
-    /// Seconds between a device's telemetry reports.
-    pub bike_interval_s: u64,
-    pub sensor_interval_s: u64,
-    pub seed: u64,
-}
-
-impl Default for CityConfig {
-    fn default() -> CityConfig {
-        CityConfig {
-            tenant: wulian_registry::DEFAULT_TENANT_ID.to_string(),
-            bikes: 200,
-            air_sensors: 20,
-            // Hangzhou, around West Lake.
-            center: (30.2590, 120.1490),
-            bike_interval_s: 10,
-            sensor_interval_s: 30,
-            seed: 2026,
-        }
-    }
-}
+use crate::config::CityConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimKind {
@@ -46,32 +19,16 @@ pub struct SimDevice {
     pub kind: SimKind,
 }
 
-pub const BIKE_PROFILE: &str = "sim-bike-lock";
+/// The bikes' profile: the smart-lock contract's (docs/bike-lock-contract.md). A tenant that
+/// already has one keeps it.
+pub const BIKE_PROFILE: &str = wulian_bikeshare::lock::PROFILE_ID;
 pub const SENSOR_PROFILE: &str = "sim-air-sensor";
+/// The bikes' profile before they spoke the smart-lock contract; provisioning moves them off it.
+const LEGACY_BIKE_PROFILE: &str = "sim-bike-lock";
 
-fn bike_profile() -> serde_json::Result<NewProfile> {
-    serde_json::from_value(json!({
-        "id": BIKE_PROFILE,
-        "name": "Smart bike lock (simulated)",
-        "validation": "flag",
-        "settings": {"report_interval_s": 10},
-        "model": {
-            "properties": [
-                {"name": "lat", "type": "double", "unit": "°", "min": -90, "max": 90, "precision": 6},
-                {"name": "lon", "type": "double", "unit": "°", "min": -180, "max": 180, "precision": 6},
-                {"name": "battery", "type": "integer", "unit": "%", "min": 0, "max": 100},
-                {"name": "locked", "type": "boolean"},
-                {"name": "speed", "type": "double", "unit": "km/h", "min": 0, "max": 60, "precision": 1},
-                {"name": "rssi", "type": "integer", "unit": "dBm", "min": -140, "max": 0}
-            ],
-            "commands": [
-                {"name": "unlock", "params": [{"name": "ride_id", "type": "string", "max": 64}]},
-                {"name": "lock", "params": []},
-                {"name": "ring", "params": [{"name": "seconds", "type": "integer", "min": 1, "max": 30}]}
-            ],
-            "allow_undeclared": false
-        }
-    }))
+/// The smart-lock profile, as the bike share defines it (docs/bike-lock-contract.md).
+pub fn bike_profile() -> serde_json::Result<NewProfile> {
+    serde_json::from_value(wulian_bikeshare::lock::profile_json())
 }
 
 fn sensor_profile() -> serde_json::Result<NewProfile> {
@@ -123,7 +80,16 @@ pub fn provision(
     let mut devices = Vec::new();
     for (id, kind, profile) in wanted {
         let token = match registry.get_device(&config.tenant, &id) {
-            Ok(_) => registry.rotate_device_token(&config.tenant, &id)?,
+            Ok(existing) => {
+                if existing.profile == LEGACY_BIKE_PROFILE {
+                    let patch = DevicePatch {
+                        profile: Some(BIKE_PROFILE.to_string()),
+                        ..DevicePatch::default()
+                    };
+                    registry.update_device(&config.tenant, &id, &patch)?;
+                }
+                registry.rotate_device_token(&config.tenant, &id)?
+            }
             Err(wulian_registry::Error::NotFound { .. }) => {
                 let labels = [("simulated".to_string(), "true".to_string())].into();
                 let new = NewDevice {
@@ -142,6 +108,12 @@ pub fn provision(
         };
         devices.push(SimDevice { id, token, kind });
     }
+    // The old bike profile goes once no device uses it (a tenant's own devices may still).
+    match registry.delete_profile(&config.tenant, LEGACY_BIKE_PROFILE) {
+        Ok(())
+        | Err(wulian_registry::Error::NotFound { .. } | wulian_registry::Error::Conflict(_)) => {}
+        Err(other) => return Err(other),
+    }
     Ok(devices)
 }
 
@@ -156,8 +128,10 @@ mod tests {
         sensor.model.validate().unwrap();
         assert_eq!(
             (bike.model.properties.len(), sensor.model.properties.len()),
-            (6, 8)
+            (8, 8)
         );
+        assert_eq!(bike.model.events.len(), 6);
+        assert_eq!(bike.id, "smart-lock");
         let (reg, tenant) = wulian_registry::test_support::registry_with_tenant("city").unwrap();
         let config = CityConfig {
             tenant: tenant.id,
@@ -165,7 +139,27 @@ mod tests {
             air_sensors: 2,
             ..CityConfig::default()
         };
+        // A device of the simulator's old bike profile moves to the smart-lock profile.
+        let legacy = NewProfile {
+            id: LEGACY_BIKE_PROFILE.into(),
+            ..NewProfile::default()
+        };
+        reg.create_profile(&config.tenant, &legacy).unwrap();
+        let old_bike = NewDevice {
+            id: "bike-0003".into(),
+            profile: Some(LEGACY_BIKE_PROFILE.into()),
+            ..NewDevice::default()
+        };
+        reg.create_device(&config.tenant, &old_bike).unwrap();
         let first = provision(&reg, &config).unwrap();
+        assert_eq!(
+            reg.get_device(&config.tenant, "bike-0003").unwrap().profile,
+            BIKE_PROFILE
+        );
+        assert!(matches!(
+            reg.get_profile(&config.tenant, LEGACY_BIKE_PROFILE),
+            Err(wulian_registry::Error::NotFound { .. })
+        ));
         assert_eq!(first.len(), 5);
         assert_eq!(first[0].id, "bike-0001");
         assert_eq!(first[4].id, "aq-002");

@@ -31,6 +31,18 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
+
+    /// Uniform in [lo, hi] (`lo` when `hi < lo`).
+    pub fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
+        let span = hi.saturating_sub(lo).saturating_add(1);
+        lo + self.next_u64() % span
+    }
+
+    /// The wait until the next event of a Poisson process with `rate` events per unit of time
+    /// (exponentially distributed); `None` when the rate is not positive.
+    pub fn wait(&mut self, rate: f64) -> Option<f64> {
+        (rate > 0.0 && rate.is_finite()).then(|| -(1.0 - self.unit()).ln() / rate)
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +56,13 @@ mod tests {
             let x = a.range(-2.0, 3.0);
             assert_eq!(x, b.range(-2.0, 3.0));
             assert!((-2.0..3.0).contains(&x));
+            let n = a.between((3, 5));
+            assert_eq!(n, b.between((3, 5)));
+            assert!((3..=5).contains(&n));
         }
+        assert_eq!(a.between((7, 7)), 7);
+        assert_eq!(a.wait(0.0), None);
+        let mean = (0..10_000).map(|_| a.wait(2.0).unwrap()).sum::<f64>() / 10_000.0;
+        assert!((0.45..0.55).contains(&mean), "{mean}");
     }
 }

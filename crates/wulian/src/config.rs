@@ -43,7 +43,8 @@ pub struct StorageConfig {
     pub durability: DurabilityMode,
     pub fsync_interval_ms: u64,
     /// Telemetry older than this many days is dropped, a whole day-partition at a time.
-    /// 0 keeps everything.
+    /// 0 keeps everything. The default for devices whose tenant and profile set no
+    /// `retention_days` of their own.
     pub retention_days: u64,
     /// Days the 1-minute rollups (summaries for charts) are kept; 0 keeps them forever.
     pub rollup_1m_retention_days: u64,
@@ -345,6 +346,13 @@ pub struct SimulationConfig {
     /// The city's centre; devices spread about 4 km around it.
     pub center_lat: f64,
     pub center_lon: f64,
+    /// Run the bike share on the simulated city: fences drawn as zones, the bike share enabled
+    /// (sandbox payments) and simulated riders renting bikes through the rider API.
+    pub bike_share: bool,
+    /// Simulated seconds per real second for locks and riders (1 = real time).
+    pub time_scale: f64,
+    /// Simulated riders (0: half the bikes).
+    pub riders: usize,
 }
 
 impl Default for SimulationConfig {
@@ -356,6 +364,9 @@ impl Default for SimulationConfig {
             air_sensors: city.air_sensors,
             center_lat: city.center.0,
             center_lon: city.center.1,
+            bike_share: true,
+            time_scale: 1.0,
+            riders: 0,
         }
     }
 }
@@ -420,6 +431,13 @@ impl Config {
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems: Vec<String> = Vec::new();
+        let scale = self.simulation.time_scale;
+        if !(scale > 0.0 && scale <= wulian_sim::MAX_TIME_SCALE) {
+            problems.push(format!(
+                "simulation.time_scale must be above 0 and at most {}",
+                wulian_sim::MAX_TIME_SCALE
+            ));
+        }
         if self.http.max_body_bytes == 0 {
             problems.push("http.max_body_bytes must be positive".into());
         }
@@ -462,7 +480,8 @@ impl Config {
         Duration::from_millis(self.storage.fsync_interval_ms)
     }
 
-    /// The telemetry retention, or None to keep everything.
+    /// The installation's telemetry retention (the default of the retention policy), or None
+    /// to keep everything.
     pub fn retention(&self) -> Option<Duration> {
         days(self.storage.retention_days)
     }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use wulian_api::{AppState, HttpLimits};
+use wulian_bikeshare::BikeShare;
 use wulian_broker::{
     Broker, BrokerConfig, ClientAuth, ClientCertAuthorities, QueueOverflow, TlsConfig, Transport,
 };
@@ -167,9 +168,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         webhooks: Arc::clone(&webhooks),
         latency: Arc::clone(&rules.latency),
     }));
+    let twins = TwinService::new(Arc::clone(&registry), broker.clone());
     pipeline.attach_lifecycle(Lifecycle {
         models,
-        twins: TwinService::new(Arc::clone(&registry), broker.clone()),
+        twins: Arc::clone(&twins),
         presence: Arc::clone(&presence),
         ota: Arc::clone(&ota),
         alarms,
@@ -177,6 +179,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         rules,
         zones,
     });
+
+    // The bike share: a solution on the platform's services, watching its locks' messages.
+    let bikeshare = BikeShare::open(
+        &data_dir.join("bikeshare"),
+        wulian_bikeshare::Platform {
+            registry: Arc::clone(&registry),
+            tsdb: tsdb.clone(),
+            commands: Arc::clone(&commands),
+            twins,
+        },
+    )
+    .await
+    .context("Open the bike share")?;
+    pipeline.attach_observer(Arc::clone(&bikeshare) as Arc<dyn wulian_ingest::DeviceObserver>);
 
     let client_cas = ClientCertAuthorities::new();
     let mqtt_listeners = bind_mqtt_listeners(&config, &client_cas).await?;
@@ -221,14 +237,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_secs(config.http.request_timeout_secs),
     };
-    let router = wulian_api::router(state, &limits);
+    let bikeshare_routes = wulian_bikeshare::api::router(state.clone(), Arc::clone(&bikeshare));
+    let router = wulian_api::router_with(state, &limits, bikeshare_routes);
+    let bikeshare_task = bikeshare.start(shutdown.clone());
 
     let presence_task = tokio::spawn(Arc::clone(&presence).run(shutdown.clone()));
     tokio::spawn(Arc::clone(&ota).run(shutdown.clone()));
-    let (minute_rollups, hour_rollups) = config.rollup_retentions();
-    if config.retention().is_some() || minute_rollups.is_some() || hour_rollups.is_some() {
-        tokio::spawn(enforce_retention(tsdb.clone(), shutdown.clone()));
-    }
+    // Always: tenants and profiles may set a retention even when the installation keeps all.
+    tokio::spawn(crate::retention::run(
+        tsdb.clone(),
+        Arc::clone(&state_registry),
+        config.retention(),
+        shutdown.clone(),
+    ));
     if uses_client_certs {
         tokio::spawn(reload_client_cas(
             Arc::clone(&state_registry),
@@ -258,11 +279,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move { server.serve(socket, shutdown).await })
     });
 
-    let sim_task = match main_mqtt_addr.filter(|_| config.simulation.enabled) {
+    let sim_tasks = match main_mqtt_addr.filter(|_| config.simulation.enabled) {
         Some(addr) => {
-            Some(start_simulation(&config, &state_registry, addr, shutdown.clone()).await?)
+            let places = SimulationPlaces {
+                mqtt: addr,
+                http: http_addr,
+            };
+            start_simulation(
+                &config,
+                &state_registry,
+                &bikeshare,
+                places,
+                shutdown.clone(),
+            )
+            .await?
         }
-        None => None,
+        None => Vec::new(),
     };
 
     wait_for_signal().await?;
@@ -276,15 +308,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(task) = coap_task {
             log_task_end("CoAP", task.await);
         }
-        if let Some(task) = sim_task
-            && let Err(error) = task.await
-        {
-            tracing::warn!(error = %error, "Simulation task failed.");
+        for task in sim_tasks {
+            if let Err(error) = task.await {
+                tracing::warn!(error = %error, "Simulation task failed.");
+            }
         }
     })
     .await;
     if drained.is_err() {
         tracing::warn!("Connections did not finish within the grace period; closing anyway.");
+    }
+    if let Err(error) = bikeshare_task.await {
+        tracing::warn!(error = %error, "Bike share task failed.");
     }
     if let Err(error) = presence_task.await {
         tracing::warn!(error = %error, "Presence task failed.");
@@ -295,42 +330,127 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Provisions the simulated city's devices and starts them against the main MQTT listener.
+/// Where the simulated devices and riders reach the server.
+struct SimulationPlaces {
+    mqtt: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+}
+
+/// Provisions the simulated city and starts it: its fences as zones and the bike share (when
+/// `simulation.bike_share`), the devices against the main MQTT listener, and the simulated
+/// riders against the HTTP API.
 async fn start_simulation(
     config: &Config,
     registry: &Arc<Registry>,
-    mqtt_addr: std::net::SocketAddr,
+    bikeshare: &Arc<BikeShare>,
+    places: SimulationPlaces,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let city = wulian_sim::CityConfig {
-        bikes: config.simulation.bikes,
-        air_sensors: config.simulation.air_sensors,
-        center: (config.simulation.center_lat, config.simulation.center_lon),
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let sim = &config.simulation;
+    let center = (sim.center_lat, sim.center_lon);
+    let map =
+        wulian_sim::CityMap::generate(center, 4_000.0, (sim.bikes / 8).clamp(10, 20_000), 2026);
+    let mut city = wulian_sim::CityConfig {
+        bikes: sim.bikes,
+        air_sensors: sim.air_sensors,
+        center,
+        time_scale: sim.time_scale,
         ..wulian_sim::CityConfig::default()
     };
+    if sim.bike_share {
+        city.parking_spots = map.parking_spots().into();
+        prepare_bike_share(registry, bikeshare, &city.tenant, &map).await?;
+    }
     let devices = {
         let city = city.clone();
         wulian_common::blocking::run_blocking(registry, move |r| wulian_sim::provision(r, &city))
             .await
             .context("Provision the simulated city")?
     };
+    if sim.bike_share {
+        // The new bikes are in the registry now; the bike share takes them on before they speak.
+        bikeshare
+            .load_tenant(&city.tenant)
+            .await
+            .context("Load the simulated bike share")?;
+    }
     // The devices are clients of this server: over loopback even when it listens on all addresses.
-    let host = if mqtt_addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        mqtt_addr.ip().to_string()
+    let loopback = |addr: std::net::SocketAddr| {
+        if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        }
     };
     println!(
         "Simulated city: {} bike locks and {} air-quality stations in tenant {:?}",
         city.bikes, city.air_sensors, city.tenant
     );
     let target = wulian_sim::Target {
-        host,
-        port: mqtt_addr.port(),
+        host: loopback(places.mqtt),
+        port: places.mqtt.port(),
     };
-    Ok(tokio::spawn(wulian_sim::run(
-        target, devices, city, shutdown,
-    )))
+    let mut tasks = Vec::new();
+    let spots = city.parking_spots.clone();
+    let (tenant, time_scale) = (city.tenant.clone(), city.time_scale);
+    tasks.push(tokio::spawn(wulian_sim::run(
+        target,
+        devices,
+        city,
+        shutdown.clone(),
+    )));
+    if sim.bike_share {
+        let base = format!("http://{}:{}", loopback(places.http), places.http.port());
+        println!("gbfs: {base}/gbfs/v3/{tenant}/gbfs.json");
+        let mut riders = wulian_sim::riders::RiderConfig::for_fleet(sim.bikes);
+        riders.time_scale = time_scale;
+        if sim.riders > 0 {
+            riders.riders = sim.riders;
+        }
+        let (_, task) = wulian_sim::riders::spawn(base, tenant, center, spots, riders, shutdown);
+        tasks.push(tokio::spawn(async move {
+            match task.await {
+                Ok(stats) => {
+                    tracing::info!(stats = %stats.snapshot().to_json(), "Simulated riders stopped.")
+                }
+                Err(error) => tracing::warn!(%error, "Simulated riders failed."),
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Draws the simulated city's fences as zones and turns the bike share on in the simulated
+/// tenant (a system already set up keeps its settings).
+async fn prepare_bike_share(
+    registry: &Arc<Registry>,
+    bikeshare: &Arc<BikeShare>,
+    tenant: &str,
+    map: &wulian_sim::CityMap,
+) -> anyhow::Result<()> {
+    let zones = map.zones().to_vec();
+    let t = tenant.to_string();
+    wulian_common::blocking::run_blocking(registry, move |r| {
+        zones.iter().try_for_each(|z| {
+            r.put_zone(&t, &z.name, &z.kind, &z.polygon, &z.properties)
+                .map(|_| ())
+        })
+    })
+    .await
+    .context("Draw the simulated city's fences")?;
+    if !bikeshare.is_enabled(tenant) {
+        let settings = wulian_bikeshare::system::Settings {
+            name: "wulian demo city bikes".into(),
+            operator: "wulian demo".into(),
+            payments_sandbox: true,
+            ..wulian_bikeshare::system::Settings::default()
+        };
+        bikeshare
+            .enable(tenant, settings)
+            .await
+            .context("Enable the bike share in the simulated city")?;
+    }
+    Ok(())
 }
 
 /// A bound MQTT listener, its broker configuration and the line announcing it.
@@ -488,25 +608,4 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
-}
-
-/// How often old telemetry partitions are looked for.
-const RETENTION_CHECK: Duration = Duration::from_secs(3600);
-
-/// Drops telemetry partitions past the retention, at start and then hourly, until shutdown.
-async fn enforce_retention(tsdb: Tsdb, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(RETENTION_CHECK);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        match tsdb.enforce_retention(now_ms()).await {
-            Ok(0) => {}
-            Ok(dropped) => {
-                tracing::info!(partitions = dropped, "Telemetry past retention dropped.")
-            }
-            Err(error) => tracing::error!(error = %error, "Enforcing telemetry retention failed."),
-        }
-    }
 }

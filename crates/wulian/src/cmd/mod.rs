@@ -6,6 +6,7 @@ mod ca;
 mod certs;
 mod client;
 mod config;
+mod demo;
 mod device_import;
 mod devices;
 mod lifecycle;
@@ -29,6 +30,9 @@ pub struct Cli {
 enum Command {
     /// Run the platform: MQTT broker, REST API and embedded storage in one process.
     Serve(serve::ServeArgs),
+    /// Run the platform with a simulated bike-share city: fences, 2,000 locks over MQTT and
+    /// riders renting through the rider API; prints the URLs to open.
+    Demo(demo::DemoArgs),
     /// Print or check configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -55,6 +59,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Config(cmd) => config::run(cmd),
         Command::Devices(args) => devices::run(args),
         Command::Tenants(args) => tenants::run_tenants(args),

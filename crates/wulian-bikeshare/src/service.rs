@@ -1,0 +1,567 @@
+//! The bike share at run time: which tenants run a system, their fleets in memory, and the
+//! trip flow across the platform's services (commands for unlocks, twins for report
+//! intervals, stored telemetry for positions and routes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wulian_common::time::now_ms;
+use wulian_ingest::{CommandService, DeviceObserver, TwinService};
+use wulian_registry::{DeviceQuery, NewDevice, NewProfile, Registry, TwinSection, Zone};
+use wulian_tsdb::{Tsdb, WriteEntry};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::fence::{Fence, FenceIndex};
+use crate::fleet::{self, BikeSnapshot, Status};
+use crate::pricing::{PassProduct, PricingPlan};
+use crate::system::{self, Settings};
+use crate::trips::{self, TripState};
+use crate::{lock, workorders};
+
+/// The platform services the bike share is built on.
+#[derive(Clone)]
+pub struct Platform {
+    pub registry: Arc<Registry>,
+    pub tsdb: Tsdb,
+    pub commands: Arc<CommandService>,
+    pub twins: Arc<TwinService>,
+}
+
+/// One bike as the service keeps it in memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Bike {
+    pub snapshot: BikeSnapshot,
+    /// The live trip and its state.
+    pub trip: Option<(String, TripState)>,
+    pub out_of_service: Option<workorders::Kind>,
+    /// Why the bike is held back (a lock that failed to open), until an operator clears it.
+    pub flagged: Option<String>,
+    pub trips_completed: u64,
+    pub last_trip_end: Option<i64>,
+}
+
+/// A tenant's running system.
+pub(crate) struct TenantState {
+    pub settings: Settings,
+    pub fences: Arc<FenceIndex>,
+    /// Zone count and newest change, to reload fences only when zones changed.
+    pub fence_stamp: (usize, i64),
+    pub bikes: HashMap<String, Bike>,
+    pub plans: Vec<PricingPlan>,
+    pub passes: Vec<PassProduct>,
+}
+
+impl TenantState {
+    pub fn status(&self, bike: &Bike, now: i64) -> Status {
+        let placement = bike
+            .snapshot
+            .position()
+            .map(|(lat, lon)| self.fences.locate(lat, lon));
+        fleet::classify(&fleet::Facts {
+            snapshot: &bike.snapshot,
+            on_trip: bike.trip.is_some(),
+            faulty: bike.flagged.is_some() || bike.out_of_service.is_some(),
+            parkable: placement.map(|p| p.parkable()),
+            in_service_area: placement.map(|p| p.in_service_area),
+            now,
+            low_battery_pct: self.settings.low_battery_pct,
+            stale_after_ms: i64::from(self.settings.stale_after_s) * 1000,
+        })
+    }
+
+    pub fn plan(&self, id: &str) -> Option<&PricingPlan> {
+        self.plans.iter().find(|p| p.id == id)
+    }
+}
+
+/// Something a lock did that the trip flow reacts to, handed from the ingest path to the
+/// bike share's own task.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    Closed {
+        tenant: String,
+        bike: String,
+        at: i64,
+    },
+    Event {
+        tenant: String,
+        bike: String,
+        name: String,
+        payload: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Metrics {
+    pub trips_requested: AtomicU64,
+    pub trips_started: AtomicU64,
+    pub trips_failed: AtomicU64,
+    pub trips_settled: AtomicU64,
+    pub signals_dropped: AtomicU64,
+}
+
+pub struct BikeShare {
+    pub(crate) db: Db,
+    pub(crate) platform: Platform,
+    pub(crate) tenants: RwLock<HashMap<String, TenantState>>,
+    signals: mpsc::Sender<Signal>,
+    signal_rx: Mutex<Option<mpsc::Receiver<Signal>>>,
+    pub(crate) pepper: Vec<u8>,
+    pub(crate) public_id_secret: Vec<u8>,
+    pub metrics: Metrics,
+    /// Serialised GBFS `vehicle_status` per tenant with its build time (see `feeds`).
+    pub(crate) feed_cache: FeedCache,
+}
+
+const SIGNAL_QUEUE: usize = 65_536;
+
+/// Per tenant: when the document was built and its bytes.
+pub(crate) type FeedCache = Mutex<HashMap<String, (i64, Arc<Vec<u8>>)>>;
+
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl BikeShare {
+    /// Opens the bike share's database under `dir` and loads every enabled tenant.
+    pub async fn open(dir: &std::path::Path, platform: Platform) -> Result<Arc<BikeShare>> {
+        let db = Db::open(dir)?;
+        BikeShare::with_db(db, platform).await
+    }
+
+    pub async fn with_db(db: Db, platform: Platform) -> Result<Arc<BikeShare>> {
+        let (pepper, public_id_secret) = db.with(|c| {
+            Ok((
+                system::secret(c, "id_number_pepper")?,
+                system::secret(c, "public_vehicle_id")?,
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+        let service = Arc::new(BikeShare {
+            db,
+            platform,
+            tenants: RwLock::new(HashMap::new()),
+            signals: tx,
+            signal_rx: Mutex::new(Some(rx)),
+            pepper,
+            public_id_secret,
+            metrics: Metrics::default(),
+            feed_cache: Mutex::new(HashMap::new()),
+        });
+        let systems = service.db.run(|c| system::all(c)).await?;
+        for (tenant, _) in systems {
+            service.load_tenant(&tenant).await?;
+        }
+        Ok(service)
+    }
+
+    /// Starts the background work: lock signals, unlock and grace deadlines, route reduction,
+    /// fleet and fence refreshes. Returns when `shutdown` is cancelled.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let service = Arc::clone(self);
+        let rx = service.signal_rx.lock().take();
+        tokio::spawn(async move {
+            let mut rx = match rx {
+                Some(rx) => rx,
+                None => return,
+            };
+            service.recover().await;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(signal) = rx.recv() => {
+                        let s = Arc::clone(&service);
+                        // Each signal on its own task: a slow settlement must not hold up the
+                        // next lock's confirmation.
+                        tokio::spawn(async move { s.handle(signal).await });
+                    }
+                    _ = tick.tick() => {
+                        ticks += 1;
+                        service.sweep(ticks).await;
+                    }
+                }
+            }
+        })
+    }
+
+    pub fn is_enabled(&self, tenant: &str) -> bool {
+        self.tenants.read().contains_key(tenant)
+    }
+
+    pub fn settings(&self, tenant: &str) -> Result<Settings> {
+        self.tenants
+            .read()
+            .get(tenant)
+            .map(|t| t.settings.clone())
+            .ok_or_else(not_enabled)
+    }
+
+    /// Turns the bike share on for a tenant (or updates its settings): the smart-lock
+    /// profile, the default plans when it has none, and the settings.
+    pub async fn enable(&self, tenant: &str, settings: Settings) -> Result<Settings> {
+        settings.validate()?;
+        let profile: NewProfile = serde_json::from_value(lock::profile_json())
+            .map_err(|e| Error::Internal(format!("smart-lock profile: {e}")))?;
+        let t = tenant.to_string();
+        let registry = Arc::clone(&self.platform.registry);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            match registry.get_profile(&t, lock::PROFILE_ID) {
+                Ok(_) => Ok(()),
+                Err(wulian_registry::Error::NotFound { .. }) => registry
+                    .create_profile(&t, &profile)
+                    .map(|_| ())
+                    .map_err(Error::from),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let (t, s) = (tenant.to_string(), settings.clone());
+        self.db
+            .tx(move |tx| {
+                system::put(tx, &t, &s, now_ms())?;
+                if system::plans(tx, &t)?.is_empty() {
+                    let (plans, passes) = crate::pricing::default_plans();
+                    for p in &plans {
+                        system::put_plan(tx, &t, p)?;
+                    }
+                    for p in &passes {
+                        system::put_pass_product(tx, &t, p)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.load_tenant(tenant).await?;
+        Ok(settings)
+    }
+
+    /// (Re)loads a tenant: settings, plans, bikes (devices of the smart-lock profile) with
+    /// their latest values from the telemetry store's cache, counters, work orders, live trips
+    /// and fences.
+    pub async fn load_tenant(&self, tenant: &str) -> Result<()> {
+        let t = tenant.to_string();
+        let (settings, plans, passes, counters, out, live) = self
+            .db
+            .run(move |c| {
+                let settings = system::get(c, &t)?.ok_or_else(not_enabled)?;
+                Ok((
+                    settings,
+                    system::plans(c, &t)?,
+                    system::pass_products(c, &t)?,
+                    system::bike_counters(c, &t)?,
+                    workorders::bikes_out_of_service(c, &t)?,
+                    trips::all_live(c)?
+                        .into_iter()
+                        .filter(|tr| tr.tenant == t)
+                        .collect::<Vec<_>>(),
+                ))
+            })
+            .await?;
+        let ids = self.bike_ids(tenant).await?;
+        let mut bikes: HashMap<String, Bike> = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let snapshot = BikeSnapshot::from_latest(&self.platform.tsdb.latest(tenant, &id));
+            bikes.insert(
+                id,
+                Bike {
+                    snapshot,
+                    ..Bike::default()
+                },
+            );
+        }
+        for (id, c) in counters {
+            if let Some(b) = bikes.get_mut(&id) {
+                b.trips_completed = c.trips_completed;
+                b.last_trip_end = c.last_trip_end;
+                b.flagged = c.flagged;
+            }
+        }
+        for (id, kind) in out {
+            if let Some(b) = bikes.get_mut(&id) {
+                b.out_of_service = Some(kind);
+            }
+        }
+        for trip in live {
+            if let Some(b) = bikes.get_mut(&trip.bike) {
+                b.trip = Some((trip.id.clone(), trip.state));
+            }
+        }
+        let (fences, stamp) = self.load_fences(tenant).await?;
+        let state = TenantState {
+            settings,
+            fences: Arc::new(fences),
+            fence_stamp: stamp,
+            bikes,
+            plans,
+            passes,
+        };
+        self.tenants.write().insert(tenant.to_string(), state);
+        Ok(())
+    }
+
+    async fn bike_ids(&self, tenant: &str) -> Result<Vec<String>> {
+        let registry = Arc::clone(&self.platform.registry);
+        let t = tenant.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let mut ids = Vec::new();
+            let mut q = DeviceQuery {
+                limit: 1000,
+                profile: Some(lock::PROFILE_ID.to_string()),
+                ..DeviceQuery::default()
+            };
+            loop {
+                let page = registry.list_devices(&t, &q)?;
+                ids.extend(
+                    page.devices
+                        .into_iter()
+                        .filter(|d| !d.disabled)
+                        .map(|d| d.id),
+                );
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            Ok(ids)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    async fn load_fences(&self, tenant: &str) -> Result<(FenceIndex, (usize, i64))> {
+        let zones = self.zones(tenant).await?;
+        let stamp = zone_stamp(&zones);
+        let mut fences = Vec::new();
+        for z in zones {
+            match Fence::from_zone(&z.name, &z.kind, &z.polygon, &z.properties) {
+                Ok(Some(f)) => fences.push(f),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(tenant, zone = %z.name, %error, "Zone is not a usable fence; skipped.")
+                }
+            }
+        }
+        Ok((FenceIndex::new(fences), stamp))
+    }
+
+    async fn zones(&self, tenant: &str) -> Result<Vec<Zone>> {
+        let registry = Arc::clone(&self.platform.registry);
+        let t = tenant.to_string();
+        tokio::task::spawn_blocking(move || registry.list_zones(&t))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::from)
+    }
+
+    /// Reloads a tenant's fences if its zones changed (a zone deleted and another added in
+    /// the same millisecond would be missed; the next change catches up).
+    pub async fn refresh_fences(&self, tenant: &str) -> Result<()> {
+        let registry = Arc::clone(&self.platform.registry);
+        let t = tenant.to_string();
+        let stamp = tokio::task::spawn_blocking(move || registry.zone_stamp(&t))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let unchanged = self
+            .tenants
+            .read()
+            .get(tenant)
+            .is_some_and(|t| t.fence_stamp == stamp);
+        if unchanged {
+            return Ok(());
+        }
+        let (fences, stamp) = self.load_fences(tenant).await?;
+        if let Some(t) = self.tenants.write().get_mut(tenant) {
+            t.fences = Arc::new(fences);
+            t.fence_stamp = stamp;
+        }
+        Ok(())
+    }
+
+    /// Adds bikes registered since the last look (devices created through the generic API
+    /// with the smart-lock profile) and drops deleted or disabled ones.
+    pub async fn refresh_bikes(&self, tenant: &str) -> Result<()> {
+        let ids = self.bike_ids(tenant).await?;
+        let mut tenants = self.tenants.write();
+        let Some(t) = tenants.get_mut(tenant) else {
+            return Ok(());
+        };
+        let keep: std::collections::HashSet<&String> = ids.iter().collect();
+        t.bikes
+            .retain(|id, b| keep.contains(id) || b.trip.is_some());
+        for id in &ids {
+            if !t.bikes.contains_key(id) {
+                let snapshot = BikeSnapshot::from_latest(&self.platform.tsdb.latest(tenant, id));
+                t.bikes.insert(
+                    id.clone(),
+                    Bike {
+                        snapshot,
+                        ..Bike::default()
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a bike: a device of the smart-lock profile. Returns its token (shown once).
+    pub async fn register_bike(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: Option<String>,
+    ) -> Result<(wulian_registry::Device, String)> {
+        if !self.is_enabled(tenant) {
+            return Err(not_enabled());
+        }
+        let new = NewDevice {
+            id: id.to_string(),
+            name,
+            profile: Some(lock::PROFILE_ID.to_string()),
+            ..NewDevice::default()
+        };
+        let registry = Arc::clone(&self.platform.registry);
+        let t = tenant.to_string();
+        let created = tokio::task::spawn_blocking(move || registry.create_device(&t, &new))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(t) = self.tenants.write().get_mut(tenant) {
+            t.bikes.entry(id.to_string()).or_default();
+        }
+        Ok(created)
+    }
+
+    // ---- helpers -------------------------------------------------------------------------
+
+    pub(crate) fn snapshot(&self, tenant: &str, bike: &str) -> Option<BikeSnapshot> {
+        self.tenants
+            .read()
+            .get(tenant)?
+            .bikes
+            .get(bike)
+            .map(|b| b.snapshot.clone())
+    }
+
+    pub(crate) fn live_trip(&self, tenant: &str, bike: &str) -> Option<(String, TripState)> {
+        self.tenants
+            .read()
+            .get(tenant)?
+            .bikes
+            .get(bike)?
+            .trip
+            .clone()
+    }
+
+    pub(crate) fn set_live(&self, tenant: &str, bike: &str, trip: Option<(String, TripState)>) {
+        if let Some(b) = self
+            .tenants
+            .write()
+            .get_mut(tenant)
+            .and_then(|t| t.bikes.get_mut(bike))
+        {
+            // The lock confirmed it opened: an older "closed" report must not end the ride.
+            if matches!(trip, Some((_, TripState::Riding))) {
+                b.snapshot.locked = Some(false);
+            }
+            b.trip = trip;
+        }
+    }
+
+    /// Sets the lock's report interval through its twin (in the background: a twin write must
+    /// not hold up a rider).
+    pub(crate) fn set_interval(&self, tenant: &str, bike: &str, seconds: u32) {
+        let twins = Arc::clone(&self.platform.twins);
+        let (t, b) = (tenant.to_string(), bike.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = twins
+                .patch(
+                    &t,
+                    &b,
+                    TwinSection::Desired,
+                    json!({"report_interval_s": seconds}),
+                    None,
+                )
+                .await
+            {
+                tracing::warn!(tenant = %t, bike = %b, %error, "Setting the report interval failed.");
+            }
+        });
+    }
+}
+
+impl DeviceObserver for BikeShare {
+    fn watches(&self, tenant: &str, device: &str) -> bool {
+        self.tenants
+            .read()
+            .get(tenant)
+            .is_some_and(|t| t.bikes.contains_key(device))
+    }
+
+    fn telemetry_stored(&self, tenant: &str, device: &str, entries: &[WriteEntry]) {
+        let closed_during_trip = {
+            let mut tenants = self.tenants.write();
+            let Some(bike) = tenants
+                .get_mut(tenant)
+                .and_then(|t| t.bikes.get_mut(device))
+            else {
+                return;
+            };
+            let closed = fleet::fold(&mut bike.snapshot, entries);
+            closed.filter(|_| matches!(bike.trip, Some((_, TripState::Riding))))
+        };
+        if let Some(at) = closed_during_trip {
+            self.signal(Signal::Closed {
+                tenant: tenant.to_string(),
+                bike: device.to_string(),
+                at,
+            });
+        }
+    }
+
+    fn event(&self, tenant: &str, device: &str, name: &str, payload: &[u8]) {
+        if !self.watches(tenant, device) {
+            return;
+        }
+        self.signal(Signal::Event {
+            tenant: tenant.to_string(),
+            bike: device.to_string(),
+            name: name.to_string(),
+            payload: payload.to_vec(),
+        });
+    }
+}
+
+impl BikeShare {
+    fn signal(&self, signal: Signal) {
+        if self.signals.try_send(signal).is_err() {
+            // The sweeper still ends trips from the stored lock state; nothing is lost but time.
+            self.metrics.signals_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) fn not_enabled() -> Error {
+    Error::not_found(
+        "bikeshare_not_enabled",
+        "bike share is not enabled for this tenant",
+    )
+}
+
+fn zone_stamp(zones: &[Zone]) -> (usize, i64) {
+    (
+        zones.len(),
+        zones.iter().map(|z| z.updated_at).max().unwrap_or(0),
+    )
+}

@@ -1,0 +1,114 @@
+//! The vehicle event log the city reads through MDS: every state change of a bike (trip
+//! start and end, maintenance, rebalancing, battery) with where and when it happened.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::error::Result;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS vehicle_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    bike TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    event_types TEXT NOT NULL,
+    trip TEXT,
+    lat REAL,
+    lon REAL,
+    battery INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS vehicle_events_time ON vehicle_events(tenant, at);
+CREATE INDEX IF NOT EXISTS vehicle_events_bike ON vehicle_events(tenant, bike, at);
+";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VehicleEvent {
+    pub id: i64,
+    pub bike: String,
+    pub at: i64,
+    /// MDS vehicle state after the event.
+    pub state: String,
+    /// MDS event types.
+    pub event_types: Vec<String>,
+    pub trip: Option<String>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub battery: Option<i64>,
+}
+
+pub struct NewEvent<'a> {
+    pub bike: &'a str,
+    pub at: i64,
+    pub state: &'a str,
+    pub event_types: &'a [&'a str],
+    pub trip: Option<&'a str>,
+    pub position: Option<(f64, f64)>,
+    pub battery: Option<i64>,
+}
+
+pub fn record(conn: &Connection, tenant: &str, e: &NewEvent<'_>) -> Result<()> {
+    let types = serde_json::to_string(e.event_types).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT INTO vehicle_events (tenant, bike, at, state, event_types, trip, lat, lon, battery)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            tenant,
+            e.bike,
+            e.at,
+            e.state,
+            types,
+            e.trip,
+            e.position.map(|p| p.0),
+            e.position.map(|p| p.1),
+            e.battery
+        ],
+    )?;
+    Ok(())
+}
+
+/// Events in `[from, to)`, oldest first, at most `limit`.
+pub fn between(
+    conn: &Connection,
+    tenant: &str,
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> Result<Vec<VehicleEvent>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, bike, at, state, event_types, trip, lat, lon, battery FROM vehicle_events
+         WHERE tenant = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, id LIMIT ?4",
+    )?;
+    let rows = stmt
+        .query_map(params![tenant, from, to, limit], read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The latest event of every bike of the tenant.
+pub fn latest_per_bike(conn: &Connection, tenant: &str) -> Result<Vec<VehicleEvent>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, bike, at, state, event_types, trip, lat, lon, battery FROM vehicle_events
+         WHERE id IN (SELECT MAX(id) FROM vehicle_events WHERE tenant = ?1 GROUP BY bike)",
+    )?;
+    let rows = stmt
+        .query_map(params![tenant], read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<VehicleEvent> {
+    let types: String = r.get(4)?;
+    Ok(VehicleEvent {
+        id: r.get(0)?,
+        bike: r.get(1)?,
+        at: r.get(2)?,
+        state: r.get(3)?,
+        event_types: serde_json::from_str(&types).unwrap_or_default(),
+        trip: r.get(5)?,
+        lat: r.get(6)?,
+        lon: r.get(7)?,
+        battery: r.get(8)?,
+    })
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real clients the tests drive (mosquitto_pub,
-# Eclipse Paho for Python, curl, libcoap's coap-client, Node.js with npm for MQTT.js, pytest
+# Eclipse Paho for Python, jsonschema, curl, libcoap's coap-client, Node.js with npm for MQTT.js, pytest
 # for gmqtt's MQTT 5 suite) when they are missing, then runs every test in the workspace. The
 # MQTT.js test runs `npm ci` in interop/mqttjs itself.
 set -euo pipefail
@@ -22,6 +22,12 @@ if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
   echo "Installing paho-mqtt (pip)..."
   python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
+fi
+# JSON Schema validation of the GBFS feeds against the official schemas (bike-share tests).
+if ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+  echo "Installing jsonschema (pip)..."
+  python3 -m pip install --quiet 'jsonschema>=4,<5' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'jsonschema>=4,<5'
 fi
 # gmqtt's MQTT 5 suite (crates/wulian/tests/gmqtt_suite.rs downloads gmqtt's sdist itself).
 if ! python3 -c 'import pytest, pytest_asyncio, pytest_timeout' >/dev/null 2>&1; then

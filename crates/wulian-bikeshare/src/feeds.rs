@@ -179,7 +179,9 @@ impl BikeShare {
             }
         }
         let key = VehicleIdKey::new(&self.public_id_secret);
-        let bytes = {
+        // The views under the fleet's read lock, the serialisation after it: the lock also
+        // guards the ingest path's updates.
+        let (ctx, views) = {
             let tenants = self.tenants.read();
             let t = tenants
                 .get(tenant)
@@ -213,10 +215,11 @@ impl BikeShare {
                     trips_completed: b.trips_completed,
                 });
             }
-            gbfs::vehicle_status(&ctx, &key, &views)
-                .to_json()
-                .map_err(|e| Error::Internal(format!("GBFS serialisation: {e}")))?
+            (ctx, views)
         };
+        let bytes = gbfs::vehicle_status(&ctx, &key, &views)
+            .to_json()
+            .map_err(|e| Error::Internal(format!("GBFS serialisation: {e}")))?;
         let bytes = Arc::new(bytes);
         self.feed_cache
             .lock()

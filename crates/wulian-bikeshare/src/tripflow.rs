@@ -50,32 +50,15 @@ impl BikeShare {
                 .bikes
                 .get(bike)
                 .ok_or_else(|| Error::not_found("bike_not_found", format!("no bike {bike}")))?;
-            match t.status(b, now) {
-                Status::Available | Status::OutOfFence => {}
-                Status::OnTrip => {
-                    return Err(Error::conflict(
-                        "bike_unavailable",
-                        format!("bike {bike} is rented"),
-                    ));
-                }
-                Status::LowBattery => {
-                    return Err(Error::conflict(
-                        "bike_battery_low",
-                        format!("bike {bike} has too little battery to ride"),
-                    ));
-                }
-                Status::Faulty => {
-                    return Err(Error::conflict(
-                        "bike_faulty",
-                        format!("bike {bike} is out of service"),
-                    ));
-                }
-                Status::Unknown => {
-                    return Err(Error::conflict(
-                        "bike_offline",
-                        format!("bike {bike} has not reported recently"),
-                    ));
-                }
+            let refusal = match t.status(b, now) {
+                Status::Available | Status::OutOfFence => None,
+                Status::OnTrip => Some(("bike_unavailable", "is rented")),
+                Status::LowBattery => Some(("bike_battery_low", "has too little battery to ride")),
+                Status::Faulty => Some(("bike_faulty", "is out of service")),
+                Status::Unknown => Some(("bike_offline", "has not reported recently")),
+            };
+            if let Some((code, why)) = refusal {
+                return Err(Error::conflict(code, format!("bike {bike} {why}")));
             }
             if let Some((lat, lon)) = b.snapshot.position()
                 && !t.fences.locate(lat, lon).in_service_area

@@ -46,6 +46,8 @@ const PARKING_DEPTH_M: (f64, f64) = (6.0, 8.0);
 const PARKING_SPACING_M: f64 = 30.0;
 /// Room a parking zone keeps from the service area's edge, water and other fences (metres).
 const PARKING_CLEARANCE_M: f64 = 3.0;
+/// Parking placements refused in a row after which the city counts as full.
+const MAX_REFUSED_IN_A_ROW: usize = 5_000;
 /// Metres of bike row per parked bike: a zone's capacity is its length over this.
 const M_PER_PARKED_BIKE: f64 = 1.5;
 
@@ -487,6 +489,9 @@ struct Builder {
     lake_wobble: Wobble,
     lake_radius: f64,
     river: Water,
+    /// The river as the chain of quadrilaterals it is built from: a segment or a zone meets
+    /// only the few nearby, where the whole outline would be tested edge by edge.
+    river_quads: Vec<Vec<Pt>>,
     streets: Vec<Street>,
     /// The no-parking and no-riding fences, in the order they were placed.
     fences: Vec<Fence>,
@@ -515,7 +520,7 @@ impl Builder {
             name: Name::new("西湖", "West Lake"),
             ring: lake_wobble.ring(lake_center, lake_radius, LAKE_VERTICES),
         };
-        let river = river(r, d, n, side, rng);
+        let (river, river_quads) = river(r, d, n, side, rng);
         Builder {
             r,
             outline,
@@ -526,15 +531,17 @@ impl Builder {
             lake_wobble,
             lake_radius,
             river,
+            river_quads,
             streets: Vec::new(),
             fences: Vec::new(),
         }
     }
 
-    /// Whether `p` lies within the drawn map: the service area and a tenth of R beyond it.
-    fn on_map(&self, p: Pt) -> bool {
-        let theta = p.1.atan2(p.0);
-        p.0.hypot(p.1) <= 1.05 * self.r * self.outline.at(theta)
+    /// The lake and the river, as obstacles.
+    fn water(&self) -> Vec<Obstacle> {
+        let mut water = vec![Obstacle::new(self.lake.ring.clone())];
+        water.extend(self.river_quads.iter().map(|q| Obstacle::new(q.clone())));
+        water
     }
 
     /// The street grid and the ring road.
@@ -615,42 +622,76 @@ impl Builder {
         self.add_street(StreetClass::Ring, Name::new("环城路", "Ring Rd"), &closed);
     }
 
-    /// Adds the street's runs that lie on the map and out of the water (bridges carry arterials
-    /// and the ring road over the river; local streets end at its banks). The street is
-    /// walked in steps of about 20 m and cut at the last step that was clear.
+    /// Adds the street's runs that lie on the map (the service area and a tenth of R beyond)
+    /// and out of the water: bridges carry arterials and the ring road over the river, local
+    /// streets end at its banks. Each segment is cut exactly where it crosses an edge.
     fn add_street(&mut self, class: StreetClass, name: Name, points: &[Pt]) {
-        let lake = Obstacle::new(self.lake.ring.clone());
-        let river = Obstacle::new(self.river.ring.clone());
-        let clear = |p: Pt| {
-            self.on_map(p)
-                && !lake.contains(p)
-                && (class != StreetClass::Local || !river.contains(p))
-        };
+        let edge = Obstacle::new(self.outline.ring(
+            (0.0, 0.0),
+            1.05 * self.r,
+            2 * BOUNDARY_VERTICES,
+        ));
+        // Inside this disc a point is on the map whatever the outline does.
+        let surely_on_map = 0.99 * self.r;
+        let mut blockers = vec![Obstacle::new(self.lake.ring.clone())];
+        if class == StreetClass::Local {
+            blockers.extend(self.river_quads.iter().map(|q| Obstacle::new(q.clone())));
+        }
         let mut runs: Vec<Vec<Pt>> = Vec::new();
         let mut run: Vec<Pt> = Vec::new();
-        // The last clear step not yet in `run` (runs keep only the crossings and the cuts).
-        let mut last_clear: Option<Pt> = None;
-        for (i, pair) in points.windows(2).enumerate() {
+        for pair in points.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            let steps = (dist(a, b) / 20.0).ceil().max(1.0) as usize;
-            // Step 0 is the previous segment's end, already walked.
-            let first = usize::from(i > 0);
-            for step in first..=steps {
-                let p = lerp(a, b, step as f64 / steps as f64);
-                if clear(p) {
-                    if run.is_empty() || step == steps {
-                        run.push(p);
-                        last_clear = None;
-                    } else {
-                        last_clear = Some(p);
-                    }
-                } else {
-                    run.extend(last_clear.take());
+            let near_edge = a.0.hypot(a.1).max(b.0.hypot(b.1)) >= surely_on_map;
+            let mut cuts = vec![0.0, 1.0];
+            if near_edge {
+                crossings(&edge, a, b, &mut cuts);
+            }
+            for o in &blockers {
+                crossings(o, a, b, &mut cuts);
+            }
+            cuts.sort_by(f64::total_cmp);
+            // The clear stretches of the segment, merged where nothing changes.
+            let mut stretches: Vec<(f64, f64)> = Vec::new();
+            for w in cuts.windows(2) {
+                let (t0, t1) = (w[0], w[1]);
+                if t1 - t0 < 1e-9 {
+                    continue;
+                }
+                let mid = lerp(a, b, 0.5 * (t0 + t1));
+                let clear =
+                    (!near_edge || edge.contains(mid)) && !blockers.iter().any(|o| o.contains(mid));
+                match stretches.last_mut() {
+                    Some(last) if clear && (last.1 - t0).abs() < 1e-9 => last.1 = t1,
+                    _ if clear => stretches.push((t0, t1)),
+                    _ => {}
+                }
+            }
+            // A street stops a few metres short of a bank or the map's edge.
+            let gap = 3.0 / dist(a, b).max(3.0);
+            let reaches_b = stretches.last().is_some_and(|&(_, t1)| t1 >= 1.0);
+            for (t0, t1) in stretches {
+                let (t0, t1) = (
+                    if t0 > 0.0 { t0 + gap } else { t0 },
+                    if t1 < 1.0 { t1 - gap } else { t1 },
+                );
+                if t1 <= t0 {
+                    continue;
+                }
+                if t0 > 0.0 && !run.is_empty() {
+                    runs.push(std::mem::take(&mut run));
+                }
+                if run.is_empty() {
+                    run.push(lerp(a, b, t0));
+                }
+                run.push(lerp(a, b, t1));
+                if t1 < 1.0 {
                     runs.push(std::mem::take(&mut run));
                 }
             }
+            if !reaches_b && !run.is_empty() {
+                runs.push(std::mem::take(&mut run));
+            }
         }
-        run.extend(last_clear);
         runs.push(run);
         for line in runs {
             let length: f64 = line.windows(2).map(|w| dist(w[0], w[1])).sum();
@@ -694,10 +735,7 @@ impl Builder {
         if !rng.chance(0.5) {
             return;
         }
-        let water = [
-            Obstacle::new(self.lake.ring.clone()),
-            Obstacle::new(self.river.ring.clone()),
-        ];
+        let water = self.water();
         let promenade = Obstacle::new(self.fences[0].ring.clone());
         let boundary = Obstacle::new(self.boundary.clone());
         let candidates: Vec<(usize, usize)> = self
@@ -751,10 +789,7 @@ impl Builder {
     fn no_parking(&mut self, rng: &mut Rng) {
         let count = rng.between((3, 6)) as usize;
         let boundary = Obstacle::new(self.boundary.clone());
-        let water = [
-            Obstacle::new(self.lake.ring.clone()),
-            Obstacle::new(self.river.ring.clone()),
-        ];
+        let water = self.water();
         for site in NO_PARKING.iter().take(count) {
             let (near, far) = site.distance;
             for attempt in 0..400 {
@@ -883,11 +918,8 @@ impl Builder {
             cumulative.push(total);
         }
         let boundary = Obstacle::new(self.boundary.clone());
-        let obstacles: Vec<Obstacle> = [&self.lake.ring, &self.river.ring]
-            .into_iter()
-            .chain(self.fences.iter().map(|f| &f.ring))
-            .map(|ring| Obstacle::new(ring.clone()))
-            .collect();
+        let mut obstacles = self.water();
+        obstacles.extend(self.fences.iter().map(|f| Obstacle::new(f.ring.clone())));
         let mut grid: HashMap<(i64, i64), Vec<Pt>> = HashMap::new();
         let cell = |p: Pt| {
             (
@@ -897,10 +929,13 @@ impl Builder {
         };
         let mut out = Vec::with_capacity(count);
         let max_attempts = count.saturating_mul(100).saturating_add(1_000);
+        // Placements refused in a row: past this many the city is full.
+        let mut refused = 0;
         for _ in 0..max_attempts {
-            if out.len() >= count || total <= 0.0 {
+            if out.len() >= count || total <= 0.0 || refused >= MAX_REFUSED_IN_A_ROW {
                 break;
             }
+            refused += 1;
             let target = rng.range(0.0, total);
             let i = cumulative
                 .partition_point(|&c| c < target)
@@ -941,6 +976,7 @@ impl Builder {
                 continue;
             }
             grid.entry((cx, cy)).or_default().push(c);
+            refused = 0;
             let district = districts
                 .iter()
                 .find(|d| ring_contains(&d.ring, c))
@@ -1008,8 +1044,8 @@ impl Builder {
 }
 
 /// A river band across the city: a meandering centre line on the `side` of the centre, from
-/// beyond the map's edge to beyond the other.
-fn river(r: f64, d: Pt, n: Pt, side: f64, rng: &mut Rng) -> Water {
+/// beyond the map's edge to beyond the other; and the same band as a chain of quadrilaterals.
+fn river(r: f64, d: Pt, n: Pt, side: f64, rng: &mut Rng) -> (Water, Vec<Vec<Pt>>) {
     let offset = side * r * rng.range(0.25, 0.4);
     let (amp, wavelength, phase) = (0.05 * r, r * rng.range(1.6, 2.4), rng.range(0.0, TAU));
     let width = (0.03 * r).clamp(40.0, 250.0);
@@ -1031,14 +1067,18 @@ fn river(r: f64, d: Pt, n: Pt, side: f64, rng: &mut Rng) -> Water {
         left.push((p.0 + nx * half, p.1 + ny * half));
         right.push((p.0 - nx * half, p.1 - ny * half));
     }
+    let quads = (1..left.len())
+        .map(|i| vec![left[i - 1], left[i], right[i], right[i - 1]])
+        .collect();
     right.reverse();
     left.extend(right);
     let (zh, en) = RIVERS[(rng.next_u64() % RIVERS.len() as u64) as usize];
-    Water {
+    let water = Water {
         kind: "river",
         name: Name::new(zh, en),
         ring: left,
-    }
+    };
+    (water, quads)
 }
 
 /// The `index`-th name of a list of street names: `{prefix}{suffix}`, the suffix by the
@@ -1135,6 +1175,29 @@ fn clip_closer(poly: &[Pt], keep: Pt, other: Pt) -> Vec<Pt> {
         }
     }
     out
+}
+
+/// Adds to `cuts` the parameters t in (0, 1) where the segment a→b crosses the obstacle's edges.
+fn crossings(o: &Obstacle, a: Pt, b: Pt, cuts: &mut Vec<f64>) {
+    let (x0, y0, x1, y1) = o.bbox;
+    if a.0.max(b.0) < x0 || a.0.min(b.0) > x1 || a.1.max(b.1) < y0 || a.1.min(b.1) > y1 {
+        return;
+    }
+    let cross = |u: Pt, v: Pt| u.0 * v.1 - u.1 * v.0;
+    let ab = (b.0 - a.0, b.1 - a.1);
+    for i in 0..o.ring.len() {
+        let (c, d) = (o.ring[i], o.ring[(i + 1) % o.ring.len()]);
+        let cd = (d.0 - c.0, d.1 - c.1);
+        let denom = cross(ab, cd);
+        if denom.abs() < 1e-12 {
+            continue;
+        }
+        let ac = (c.0 - a.0, c.1 - a.1);
+        let (t, u) = (cross(ac, cd) / denom, cross(ac, ab) / denom);
+        if (0.0..=1.0).contains(&t) && (0.0..=1.0).contains(&u) {
+            cuts.push(t);
+        }
+    }
 }
 
 fn ring_contains(ring: &[Pt], p: Pt) -> bool {

@@ -31,10 +31,12 @@
 //! construction and identity numbers by check; a sign-up refused as `phone_taken` or
 //! `id_number_registered` derives the rider's next identity and tries again.
 //!
-//! **Concurrency.** The HTTP client is blocking (`ureq`, plain HTTP only) and runs on tokio's
-//! blocking threads; at most [`RiderConfig::max_in_flight`] requests are in flight. Each rider
-//! on a trip is a small task that mostly sleeps. On shutdown [`run`] returns at once; requests
-//! already sent finish in the background within [`RiderConfig::http_timeout`].
+//! **Concurrency.** The HTTP client is blocking (`ureq`, plain HTTP only) and runs on a pool
+//! of [`RiderConfig::max_in_flight`] threads of its own, so at most that many requests are in
+//! flight. Each rider on a trip is a small task that mostly sleeps. On shutdown [`run`]
+//! returns at once; requests already sent finish in the background within
+//! [`RiderConfig::http_timeout`] on the detached workers, which hold up neither the runtime's
+//! shutdown nor the process's exit.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +44,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +113,7 @@ pub struct RiderConfig {
     pub resume_prob: f64,
     /// The share of riders who consent to location processing at sign-up.
     pub location_consent_prob: f64,
-    /// Requests in flight at once; each holds one of tokio's blocking threads.
+    /// Requests in flight at once: the number of HTTP worker threads (at most one per rider).
     pub max_in_flight: usize,
     /// Real time between two looks at a live trip.
     pub poll_interval: Duration,
@@ -791,68 +793,119 @@ impl Reply {
     }
 }
 
-/// The blocking HTTP client, behind a bound on requests in flight.
+/// A request for the HTTP workers, and where its answer goes.
+struct Job {
+    url: String,
+    call: Call,
+    answer: oneshot::Sender<Result<Reply, CallError>>,
+}
+
+/// The HTTP client: blocking `ureq` calls on a pool of worker threads of its own. The
+/// workers are detached: neither [`run`] nor the runtime's shutdown waits for a request in
+/// flight, which ends within [`RiderConfig::http_timeout`] and frees its worker then. They
+/// stop when the client is dropped.
 struct Client {
-    agent: ureq::Agent,
+    jobs: mpsc::Sender<Job>,
     base: String,
-    limit: Arc<Semaphore>,
     shutdown: CancellationToken,
     stats: RiderStats,
 }
 
+/// A worker's stack: a request needs little (the default 2 MiB times 64 is mostly waste).
+const WORKER_STACK_BYTES: usize = 512 * 1024;
+
 impl Client {
+    /// A client with `workers` threads: at most that many requests are in flight.
     fn new(
         base_url: &str,
         config: &RiderConfig,
+        workers: usize,
         stats: RiderStats,
         shutdown: CancellationToken,
     ) -> Client {
-        let agent = ureq::Agent::config_builder()
+        let workers = workers.max(1);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.http_timeout.max(Duration::from_millis(1))))
             // The platform is reached directly, never through a proxy from the environment.
             .proxy(None)
-            .max_idle_connections(config.max_in_flight.max(1))
-            .max_idle_connections_per_host(config.max_in_flight.max(1))
+            .max_idle_connections(workers)
+            .max_idle_connections_per_host(workers)
             .user_agent("wulian-sim-rider/1")
             .build()
             .into();
+        let (jobs, queue) = mpsc::channel::<Job>(workers);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..workers {
+            let (agent, queue) = (agent.clone(), Arc::clone(&queue));
+            let spawned = std::thread::Builder::new()
+                .name(format!("sim-rider-http-{i}"))
+                .stack_size(WORKER_STACK_BYTES)
+                .spawn(move || work(&agent, &queue));
+            if let Err(error) = spawned {
+                // Fewer workers, fewer requests in flight; with none, every request fails.
+                tracing::warn!(error = %error, workers = i, "Could not start every simulated rider HTTP worker.");
+                break;
+            }
+        }
         Client {
-            agent,
+            jobs,
             base: base_url.trim_end_matches('/').to_string(),
-            limit: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             shutdown,
             stats,
         }
     }
 
-    /// Sends the request on a blocking thread; returns at once on shutdown (the request, if
-    /// sent, finishes in the background and frees its slot then).
+    /// Hands the request to a worker and waits for the answer; returns at once on shutdown.
     async fn send(&self, call: Call) -> Result<Reply, CallError> {
-        let permit = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Err(CallError::Shutdown),
-            permit = Arc::clone(&self.limit).acquire_owned() => {
-                permit.map_err(|_| CallError::Shutdown)?
-            }
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            url: format!("{}{}", self.base, call.path),
+            call,
+            answer,
         };
-        inc(&self.stats.counts().requests);
-        let (agent, url) = (self.agent.clone(), format!("{}{}", self.base, call.path));
-        let task = tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            execute(&agent, &url, &call)
-        });
         let result = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(CallError::Shutdown),
-            joined = task => joined.unwrap_or_else(|e| {
-                Err(CallError::Network(format!("HTTP worker failed: {e}")))
-            }),
+            queued = self.jobs.send(job) => match queued {
+                Ok(()) => {
+                    inc(&self.stats.counts().requests);
+                    tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => return Err(CallError::Shutdown),
+                        answer = answered => answer.unwrap_or_else(|_| {
+                            Err(CallError::Network("the HTTP worker stopped".into()))
+                        }),
+                    }
+                }
+                Err(_) => Err(CallError::Network("no HTTP worker is running".into())),
+            },
         };
         if matches!(result, Err(CallError::Network(_))) {
             inc(&self.stats.counts().network_errors);
         }
         result
+    }
+}
+
+/// One HTTP worker: sends requests until the client is gone.
+fn work(agent: &ureq::Agent, queue: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // One idle worker waits on the queue, the others on the lock.
+        let job = queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .blocking_recv();
+        let Some(job) = job else {
+            return;
+        };
+        // The rider stopped waiting (shutdown): the request is no longer wanted.
+        if job.answer.is_closed() {
+            continue;
+        }
+        let result = execute(agent, &job.url, &job.call);
+        // The rider may have stopped waiting meanwhile; the answer is then dropped.
+        job.answer.send(result).ok();
     }
 }
 
@@ -1019,7 +1072,14 @@ async fn run_with_stats(
         .min(MAX_ARRIVALS_PER_S);
     let log_interval = config.log_interval.max(Duration::from_millis(100));
     let ctx = Arc::new(Ctx {
-        client: Client::new(&base_url, &config, stats.clone(), shutdown.clone()),
+        // Each rider has one request in flight at most: more workers would idle.
+        client: Client::new(
+            &base_url,
+            &config,
+            config.max_in_flight.clamp(1, config.riders.max(1)),
+            stats.clone(),
+            shutdown.clone(),
+        ),
         tenant,
         center: city_center,
         spots,

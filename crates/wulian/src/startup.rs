@@ -348,8 +348,10 @@ async fn start_simulation(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let sim = &config.simulation;
     let center = (sim.center_lat, sim.center_lon);
-    let map =
-        wulian_sim::CityMap::generate(center, 4_000.0, (sim.bikes / 8).clamp(10, 20_000), 2026);
+    // A little beyond the 4 km disc the scattered bikes start in, so they stand inside the
+    // service area; a parking zone for every five bikes, within the registry's zone limit.
+    let zones = (sim.bikes / 5).clamp(10, 9_000);
+    let map = wulian_sim::CityMap::generate(center, 4_500.0, zones, 2026);
     let mut city = wulian_sim::CityConfig {
         bikes: sim.bikes,
         air_sensors: sim.air_sensors,

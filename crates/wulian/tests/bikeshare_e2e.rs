@@ -125,6 +125,41 @@ fn id_number(birth: &str, seq: u32) -> String {
     format!("{first17}{check}")
 }
 
+/// The operator's setup: the system's settings, fences (name, kind, polygon; capacity 10) and
+/// bikes; returns the bikes' tokens.
+fn set_up(
+    server: &TestServer,
+    admin: &str,
+    settings: Value,
+    zones: &[(&str, &str, Value)],
+    bikes: &[&str],
+) -> Vec<String> {
+    let (code, body) = call(
+        server,
+        admin,
+        "PUT",
+        "/api/v1/bikeshare/system",
+        Some(settings),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    for (name, kind, polygon) in zones {
+        let zone = json!({"kind": kind, "polygon": polygon, "properties": {"capacity": 10}});
+        let path = format!("/api/v1/zones/{name}");
+        let (code, body) = call(server, admin, "PUT", &path, Some(zone), &[]);
+        assert!(code == 200 || code == 201, "{body}");
+    }
+    bikes
+        .iter()
+        .map(|id| {
+            let bike = Some(json!({"id": id}));
+            let (code, body) = call(server, admin, "POST", "/api/v1/bikeshare/bikes", bike, &[]);
+            assert_eq!(code, 201, "{body}");
+            body["token"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
 fn trip_state(server: &TestServer, rider: &str, trip: &str) -> Value {
     let (code, body) = call(
         server,
@@ -145,45 +180,19 @@ fn a_rider_rents_rides_and_pays_and_the_lock_decides() {
     let admin = server.admin_key.clone().unwrap();
 
     // The operator sets the system up: settings, fences, two bikes.
-    let (code, body) = call(
+    let tokens = set_up(
         &server,
         &admin,
-        "PUT",
-        "/api/v1/bikeshare/system",
-        Some(json!({
+        json!({
             "name": "Test city bikes", "payments_sandbox": true, "unlock_timeout_s": 3,
             "parking_policy": "grace", "grace_minutes": 5
-        })),
-        &[],
+        }),
+        &[
+            ("city", "service_area", square(PARK, 0.02)),
+            ("blue-1", "parking", square(PARK, 0.0002)),
+        ],
+        &["bike-e2e-1", "bike-e2e-2"],
     );
-    assert_eq!(code, 200, "{body}");
-    for (name, kind, polygon) in [
-        ("city", "service_area", square(PARK, 0.02)),
-        ("blue-1", "parking", square(PARK, 0.0002)),
-    ] {
-        let (code, body) = call(
-            &server,
-            &admin,
-            "PUT",
-            &format!("/api/v1/zones/{name}"),
-            Some(json!({"kind": kind, "polygon": polygon})),
-            &[],
-        );
-        assert!(code == 200 || code == 201, "{body}");
-    }
-    let mut tokens = Vec::new();
-    for id in ["bike-e2e-1", "bike-e2e-2"] {
-        let (code, body) = call(
-            &server,
-            &admin,
-            "POST",
-            "/api/v1/bikeshare/bikes",
-            Some(json!({"id": id})),
-            &[],
-        );
-        assert_eq!(code, 201, "{body}");
-        tokens.push(body["token"].as_str().unwrap().to_string());
-    }
     let mut lock = Lock::start(&server, "bike-e2e-1", &tokens[0], PARK);
     let mut lock2 = Lock::start(&server, "bike-e2e-2", &tokens[1], PARK);
 
@@ -516,49 +525,23 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path());
     let admin = server.admin_key.clone().unwrap();
-    let (code, body) = call(
+    let tokens = set_up(
         &server,
         &admin,
-        "PUT",
-        "/api/v1/bikeshare/system",
-        Some(json!({"name": "Feed city", "payments_sandbox": true, "gbfs_ttl_s": 0})),
-        &[],
+        json!({"name": "Feed city", "payments_sandbox": true, "gbfs_ttl_s": 0}),
+        &[
+            ("city", "service_area", square(PARK, 0.02)),
+            ("blue-1", "parking", square(PARK, 0.0002)),
+            ("station-forecourt", "no_parking", square(STREET, 0.0005)),
+            (
+                "promenade",
+                "no_riding",
+                square((STREET.0 + 0.003, STREET.1), 0.0005),
+            ),
+        ],
+        &["bike-feed-1"],
     );
-    assert_eq!(code, 200, "{body}");
-    for (name, kind, polygon) in [
-        ("city", "service_area", square(PARK, 0.02)),
-        ("blue-1", "parking", square(PARK, 0.0002)),
-        ("station-forecourt", "no_parking", square(STREET, 0.0005)),
-        (
-            "promenade",
-            "no_riding",
-            square((STREET.0 + 0.003, STREET.1), 0.0005),
-        ),
-    ] {
-        let (code, body) = call(
-            &server,
-            &admin,
-            "PUT",
-            &format!("/api/v1/zones/{name}"),
-            Some(json!({"kind": kind, "polygon": polygon, "properties": {"capacity": 10}})),
-            &[],
-        );
-        assert!(code == 200 || code == 201, "{body}");
-    }
-    let (_, body) = call(
-        &server,
-        &admin,
-        "POST",
-        "/api/v1/bikeshare/bikes",
-        Some(json!({"id": "bike-feed-1"})),
-        &[],
-    );
-    let mut lock = Lock::start(
-        &server,
-        "bike-feed-1",
-        body["token"].as_str().unwrap(),
-        PARK,
-    );
+    let mut lock = Lock::start(&server, "bike-feed-1", &tokens[0], PARK);
 
     // Discovery, then every feed it lists, each valid against the official schema.
     let (code, discovery) = curl(&[&format!("{}/gbfs/v3/default/gbfs.json", server.http)]);

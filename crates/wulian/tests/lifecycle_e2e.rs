@@ -452,6 +452,8 @@ fn the_simulated_city_reports_and_answers_commands() {
         &["--config", config.to_str().unwrap(), "--simulate-city"],
     );
     let admin = server.admin_key.clone().unwrap();
+    // Printed once the city is provisioned (fences, bike share, devices).
+    server.wait_for_line("Simulated city: ");
     let (_, page) = api(
         &server,
         &admin,

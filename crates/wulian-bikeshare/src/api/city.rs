@@ -113,6 +113,16 @@ async fn city(s: &BikeApi, tenant: &str, headers: &HeaderMap) -> ApiResult<Strin
     }
 }
 
+/// The credential check and the response context of an MDS request.
+async fn open(s: &BikeApi, tenant: &str, headers: &HeaderMap) -> ApiResult<mds::MdsContext> {
+    let base = city(s, tenant, headers).await?;
+    s.bikes.mds_context(tenant, &base).await.api()
+}
+
+fn mds_api(e: mds::MdsError) -> ApiError {
+    api_error(feeds::mds_error(e))
+}
+
 fn mds_body<T: serde::Serialize>(r: &mds::Response<T>) -> ApiResult<Response> {
     let bytes = r
         .to_json()
@@ -134,8 +144,7 @@ async fn vehicles(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let list = s.bikes.mds_vehicles(&tenant).api()?;
     mds_body(&mds::vehicles_response(
         &ctx,
@@ -149,8 +158,7 @@ async fn vehicle(
     Path((tenant, device_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let list = s.bikes.mds_vehicles(&tenant).api()?;
     match list.iter().find(|v| ctx.device_id(&v.bike_id) == device_id) {
         Some(v) => mds_body(&mds::vehicle_response(&ctx, v)),
@@ -167,11 +175,10 @@ async fn vehicles_status(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let list = s.bikes.mds_vehicle_status(&tenant).await.api()?;
     let r = mds::vehicles_status_response(&ctx, &list, feeds::page(p.number, p.size))
-        .map_err(|e| api_error(feeds::mds_error(e)))?;
+        .map_err(mds_api)?;
     mds_body(&r)
 }
 
@@ -187,7 +194,7 @@ fn hour(value: Option<String>, name: &str) -> ApiResult<mds::HourWindow> {
             format!("{name}=YYYY-MM-DDTHH is required"),
         ));
     };
-    mds::HourWindow::parse(&v).map_err(|e| api_error(feeds::mds_error(e)))
+    mds::HourWindow::parse(&v).map_err(mds_api)
 }
 
 async fn trips(
@@ -196,15 +203,14 @@ async fn trips(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<TripsQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let window = hour(q.end_time, "end_time")?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
     let list = s
         .bikes
         .mds_trips(&tenant, window.start_ms, window.end_ms)
         .await
         .api()?;
-    mds_body(&mds::trips_response(&ctx, &list).map_err(|e| api_error(feeds::mds_error(e)))?)
+    mds_body(&mds::trips_response(&ctx, &list).map_err(mds_api)?)
 }
 
 #[derive(Deserialize)]
@@ -218,18 +224,14 @@ async fn events_historical(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let window = hour(q.event_time, "event_time")?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
     let list = s
         .bikes
         .mds_events(&tenant, window.start_ms, window.end_ms)
         .await
         .api()?;
-    mds_body(
-        &mds::events_historical_response(&ctx, &list)
-            .map_err(|e| api_error(feeds::mds_error(e)))?,
-    )
+    mds_body(&mds::events_historical_response(&ctx, &list).map_err(mds_api)?)
 }
 
 #[derive(Deserialize)]
@@ -248,19 +250,17 @@ async fn events_recent(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<RecentQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let (Some(start), Some(end)) = (q.start_time, q.end_time) else {
         return Err(ApiError::bad_request(
             "missing_parameter",
             "start_time and end_time (ms) are required",
         ));
     };
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
-    let range =
-        mds::recent_window(start, end, ctx.now_ms).map_err(|e| api_error(feeds::mds_error(e)))?;
+    let range = mds::recent_window(start, end, ctx.now_ms).map_err(mds_api)?;
     let list = s.bikes.mds_events(&tenant, range.0, range.1).await.api()?;
     let r = mds::events_recent_response(&ctx, &list, range, feeds::page(q.number, q.size))
-        .map_err(|e| api_error(feeds::mds_error(e)))?;
+        .map_err(mds_api)?;
     mds_body(&r)
 }
 
@@ -275,13 +275,12 @@ async fn telemetry(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<TelemetryQuery>,
 ) -> ApiResult<Response> {
-    let base = city(&s, &tenant, &headers).await?;
+    let ctx = open(&s, &tenant, &headers).await?;
     let window = hour(q.telemetry_time, "telemetry_time")?;
-    let ctx = s.bikes.mds_context(&tenant, &base).await.api()?;
     let list = s
         .bikes
         .mds_telemetry(&tenant, window.start_ms, window.end_ms, 200_000)
         .await
         .api()?;
-    mds_body(&mds::telemetry_response(&ctx, &list).map_err(|e| api_error(feeds::mds_error(e)))?)
+    mds_body(&mds::telemetry_response(&ctx, &list).map_err(mds_api)?)
 }

@@ -1,14 +1,15 @@
 //! Request extractors that turn every rejection into a problem document, and the caller's
-//! identity from the `Authorization: Bearer` header.
+//! identity: an API key from the `Authorization: Bearer` header, or a person's console session
+//! from the `wulian_session` cookie (with the CSRF check that cookies need).
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use wulian_common::blocking::run_blocking;
-use wulian_registry::{ApiKey, Scope};
+use wulian_registry::{ApiKey, Role, Scope, Session};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -115,23 +116,141 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// An application authenticated by API key. Every handler that takes a `Caller` is
-/// authenticated; handlers check the scope they need with the `require_*` methods.
+/// Name of the console's session cookie (`POST /api/v1/session` sets it).
+pub const SESSION_COOKIE: &str = "wulian_session";
+/// The header that must carry the session's CSRF token on every state-changing request that
+/// the session cookie authenticates.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of the session cookie, if the request carries one (the first, should there be
+/// several).
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
+}
+
+/// Refuses (403) a request that does not carry `session`'s CSRF token in `X-CSRF-Token`.
+pub fn check_csrf(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
+    let Some(presented) = headers.get(CSRF_HEADER) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_token_missing",
+            "a request authenticated by the session cookie that changes anything must carry \
+             X-CSRF-Token (from POST or GET /api/v1/session)",
+        ));
+    };
+    if constant_time_eq(presented.as_bytes(), session.csrf_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_token_invalid",
+            "X-CSRF-Token does not match the session's token (GET /api/v1/session tells it)",
+        ))
+    }
+}
+
+/// Equality without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who is calling: an application by API key, or a person by console session. Every handler
+/// that takes a `Caller` is authenticated; handlers check the scope they need with the
+/// `require_*` methods, which work the same for both.
+///
+/// For a session, `key` is a stand-in built from the user, so the scope checks and every
+/// handler that reads `caller.key` keep working: id `user:<username>`, name the user name, the
+/// scope of the user's role ([`Role::scope`]: admin → admin, operator → read_write, viewer and
+/// city_regulator → read_only), never the installation admin, no MQTT policy, `created_at`
+/// the session's start. Handlers that must tell people from keys, or one role from another,
+/// use [`Caller::session`], [`Caller::role`] or [`Caller::is_city_regulator`].
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: ApiKey,
+    /// The console session, when a person authenticated with the session cookie.
+    pub session: Option<Session>,
 }
 
 impl Caller {
+    /// An application with its API key.
+    pub fn from_api_key(key: ApiKey) -> Caller {
+        Caller { key, session: None }
+    }
+
+    /// A person with their session (see the type's documentation for the stand-in key).
+    pub fn from_session(session: Session) -> Caller {
+        let key = ApiKey {
+            id: format!("user:{}", session.username),
+            tenant: session.tenant.clone(),
+            name: session.username.clone(),
+            scope: session.role.scope(),
+            installation_admin: false,
+            created_at: session.created_at,
+            last_used_at: Some(session.last_seen_at),
+            revoked: false,
+            mqtt_policy: None,
+        };
+        Caller {
+            key,
+            session: Some(session),
+        }
+    }
+
     pub fn tenant(&self) -> &str {
         &self.key.tenant
+    }
+
+    /// The person's role; `None` for an API key.
+    pub fn role(&self) -> Option<Role> {
+        self.session.as_ref().map(|s| s.role)
+    }
+
+    /// Whether a city's regulator is calling (read-only, and solutions may narrow further).
+    pub fn is_city_regulator(&self) -> bool {
+        self.role() == Some(Role::CityRegulator)
+    }
+
+    /// The person's user name; `None` for an API key.
+    pub fn username(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.username.as_str())
+    }
+
+    /// Who acted, for audit logs: `api_key:<id>` or `user:<username>`.
+    pub fn actor(&self) -> String {
+        match &self.session {
+            Some(session) => format!("user:{}", session.username),
+            None => format!("api_key:{}", self.key.id),
+        }
+    }
+
+    /// The session, or 403 `session_required` for an API key.
+    pub fn require_session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "session_required",
+                "this endpoint is for people logged in with a session (POST /api/v1/session), \
+                 not API keys",
+            )
+        })
     }
 
     pub fn require_write(&self) -> Result<(), ApiError> {
         if self.key.scope.can_write() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this API key is read-only"))
+            Err(ApiError::forbidden(match self.role() {
+                Some(role) => format!("the {role} role may only read"),
+                None => "this API key is read-only".to_string(),
+            }))
         }
     }
 
@@ -139,7 +258,10 @@ impl Caller {
         if self.key.scope.can_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this action needs an admin API key"))
+            Err(ApiError::forbidden(match self.role() {
+                Some(role) => format!("this action needs the admin role; yours is {role}"),
+                None => "this action needs an admin API key".to_string(),
+            }))
         }
     }
 
@@ -155,7 +277,12 @@ impl Caller {
 }
 
 // Generic over the router's state so that solutions with a state of their own (the bike share)
-// authenticate API keys the same way.
+// authenticate API keys and sessions the same way.
+//
+// A bearer header wins over a cookie, and a bad one is refused rather than falling back to the
+// cookie. Requests with an API key need no CSRF token: a browser never adds that header on
+// another site's behalf. A cookie, which it does add, must come with the session's CSRF token on
+// every method but GET, HEAD, OPTIONS and TRACE.
 impl<S> FromRequestParts<S> for Caller
 where
     AppState: FromRef<S>,
@@ -165,22 +292,40 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let Some(secret) = bearer(&parts.headers)? else {
+        if let Some(secret) = bearer(&parts.headers)? {
+            let secret = secret.to_string();
+            let key = run_blocking(&state.registry, move |r| r.authenticate_api_key(&secret))
+                .await
+                .map_err(|e| ApiError::internal("API key lookup failed.", &e))?;
+            return match key {
+                Some(key) => Ok(Caller::from_api_key(key)),
+                None => Err(ApiError::unauthorized(
+                    "invalid_credentials",
+                    "unknown or revoked API key",
+                )),
+            };
+        }
+        let Some(token) = session_cookie(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing_credentials",
-                "this endpoint needs Authorization: Bearer <api key>",
+                "this endpoint needs Authorization: Bearer <api key>, or a session cookie \
+                 (POST /api/v1/session)",
             ));
         };
-        let secret = secret.to_string();
-        let key = run_blocking(&state.registry, move |r| r.authenticate_api_key(&secret))
+        let token = token.to_string();
+        let session = run_blocking(&state.registry, move |r| r.authenticate_session(&token))
             .await
-            .map_err(|e| ApiError::internal("API key lookup failed.", &e))?;
-        match key {
-            Some(key) => Ok(Caller { key }),
-            None => Err(ApiError::unauthorized(
-                "invalid_credentials",
-                "unknown or revoked API key",
-            )),
+            .map_err(|e| ApiError::internal("Session lookup failed.", &e))?;
+        let Some(session) = session else {
+            return Err(ApiError::unauthorized(
+                "session_expired",
+                "the session cookie is unknown or has expired; log in again \
+                 (POST /api/v1/session)",
+            ));
+        };
+        if !parts.method.is_safe() {
+            check_csrf(&parts.headers, &session)?;
         }
+        Ok(Caller::from_session(session))
     }
 }

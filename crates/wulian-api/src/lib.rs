@@ -26,7 +26,7 @@ pub use state::AppState;
 
 use routes::{
     alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
-    provisioning, rules, system, telemetry, tenants, twins, zones,
+    provisioning, rules, session, system, telemetry, tenants, twins, users, zones,
 };
 
 /// Limits of the HTTP front end.
@@ -75,6 +75,21 @@ pub fn router_with(state: AppState, limits: &HttpLimits, extra: Router) -> Route
             get(tenants::list_api_keys).post(tenants::create_api_key),
         )
         .route("/api-keys/{key_id}", delete(tenants::revoke_api_key))
+        .route("/users", get(users::list_users).post(users::create_user))
+        .route(
+            "/users/{username}",
+            get(users::get_user)
+                .patch(users::update_user)
+                .delete(users::delete_user),
+        )
+        .route("/users/{username}/password", post(users::reset_password))
+        .route(
+            "/session",
+            get(session::current)
+                .post(session::login)
+                .delete(session::logout),
+        )
+        .route("/session/password", post(session::change_password))
         .route(
             "/devices",
             get(devices::list_devices).post(devices::create_device),
@@ -254,13 +269,17 @@ async fn not_found() -> ApiError {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in flight
-/// finish (graceful shutdown).
+/// finish (graceful shutdown). Each request carries its peer's address (`ConnectInfo`; the
+/// login throttle counts failures per address).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

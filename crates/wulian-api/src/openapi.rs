@@ -1,12 +1,20 @@
 //! The OpenAPI document, generated from the handlers' annotations so it cannot drift from the
 //! code. Served at `/api/v1/openapi.json`.
+//!
+//! Solutions that bring their own routes (the bike share) live in crates that depend on this one,
+//! so they cannot be listed in [`ApiDoc`]; they [`register`] their own generated document when
+//! their router is built, and [`document`] serves the platform's merged with theirs.
+
+use std::collections::BTreeMap;
+use std::sync::{PoisonError, RwLock};
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::routes::session::SessionCookieScheme;
 use crate::routes::{
     alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
-    provisioning, rules, system, telemetry, tenants, twins, zones,
+    provisioning, rules, session, system, telemetry, tenants, twins, users, zones,
 };
 
 #[derive(OpenApi)]
@@ -18,6 +26,9 @@ use crate::routes::{
         tenants::list_tenants, tenants::create_tenant, tenants::get_tenant, tenants::update_tenant,
         tenants::delete_tenant,
         tenants::list_api_keys, tenants::create_api_key, tenants::revoke_api_key,
+        users::create_user, users::list_users, users::get_user, users::update_user,
+        users::delete_user, users::reset_password,
+        session::login, session::current, session::logout, session::change_password,
         devices::create_device, devices::list_devices, devices::get_device, devices::update_device,
         devices::delete_device, devices::rotate_token, devices::import_devices, twins::device_status,
         twins::get_twin, twins::patch_desired, twins::patch_reported,
@@ -44,7 +55,7 @@ use crate::routes::{
         certificates::add_ca_certificate, certificates::list_ca_certificates,
         certificates::delete_ca_certificate, certificates::revoke_certificate,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &SessionCookieScheme),
     tags(
         (name = "devices", description = "The device registry"),
         (name = "profiles", description = "Device profiles: thing models, validation, settings"),
@@ -58,11 +69,41 @@ use crate::routes::{
         (name = "commands", description = "Requests to devices and their answers"),
         (name = "tenants", description = "Tenants (installation admin)"),
         (name = "api keys", description = "Machine credentials"),
+        (name = "users", description = "People: operator accounts of the web console"),
+        (name = "sessions", description = "Console login (session cookie), logout, CSRF token, own password"),
         (name = "certificates", description = "Device identity by X.509 certificate (mutual TLS)"),
         (name = "system", description = "Health, metrics, this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The documents solutions registered, by name: building a router again (tests build many)
+/// replaces its solution's document instead of adding a second copy.
+static EXTENSIONS: RwLock<BTreeMap<&'static str, utoipa::openapi::OpenApi>> =
+    RwLock::new(BTreeMap::new());
+
+/// Adds a solution's paths, schemas, security schemes and tags to the served document. `name`
+/// identifies the solution (e.g. `"bikeshare"`); registering it again replaces its document.
+///
+/// Where a solution's path, schema or security scheme has the name of one of the platform's,
+/// the platform's wins (`utoipa::openapi::OpenApi::merge`), so solutions name their schemas
+/// distinctly; the bike share's tests check that none is shadowed.
+pub fn register(name: &'static str, doc: utoipa::openapi::OpenApi) {
+    EXTENSIONS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(name, doc);
+}
+
+/// The served document: [`ApiDoc`] merged with every registered solution's, in name order.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let extensions = EXTENSIONS.read().unwrap_or_else(PoisonError::into_inner);
+    for extension in extensions.values() {
+        doc.merge(extension.clone());
+    }
+    doc
+}
 
 struct SecuritySchemes;
 

@@ -62,6 +62,8 @@ pub enum Command {
     Provision(Provision),
     /// Write a CA, a server certificate and one client certificate per device (mutual TLS).
     DeviceCerts(DeviceCerts),
+    /// A simulated bike-share city: lock farm, riders renting at a fixed rate, GBFS probes.
+    Bikeshare(Bikeshare),
 }
 
 /// The publishing side shared by the message scenarios.
@@ -193,4 +195,82 @@ pub struct Provision {
     /// Parallel HTTP requests.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct Bikeshare {
+    /// wulian's HTTP address, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    pub url: String,
+    /// An admin API key of the tenant.
+    #[arg(long)]
+    pub api_key: String,
+    /// The tenant (GBFS and rider sign-up paths).
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Bikes (devices, MQTT connections).
+    #[arg(long, default_value_t = 10_000)]
+    pub bikes: usize,
+    /// Bike id prefix; ids are `{prefix}{n:06}`.
+    #[arg(long, default_value = "bike-")]
+    pub prefix: String,
+    /// Riders to sign up; 0: rate x (ride + cooldown + 5 s) x 1.3.
+    #[arg(long, default_value_t = 0)]
+    pub riders: usize,
+    /// Trip starts offered per second.
+    #[arg(long, default_value_t = 50)]
+    pub rate: u64,
+    /// Seconds of offered load.
+    #[arg(long, default_value_t = 60)]
+    pub duration_secs: u64,
+    /// Seconds a ride lasts (unlock confirmed to the lock closing).
+    #[arg(long, default_value_t = 10)]
+    pub ride_secs: u64,
+    /// Seconds a bike and its rider rest after a ride before they are picked again.
+    #[arg(long, default_value_t = 3)]
+    pub cooldown_secs: u64,
+    /// The system's `unlock_timeout_s`.
+    #[arg(long, default_value_t = 10)]
+    pub unlock_timeout_s: u32,
+    /// Report interval of a parked lock, seconds (the contract's 300).
+    #[arg(long, default_value_t = 300)]
+    pub parked_interval_secs: u64,
+    /// Report interval while riding, seconds (the contract's 10).
+    #[arg(long, default_value_t = 10)]
+    pub riding_interval_secs: u64,
+    /// Parking fences.
+    #[arg(long, default_value_t = 2000)]
+    pub parking_zones: usize,
+    /// Half the side of the square service area, metres.
+    #[arg(long, default_value_t = 5000.0)]
+    pub radius_m: f64,
+    #[arg(long, default_value_t = 30.259)]
+    pub center_lat: f64,
+    #[arg(long, default_value_t = 120.149)]
+    pub center_lon: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Locks holding an MQTT connection; the others are "sleepy" (connect, report, disconnect
+    /// on their interval, like a cellular lock in power saving) and are never rented. Bounded by
+    /// the open-file limit of the server and of this process.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_connected: usize,
+    /// Spread lock connections over source addresses 127.0.0.1 .. 127.0.0.N.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
+    /// Parallel HTTP requests while setting up (zones, riders).
+    #[arg(long, default_value_t = 16)]
+    pub setup_parallel: usize,
+    /// Parallel bulk-import requests (1,000 bikes each).
+    #[arg(long, default_value_t = 2)]
+    pub import_parallel: usize,
+    /// Give up waiting for the bike share to offer the bikes after this many seconds.
+    #[arg(long, default_value_t = 90)]
+    pub ready_timeout_secs: u64,
+    /// Milliseconds between GBFS probes (at least 1,100: the feed cache lives a second).
+    #[arg(long, default_value_t = 2000)]
+    pub gbfs_interval_ms: u64,
+    /// Deadline of one HTTP request, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub http_timeout_secs: u64,
 }

@@ -6,6 +6,7 @@
 //! broker CPU and memory) that the script turns into the table in `docs/benchmarks.md`.
 //! Every scenario is bounded in clients, messages and time, and stops by itself.
 
+mod bikeshare;
 mod cli;
 mod connections;
 mod creds;
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         Command::FanOut(args) => messaging::fan_out(&cli.common, &credentials, &args).await,
         Command::Qos2(args) => messaging::qos2(&cli.common, &credentials, &args).await,
         Command::Connections(args) => connections::run(&cli.common, &credentials, &args).await,
+        Command::Bikeshare(args) => bikeshare::run(&cli.common, &args).await,
         Command::Provision(_) | Command::DeviceCerts(_) => {
             unreachable!("handled before the runtime starts")
         }

@@ -97,7 +97,7 @@ pub fn hour_start(ms: i64) -> i64 {
 }
 
 /// One row of [`SupplyDemand`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SupplyDemandRow {
     pub cell: String,
     pub hour_start_ms: i64,
@@ -241,7 +241,8 @@ impl SupplyDemand {
 
 /// A rebalancing move: take `bikes` from one cell to another, `distance_m` apart (great-circle
 /// distance between the cells' centres).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = RebalancingMove)]
 pub struct Move {
     pub from_cell: String,
     pub to_cell: String,

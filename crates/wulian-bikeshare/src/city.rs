@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS city_tokens (
 ) STRICT;
 ";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = CityCredential)]
 pub struct CityToken {
     pub id: String,
     pub name: String,

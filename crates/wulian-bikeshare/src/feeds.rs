@@ -25,16 +25,28 @@ use crate::{pricing, system, trips, vehicle_events};
 /// The one vehicle type of a pedal-bike system.
 pub const VEHICLE_TYPE: &str = "bike";
 
-/// The big `vehicle_status` document is rebuilt when older than this (or the feed's ttl, if
-/// shorter): a city polls it constantly, and a second of staleness is within GBFS' contract.
-const MAX_CACHE_MS: i64 = 1_000;
+/// `vehicle_status` is rebuilt in the background when older than the feed's ttl, and at least
+/// this long after the last build (a ttl of 0 still does not rebuild more than once a second).
+const MIN_REBUILD_MS: i64 = 1_000;
+
+/// A built `vehicle_status` document, plain and gzip-compressed.
+pub struct CachedFeed {
+    pub built_at: i64,
+    pub json: Vec<u8>,
+    pub gzip: Vec<u8>,
+}
 
 fn gbfs_error(e: gbfs::GbfsError) -> Error {
     Error::Internal(format!("GBFS feed: {e}"))
 }
 
 pub(crate) fn mds_error(e: mds::MdsError) -> Error {
-    Error::invalid("invalid_query", e.to_string())
+    // MDS answers a malformed query (bad hour, reversed or too old a window) with 400.
+    Error::Rule {
+        status: 400,
+        code: "invalid_query",
+        message: e.to_string(),
+    }
 }
 
 fn round4(x: f64) -> f64 {
@@ -70,9 +82,6 @@ impl BikeShare {
     /// (`http://host/gbfs/v3/{tenant}`).
     pub fn gbfs_feed(&self, tenant: &str, feed: FeedName, base_url: &str) -> Result<Arc<Vec<u8>>> {
         let now = now_ms();
-        if feed == FeedName::VehicleStatus {
-            return self.vehicle_status(tenant, base_url, now);
-        }
         let tenants = self.tenants.read();
         let t = tenants
             .get(tenant)
@@ -126,7 +135,9 @@ impl BikeShare {
                     .to_json()
             }
             FeedName::VehicleStatus => {
-                return Err(Error::Internal("vehicle_status is built on its own".into()));
+                return Err(Error::Internal(
+                    "vehicle_status is served from its cache (vehicle_status_feed)".into(),
+                ));
             }
         };
         bytes
@@ -164,20 +175,58 @@ impl BikeShare {
             .collect()
     }
 
-    /// `vehicle_status.json`, served from a cache younger than [`MAX_CACHE_MS`] and the ttl.
-    fn vehicle_status(&self, tenant: &str, base_url: &str, now: i64) -> Result<Arc<Vec<u8>>> {
-        {
+    /// `vehicle_status.json` from its cache: a city polls it constantly and it covers the whole
+    /// fleet, so it is built in the background every ttl ([`BikeShare::refresh_feeds`]) and
+    /// served as built; only the very first request of a tenant builds it.
+    pub async fn vehicle_status_feed(self: &Arc<Self>, tenant: &str) -> Result<Arc<CachedFeed>> {
+        if !self.is_enabled(tenant) {
+            return Err(Error::not_found("system_not_found", "no bike share here"));
+        }
+        if let Some(feed) = self.feed_cache.lock().get(tenant) {
+            return Ok(Arc::clone(feed));
+        }
+        self.rebuild_vehicle_status(tenant).await
+    }
+
+    /// Rebuilds the `vehicle_status` documents older than their ttl. Called every second.
+    pub async fn refresh_feeds(self: &Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<String> = {
             let cache = self.feed_cache.lock();
-            if let Some((built, bytes)) = cache.get(tenant) {
-                let ttl_ms = self
-                    .settings(tenant)
-                    .map(|s| i64::from(s.gbfs_ttl_s) * 1000)
-                    .unwrap_or(0);
-                if now - built < MAX_CACHE_MS.min(ttl_ms) {
-                    return Ok(Arc::clone(bytes));
-                }
+            let tenants = self.tenants.read();
+            tenants
+                .iter()
+                .filter(|(tenant, t)| {
+                    cache.get(*tenant).is_some_and(|f| {
+                        let ttl_ms = i64::from(t.settings.gbfs_ttl_s) * 1000;
+                        now - f.built_at >= ttl_ms.max(MIN_REBUILD_MS)
+                    })
+                })
+                .map(|(tenant, _)| tenant.clone())
+                .collect()
+        };
+        for tenant in due {
+            if let Err(error) = self.rebuild_vehicle_status(&tenant).await {
+                tracing::warn!(tenant, %error, "Rebuilding GBFS vehicle_status failed.");
             }
         }
+    }
+
+    async fn rebuild_vehicle_status(self: &Arc<Self>, tenant: &str) -> Result<Arc<CachedFeed>> {
+        let service = Arc::clone(self);
+        let t = tenant.to_string();
+        let feed = tokio::task::spawn_blocking(move || service.build_vehicle_status(&t))
+            .await
+            .map_err(|e| Error::Internal(format!("GBFS build task: {e}")))??;
+        let feed = Arc::new(feed);
+        self.feed_cache
+            .lock()
+            .insert(tenant.to_string(), Arc::clone(&feed));
+        Ok(feed)
+    }
+
+    fn build_vehicle_status(&self, tenant: &str) -> Result<CachedFeed> {
+        let now = now_ms();
         let key = VehicleIdKey::new(&self.public_id_secret);
         // The views under the fleet's read lock, the serialisation after it: the lock also
         // guards the ingest path's updates.
@@ -186,7 +235,8 @@ impl BikeShare {
             let t = tenants
                 .get(tenant)
                 .ok_or_else(|| Error::not_found("system_not_found", "no bike share here"))?;
-            let ctx = self.feed_context(tenant, t, base_url, now);
+            // vehicle_status links to no other feed: no base URL needed.
+            let ctx = self.feed_context(tenant, t, "", now);
             let plan = Some(t.settings.default_plan.clone());
             let mut views = Vec::with_capacity(t.bikes.len());
             for (id, b) in &t.bikes {
@@ -217,14 +267,15 @@ impl BikeShare {
             }
             (ctx, views)
         };
-        let bytes = gbfs::vehicle_status(&ctx, &key, &views)
+        let json = gbfs::vehicle_status(&ctx, &key, &views)
             .to_json()
             .map_err(|e| Error::Internal(format!("GBFS serialisation: {e}")))?;
-        let bytes = Arc::new(bytes);
-        self.feed_cache
-            .lock()
-            .insert(tenant.to_string(), (now, Arc::clone(&bytes)));
-        Ok(bytes)
+        let gzip = gzip(&json)?;
+        Ok(CachedFeed {
+            built_at: now,
+            json,
+            gzip,
+        })
     }
 
     // ---- MDS -------------------------------------------------------------------------------
@@ -515,4 +566,18 @@ fn mds_event(e: &vehicle_events::VehicleEvent, location: Location) -> MdsEvent {
 /// MDS pages, re-exported for the API.
 pub fn page(number: Option<u32>, size: Option<u32>) -> Page {
     Page::new(number, size)
+}
+
+/// Fast gzip: the feed is rebuilt often and mostly read over networks where bytes count more
+/// than the last percent of compression.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 6),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| Error::Internal(format!("gzip: {e}")))
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use wulian_tsdb::{Point, Value, WriteEntry};
 
 /// The latest known state of one bike.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BikeSnapshot {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
@@ -81,8 +81,9 @@ pub fn fold(snapshot: &mut BikeSnapshot, entries: &[WriteEntry]) -> Option<i64> 
 }
 
 /// A bike's status in the operator's fleet view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = BikeStatus)]
 pub enum Status {
     Available,
     OnTrip,

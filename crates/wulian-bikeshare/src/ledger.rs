@@ -306,7 +306,7 @@ impl Error {
 }
 
 /// The kind of a journal transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalKind {
     /// Money in from a payment provider.
@@ -350,7 +350,8 @@ impl JournalKind {
 }
 
 /// One entry of a journal: debit-positive signed amount on an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = LedgerEntry)]
 pub struct Entry {
     /// The account.
     pub account: String,
@@ -359,7 +360,7 @@ pub struct Entry {
 }
 
 /// A journal transaction with its entries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Journal {
     /// Ledger-wide sequence number.
     pub id: i64,
@@ -395,7 +396,7 @@ impl Journal {
 }
 
 /// One line of a rider's statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JournalEntryView {
     /// The journal.
     pub journal_id: i64,
@@ -465,7 +466,7 @@ pub enum RefundOf {
 }
 
 /// A pass a rider bought.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PassHolding {
     /// The purchase journal.
     pub journal_id: i64,

@@ -111,12 +111,11 @@ impl BikeShare {
                         &vehicle_events::NewEvent {
                             bike: &b,
                             at: now,
-                            state: "non_operational",
-                            event_types: &[if kind == workorders::Kind::Battery {
-                                "battery_low"
+                            change: if kind == workorders::Kind::Battery {
+                                vehicle_events::BATTERY_LOW
                             } else {
-                                "maintenance"
-                            }],
+                                vehicle_events::MAINTENANCE_START
+                            },
                             trip: None,
                             position,
                             battery: None,
@@ -171,12 +170,11 @@ impl BikeShare {
                             &vehicle_events::NewEvent {
                                 bike: &order.bike,
                                 at: now,
-                                state: "available",
-                                event_types: &[if order.kind == workorders::Kind::Battery {
-                                    "battery_charged"
+                                change: if order.kind == workorders::Kind::Battery {
+                                    vehicle_events::BATTERY_CHARGED
                                 } else {
-                                    "maintenance"
-                                }],
+                                    vehicle_events::MAINTENANCE_END
+                                },
                                 trip: None,
                                 position,
                                 battery: None,

@@ -13,7 +13,7 @@ use crate::service::BikeShare;
 use crate::trips;
 
 /// A bike in the fleet view.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FleetBike {
     pub id: String,
     pub status: Status,
@@ -29,18 +29,22 @@ pub struct FleetBike {
     pub idle: bool,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FleetQuery {
+    /// Only bikes of this status: `available`, `on_trip`, `low_battery`, `faulty`,
+    /// `out_of_fence` or `unknown`.
     pub status: Option<String>,
     /// Only bikes idle longer than the system's `idle_hours`.
     #[serde(default)]
     pub idle: Option<bool>,
+    /// At most this many, 1 to 100,000 (default 1,000).
     pub limit: Option<usize>,
     /// Bike id to start after (paging, ids ascending).
     pub after: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FleetSummary {
     pub bikes: usize,
     pub by_status: HashMap<&'static str, usize>,
@@ -49,7 +53,7 @@ pub struct FleetSummary {
 }
 
 /// A bike a rider can take, nearest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NearbyBike {
     pub id: String,
     pub lat: f64,
@@ -58,14 +62,14 @@ pub struct NearbyBike {
     pub distance_m: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DemandReport {
     pub resolution: u8,
     pub days: u32,
     pub rows: Vec<SupplyDemandRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rebalancing {
     /// The local hour of day the suggestion is for (the coming hour).
     pub hour_of_day: u8,

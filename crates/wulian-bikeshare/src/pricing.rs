@@ -166,7 +166,7 @@ fn check_price(value: i64) -> Result<(), String> {
 }
 
 /// A pricing plan: what a ride costs. Serialized as-is in the admin API and configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PricingPlan {
     /// Stable identifier, also the GBFS `plan_id`.
@@ -254,7 +254,7 @@ impl PricingPlan {
 
 /// A ride pass product (e.g. a monthly card): bought from the rider's balance, it waives the
 /// unlock fee and makes the first minutes of every ride free while it is valid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassProduct {
     /// Stable identifier.
@@ -316,7 +316,7 @@ pub struct FareInput<'a> {
 
 /// Kind of a fare line; serialized in snake case ("unlock", "time", …), which apps use to
 /// localize the line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FareLineKind {
     /// The unlock fee.
@@ -345,7 +345,7 @@ impl FareLineKind {
 }
 
 /// One line of a fare; discounts are negative.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FareLine {
     /// What the line is for.
     pub kind: FareLineKind,
@@ -356,7 +356,7 @@ pub struct FareLine {
 }
 
 /// An itemised fare. `total` is always the sum of the line amounts and never negative.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fare {
     /// Currency of every amount.
     pub currency: String,

@@ -162,7 +162,7 @@ impl Error {
 }
 
 /// A rider account's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RiderStatus {
     /// May ride (subject to the balance).
@@ -194,7 +194,7 @@ impl RiderStatus {
 }
 
 /// A rider as stored, without the secrets (identity-number hash, token hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rider {
     /// `r-` and 24 hex digits.
     pub id: String,
@@ -239,8 +239,9 @@ impl Rider {
 }
 
 /// What a rider gives at sign-up.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RiderSignUp)]
 pub struct SignUp {
     /// Mobile number, `+8613800138000` or `13800138000` (spaces and dashes ignored).
     pub phone: String,

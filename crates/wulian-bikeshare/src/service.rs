@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -124,8 +124,8 @@ pub struct BikeShare {
 
 const SIGNAL_QUEUE: usize = 65_536;
 
-/// Per tenant: when the document was built and its bytes.
-pub(crate) type FeedCache = Mutex<HashMap<String, (i64, Arc<Vec<u8>>)>>;
+/// Per tenant: the latest GBFS `vehicle_status`.
+pub(crate) type FeedCache = Mutex<HashMap<String, Arc<crate::feeds::CachedFeed>>>;
 
 pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -190,6 +190,7 @@ impl BikeShare {
                     _ = tick.tick() => {
                         ticks += 1;
                         service.sweep(ticks).await;
+                        service.refresh_feeds().await;
                     }
                 }
             }
@@ -414,6 +415,14 @@ impl BikeShare {
             }
         }
         Ok(())
+    }
+
+    /// Stores the tenant's basemap (a GeoJSON FeatureCollection) for the consoles.
+    pub async fn set_basemap(&self, tenant: &str, basemap: Value) -> Result<()> {
+        let t = tenant.to_string();
+        self.db
+            .tx(move |tx| system::put_basemap(tx, &t, &basemap, now_ms()))
+            .await
     }
 
     /// Registers a bike: a device of the smart-lock profile. Returns its token (shown once).

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS pass_products (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, id)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS basemaps (
+    tenant TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -42,7 +47,7 @@ CREATE TABLE IF NOT EXISTS bike_counters (
 ";
 
 /// What happens when a rider locks a bike outside every parking fence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParkingPolicy {
     /// The trip stays open for `grace_minutes`: the rider may reopen the lock and move the
@@ -52,8 +57,9 @@ pub enum ParkingPolicy {
     Fee,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(as = BikeShareSettings)]
 pub struct Settings {
     /// Shown in GBFS `system_information`.
     pub name: String,
@@ -295,4 +301,51 @@ pub fn set_flag(conn: &Connection, tenant: &str, bike: &str, flag: Option<&str>)
         params![tenant, bike, flag],
     )?;
     Ok(())
+}
+
+/// The largest basemap kept (GeoJSON text).
+pub const MAX_BASEMAP_BYTES: usize = 8 * 1024 * 1024;
+
+/// Stores the tenant's basemap: a GeoJSON FeatureCollection that consoles draw under the fleet
+/// when no tile server is configured (the demo stores its synthetic city's).
+pub fn put_basemap(
+    conn: &Connection,
+    tenant: &str,
+    basemap: &serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    if basemap.get("type").and_then(serde_json::Value::as_str) != Some("FeatureCollection")
+        || !basemap
+            .get("features")
+            .is_some_and(serde_json::Value::is_array)
+    {
+        return Err(Error::invalid(
+            "invalid_basemap",
+            "a basemap is a GeoJSON FeatureCollection",
+        ));
+    }
+    let body = serde_json::to_string(basemap).map_err(|e| Error::Internal(e.to_string()))?;
+    if body.len() > MAX_BASEMAP_BYTES {
+        return Err(Error::invalid(
+            "basemap_too_large",
+            format!("at most {MAX_BASEMAP_BYTES} bytes of GeoJSON"),
+        ));
+    }
+    conn.execute(
+        "INSERT INTO basemaps (tenant, body, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(tenant) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        params![tenant, body, now],
+    )?;
+    Ok(())
+}
+
+/// The tenant's basemap as stored (GeoJSON text), if any.
+pub fn basemap(conn: &Connection, tenant: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT body FROM basemaps WHERE tenant = ?1",
+            params![tenant],
+            |r| r.get(0),
+        )
+        .optional()?)
 }

@@ -151,23 +151,12 @@ impl BikeShare {
             timeout: Duration::from_secs(u64::from(settings.unlock_timeout_s)),
         };
         let outcome = match self.platform.commands.send(tenant, bike, request).await {
-            Ok(sent) => {
-                let command_id = sent.command.id.clone();
-                let (t, id) = (tenant.to_string(), trip.id.clone());
-                self.db
-                    .run(move |c| {
-                        c.execute(
-                            "UPDATE trips SET command_id = ?3 WHERE tenant = ?1 AND id = ?2",
-                            rusqlite::params![t, id, command_id],
-                        )?;
-                        Ok(())
-                    })
-                    .await?;
-                match sent.finished.await {
-                    Ok(done) => unlock_answer(&done, &token),
-                    Err(_) => Err("the command was dropped".to_string()),
-                }
-            }
+            // The command's own record (the device's command history) links to the trip by
+            // its `trip_id` parameter; the trip needs no second write for it.
+            Ok(sent) => match sent.finished.await {
+                Ok(done) => unlock_answer(&done, &token),
+                Err(_) => Err("the command was dropped".to_string()),
+            },
             Err(e) => Err(format!("command refused: {e}")),
         };
         match outcome {
@@ -235,8 +224,7 @@ impl BikeShare {
                         &vehicle_events::NewEvent {
                             bike: &b,
                             at,
-                            state: "on_trip",
-                            event_types: &["trip_start"],
+                            change: vehicle_events::TRIP_START,
                             trip: Some(&id),
                             position: start,
                             battery: None,
@@ -387,7 +375,7 @@ impl BikeShare {
             let until = now_ms() + i64::from(grace) * 60_000;
             let (t, id) = (tenant.to_string(), trip_id.clone());
             self.db
-                .run(move |c| {
+                .tx(move |c| {
                     c.execute(
                         "UPDATE trips SET grace_until = ?3, out_of_fence = 1 WHERE tenant = ?1 AND id = ?2",
                         rusqlite::params![t, id, until],
@@ -433,7 +421,7 @@ impl BikeShare {
             )
         };
         let (parkable, zone) = placement.unwrap_or((false, None));
-        let route = self.route(tenant, &trip);
+        let route = self.route(tenant, &trip).await;
         let distance = route_distance(&route);
         let (t, id) = (tenant.to_string(), trip_id.to_string());
         let rider = trip.rider.clone();
@@ -501,8 +489,7 @@ impl BikeShare {
                     &vehicle_events::NewEvent {
                         bike: &bike,
                         at: locked,
-                        state: "available",
-                        event_types: &["trip_end"],
+                        change: vehicle_events::TRIP_END,
                         trip: Some(&id),
                         position: trip.end.map(|p| (p[0], p[1])),
                         battery: None,
@@ -552,7 +539,7 @@ impl BikeShare {
         {
             let (t, id, th) = (tenant.to_string(), trip_id.to_string(), hash_token(&token));
             self.db
-                .run(move |c| {
+                .tx(move |c| {
                     c.execute(
                         "UPDATE trips SET token_hash = ?3, token_expires_at = ?4
                          WHERE tenant = ?1 AND id = ?2 AND state = 'ending'",
@@ -660,44 +647,13 @@ impl BikeShare {
     }
 
     /// The route of a trip from the lock's stored positions between unlock and lock.
-    pub(crate) fn route(&self, tenant: &str, trip: &Trip) -> Vec<(f64, f64, i64)> {
-        let Some(from) = trip.unlocked_at else {
-            return Vec::new();
-        };
-        let to = trip.locked_at.unwrap_or_else(now_ms) + 1;
-        let series = |key: &str| SeriesKey {
-            tenant: tenant.to_string(),
-            device: trip.bike.clone(),
-            key: key.to_string(),
-        };
-        const MAX_POINTS: usize = 20_000;
-        let lat = self
-            .platform
-            .tsdb
-            .range(&series("lat"), from, to, MAX_POINTS)
-            .points;
-        let lon = self
-            .platform
-            .tsdb
-            .range(&series("lon"), from, to, MAX_POINTS)
-            .points;
-        let lons: HashMap<i64, f64> = lon
-            .iter()
-            .filter_map(|p| num(&p.value).map(|v| (p.ts, v)))
-            .collect();
-        let mut route: Vec<(f64, f64, i64)> = lat
-            .iter()
-            .filter_map(|p| Some((num(&p.value)?, *lons.get(&p.ts)?, p.ts)))
-            .filter(|(la, lo, _)| lock::valid_position(*la, *lo))
-            .collect();
-        if let (Some([la, lo]), true) = (trip.start, route.is_empty()) {
-            route.push((la, lo, from));
-        }
-        if let Some([la, lo]) = trip.end {
-            route.push((la, lo, to - 1));
-        }
-        route.dedup_by(|a, b| a.2 == b.2);
-        route
+    /// (Reads stored telemetry: on the blocking pool, not a runtime thread.)
+    pub(crate) async fn route(&self, tenant: &str, trip: &Trip) -> Vec<(f64, f64, i64)> {
+        let tsdb = self.platform.tsdb.clone();
+        let (tenant, trip) = (tenant.to_string(), trip.clone());
+        tokio::task::spawn_blocking(move || route_from(&tsdb, &tenant, &trip))
+            .await
+            .unwrap_or_default()
     }
 }
 
@@ -772,4 +728,37 @@ fn route_value(route: &[(f64, f64, i64)]) -> Value {
             .map(|(la, lo, ts)| json!([la, lo, ts]))
             .collect(),
     )
+}
+
+/// The route of a trip from the lock's stored positions between unlock and lock.
+fn route_from(tsdb: &wulian_tsdb::Tsdb, tenant: &str, trip: &Trip) -> Vec<(f64, f64, i64)> {
+    let Some(from) = trip.unlocked_at else {
+        return Vec::new();
+    };
+    let to = trip.locked_at.unwrap_or_else(now_ms) + 1;
+    let series = |key: &str| SeriesKey {
+        tenant: tenant.to_string(),
+        device: trip.bike.clone(),
+        key: key.to_string(),
+    };
+    const MAX_POINTS: usize = 20_000;
+    let lat = tsdb.range(&series("lat"), from, to, MAX_POINTS).points;
+    let lon = tsdb.range(&series("lon"), from, to, MAX_POINTS).points;
+    let lons: HashMap<i64, f64> = lon
+        .iter()
+        .filter_map(|p| num(&p.value).map(|v| (p.ts, v)))
+        .collect();
+    let mut route: Vec<(f64, f64, i64)> = lat
+        .iter()
+        .filter_map(|p| Some((num(&p.value)?, *lons.get(&p.ts)?, p.ts)))
+        .filter(|(la, lo, _)| lock::valid_position(*la, *lo))
+        .collect();
+    if let (Some([la, lo]), true) = (trip.start, route.is_empty()) {
+        route.push((la, lo, from));
+    }
+    if let Some([la, lo]) = trip.end {
+        route.push((la, lo, to - 1));
+    }
+    route.dedup_by(|a, b| a.2 == b.2);
+    route
 }

@@ -27,7 +27,6 @@ CREATE TABLE IF NOT EXISTS trips (
     idempotency_key TEXT,
     token_hash TEXT NOT NULL,
     token_expires_at INTEGER NOT NULL,
-    command_id TEXT,
     requested_at INTEGER NOT NULL,
     unlocked_at INTEGER,
     locked_at INTEGER,
@@ -68,7 +67,7 @@ CREATE TABLE IF NOT EXISTS trip_log (
 CREATE INDEX IF NOT EXISTS trip_log_trip ON trip_log(trip);
 ";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TripState {
     Requested,
@@ -123,7 +122,7 @@ impl TripState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Trip {
     pub id: String,
     #[serde(skip)]
@@ -146,11 +145,13 @@ pub struct Trip {
     pub distance_m: Option<f64>,
     pub duration_ms: Option<i64>,
     /// The fare's lines and total (a receipt), once settled.
+    #[schema(value_type = Option<crate::pricing::Fare>)]
     pub fare: Option<Value>,
     pub total: Option<i64>,
     /// `[[lat, lon, ts], …]` from the lock's reports; `None` once reduced to cells or when the
     /// rider did not consent to location processing.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<f64>>>)]
     pub route: Option<Value>,
     pub route_reduced: bool,
     pub failure: Option<String>,
@@ -323,14 +324,18 @@ pub fn all_live(conn: &Connection) -> rusqlite::Result<Vec<Trip>> {
 }
 
 /// Filters for [`list`].
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TripQuery {
     pub rider: Option<String>,
     pub bike: Option<String>,
+    /// `requested`, `unlocking`, `riding`, `ending`, `settled` or `failed`.
     pub state: Option<String>,
     /// Trips requested at or after (ms).
     pub from: Option<i64>,
+    /// Trips requested before (ms).
     pub to: Option<i64>,
+    /// At most this many, 1 to 1,000 (default 100).
     pub limit: Option<u32>,
 }
 

@@ -112,7 +112,7 @@ impl BikeShare {
                 let before = now - i64::from(days) * 86_400_000;
                 match self
                     .db
-                    .run(move |c| Ok(trips::reduce_routes(c, before)?))
+                    .tx(move |c| Ok(trips::reduce_routes(c, before)?))
                     .await
                 {
                     Ok(n) if n > 0 => {

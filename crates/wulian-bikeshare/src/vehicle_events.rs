@@ -23,7 +23,7 @@ CREATE INDEX IF NOT EXISTS vehicle_events_time ON vehicle_events(tenant, at);
 CREATE INDEX IF NOT EXISTS vehicle_events_bike ON vehicle_events(tenant, bike, at);
 ";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VehicleEvent {
     pub id: i64,
     pub bike: String,
@@ -38,18 +38,63 @@ pub struct VehicleEvent {
     pub battery: Option<i64>,
 }
 
+/// A vehicle state change the bike share records, in MDS 2.0's vocabulary: each is a
+/// transition of MDS' state machine (checked in the tests against [`crate::mds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub from: &'static str,
+    pub event: &'static str,
+    pub to: &'static str,
+}
+
+/// The lock confirmed an unlock.
+pub const TRIP_START: Change = Change {
+    from: "available",
+    event: "trip_start",
+    to: "on_trip",
+};
+/// The trip settled.
+pub const TRIP_END: Change = Change {
+    from: "on_trip",
+    event: "trip_end",
+    to: "available",
+};
+/// A repair or inspection order took the bike out of service.
+pub const MAINTENANCE_START: Change = Change {
+    from: "available",
+    event: "maintenance",
+    to: "non_operational",
+};
+/// Its last such order was closed.
+pub const MAINTENANCE_END: Change = Change {
+    from: "non_operational",
+    event: "maintenance",
+    to: "available",
+};
+/// A battery order took the bike out of service.
+pub const BATTERY_LOW: Change = Change {
+    from: "available",
+    event: "battery_low",
+    to: "non_operational",
+};
+/// The battery was swapped or charged.
+pub const BATTERY_CHARGED: Change = Change {
+    from: "non_operational",
+    event: "battery_charged",
+    to: "available",
+};
+
 pub struct NewEvent<'a> {
     pub bike: &'a str,
     pub at: i64,
-    pub state: &'a str,
-    pub event_types: &'a [&'a str],
+    pub change: Change,
     pub trip: Option<&'a str>,
     pub position: Option<(f64, f64)>,
     pub battery: Option<i64>,
 }
 
 pub fn record(conn: &Connection, tenant: &str, e: &NewEvent<'_>) -> Result<()> {
-    let types = serde_json::to_string(e.event_types).unwrap_or_else(|_| "[]".into());
+    let types = serde_json::to_string(&[e.change.event]).unwrap_or_else(|_| "[]".into());
     conn.execute(
         "INSERT INTO vehicle_events (tenant, bike, at, state, event_types, trip, lat, lon, battery)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -57,7 +102,7 @@ pub fn record(conn: &Connection, tenant: &str, e: &NewEvent<'_>) -> Result<()> {
             tenant,
             e.bike,
             e.at,
-            e.state,
+            e.change.to,
             types,
             e.trip,
             e.position.map(|p| p.0),
@@ -111,4 +156,29 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<VehicleEvent> {
         lon: r.get(7)?,
         battery: r.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mds::{EventType, VehicleState, transition_allowed};
+
+    #[test]
+    fn every_recorded_change_is_an_mds_transition() {
+        for c in [
+            TRIP_START,
+            TRIP_END,
+            MAINTENANCE_START,
+            MAINTENANCE_END,
+            BATTERY_LOW,
+            BATTERY_CHARGED,
+        ] {
+            let (from, event, to) = (
+                VehicleState::parse(c.from).unwrap(),
+                EventType::parse(c.event).unwrap(),
+                VehicleState::parse(c.to).unwrap(),
+            );
+            assert!(transition_allowed(from, event, to), "{c:?}");
+        }
+    }
 }

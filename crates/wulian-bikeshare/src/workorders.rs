@@ -27,8 +27,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS work_orders_one_open ON work_orders(tenant, bi
     WHERE state IN ('open', 'in_progress');
 ";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = WorkOrderKind)]
 pub enum Kind {
     Rebalance,
     Repair,
@@ -62,8 +63,9 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = WorkOrderState)]
 pub enum State {
     Open,
     InProgress,
@@ -102,7 +104,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkOrder {
     pub id: String,
     pub bike: String,

@@ -100,9 +100,9 @@ impl Harness {
 
     async fn receive(&self) -> Packet {
         let mut buf = [0u8; 2048];
-        let len = tokio::time::timeout(Duration::from_secs(5), self.client.recv(&mut buf))
+        let len = tokio::time::timeout(Duration::from_secs(15), self.client.recv(&mut buf))
             .await
-            .expect("a response within 5 s")
+            .expect("a response within 15 s")
             .unwrap();
         Packet::from_bytes(&buf[..len]).unwrap()
     }

@@ -32,6 +32,9 @@ pub enum Error {
     /// The database file was written by a newer wulian with migrations this build does not know.
     #[error("database schema version {found} is newer than this build supports ({known})")]
     SchemaTooNew { found: i64, known: i64 },
+    /// Hashing a password failed (argon2 refused its input or ran out of memory).
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
     /// The operating system could not provide randomness for a secret.
     #[error("no randomness available: {0}")]
     Random(#[from] getrandom::Error),

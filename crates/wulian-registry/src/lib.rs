@@ -1,5 +1,5 @@
-//! The registry: tenants, API keys, devices with their credentials, profiles with thing models,
-//! twins, presence and commands, kept in one SQLite file.
+//! The registry: tenants, API keys, users and their sessions, devices with their credentials,
+//! profiles with thing models, twins, presence and commands, kept in one SQLite file.
 //!
 //! Why SQLite: the registry is small, relational and read-mostly, and an embedded database keeps
 //! the platform a single binary. WAL mode lets readers in other processes (backups, `sqlite3`)
@@ -27,10 +27,12 @@ mod provisioning;
 mod retention;
 mod rules;
 mod secret;
+mod sessions;
 mod tenants;
 pub mod test_support;
 pub mod thing_model;
 mod twins;
+mod users;
 mod validate;
 mod webhooks;
 mod zones;
@@ -62,9 +64,17 @@ pub use provisioning::{ClaimRefusal, MAX_SERIALS_PER_CALL, ProvisioningSerial};
 pub use retention::RetentionOverrides;
 pub use rules::{MAX_RULES, NewRule, StoredRule};
 pub use secret::{API_KEY_PREFIX, DEVICE_TOKEN_PREFIX, PROVISIONING_SECRET_PREFIX, new_command_id};
+pub use sessions::{
+    LoginThrottle, MAX_SESSIONS_PER_USER, NewSession, SESSION_TOKEN_PREFIX, Session,
+    SessionTimeouts,
+};
 pub use tenants::{DEFAULT_TENANT_ID, NewTenant, Tenant, TenantPatch};
 pub use thing_model::ThingModel;
 pub use twins::{MAX_TWIN_SECTION_BYTES, Twin, TwinSection, TwinUpdate, delta, merge_patch};
+pub use users::{
+    LoginCheck, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, MAX_USERS, MIN_PASSWORD_LEN, NewUser,
+    PasswordChange, Role, User, UserPatch, check_password, validate_username,
+};
 pub use validate::{
     MAX_ATTRIBUTES_BYTES, MAX_COMMAND_PARAMS_BYTES, MAX_DEVICE_ID_LEN, MAX_LABEL_KEY_LEN,
     MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_NAME_LEN, MAX_RETENTION_DAYS, RESERVED_DEVICE_ID,

@@ -12,6 +12,8 @@
 //!   tenant's device, and deleting a device or tenant cascades to them.
 //! - Only SHA-256 hashes of secrets are stored (`api_keys.secret_hash`, `devices.token_hash`).
 //! - `api_keys.mqtt_policy` is JSON (a small document read whole with its key, never queried).
+//! - `users.password_hash` is the exception to SHA-256: people choose passwords, so they get
+//!   Argon2id (see `users.rs`).
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -312,6 +314,46 @@ ALTER TABLE tenants ADD COLUMN retention_days INTEGER
     CHECK (retention_days BETWEEN 1 AND 36500);
 ALTER TABLE profiles ADD COLUMN retention_days INTEGER
     CHECK (retention_days BETWEEN 1 AND 36500);
+"#,
+    // 6: people: users with Argon2id password hashes (PHC strings), their console sessions
+    // (SHA-256 of the cookie token, the CSRF token, idle and absolute expiry) and failed logins
+    // for the login throttle (keys `user:<tenant>/<name>` and `client:<address>`, no tenant:
+    // an address is throttled across tenants, and a login for an unknown tenant still counts).
+    r#"
+CREATE TABLE users (
+    tenant              TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    username            TEXT NOT NULL,
+    role                TEXT NOT NULL
+        CHECK (role IN ('admin', 'operator', 'viewer', 'city_regulator')),
+    password_hash       TEXT NOT NULL,
+    disabled            INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    password_changed_at INTEGER NOT NULL,
+    last_login_at       INTEGER,
+    PRIMARY KEY (tenant, username)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE sessions (
+    id              TEXT PRIMARY KEY NOT NULL,
+    token_hash      TEXT NOT NULL UNIQUE,
+    tenant          TEXT NOT NULL,
+    username        TEXT NOT NULL,
+    csrf_token      TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_seen_at    INTEGER NOT NULL,
+    idle_timeout_ms INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    FOREIGN KEY (tenant, username) REFERENCES users (tenant, username) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX sessions_by_user ON sessions (tenant, username, created_at);
+
+CREATE TABLE login_failures (
+    key TEXT NOT NULL,
+    at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_failures_by_key ON login_failures (key, at);
+CREATE INDEX login_failures_by_time ON login_failures (at);
 "#,
 ];
 

@@ -20,6 +20,8 @@ pub const DEFAULT_FILE: &str = include_str!("default-config.toml");
 pub struct Config {
     pub storage: StorageConfig,
     pub http: HttpConfig,
+    /// People's console logins: session timeouts, cookie security, the login throttle.
+    pub sessions: SessionsConfig,
     pub mqtt: MqttConfig,
     pub coap: CoapConfig,
     pub webhooks: WebhooksConfig,
@@ -88,6 +90,72 @@ impl Default for HttpConfig {
             // Longer than the longest command timeout (300 s), so waiting calls are not cut.
             request_timeout_secs: 310,
             max_firmware_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[sessions]`: people logged in to the console (`POST /api/v1/session`, docs/api.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A session without a request for this long ends.
+    pub idle_timeout_mins: u64,
+    /// A session ends this long after login, however active.
+    pub lifetime_hours: u64,
+    /// Mark the session cookie `Secure` always (the deployment is served over HTTPS). It is
+    /// also marked when a proxy sends `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
+    /// Failed logins tolerated per (tenant, user) and per client address within the window;
+    /// beyond them 429 with Retry-After.
+    pub max_failures_per_user: u32,
+    pub max_failures_per_client: u32,
+    pub failure_window_mins: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        let api = wulian_api::routes::session::SessionConfig::default();
+        SessionsConfig {
+            idle_timeout_mins: api.idle_timeout.as_secs() / 60,
+            lifetime_hours: api.lifetime.as_secs() / 3600,
+            secure_cookies: api.secure_cookies,
+            max_failures_per_user: api.max_failures_per_user,
+            max_failures_per_client: api.max_failures_per_client,
+            failure_window_mins: api.failure_window.as_secs() / 60,
+        }
+    }
+}
+
+impl SessionsConfig {
+    /// The API's settings.
+    pub fn api(&self) -> wulian_api::routes::session::SessionConfig {
+        wulian_api::routes::session::SessionConfig {
+            idle_timeout: Duration::from_secs(self.idle_timeout_mins.saturating_mul(60)),
+            lifetime: Duration::from_secs(self.lifetime_hours.saturating_mul(3600)),
+            secure_cookies: self.secure_cookies,
+            max_failures_per_user: self.max_failures_per_user,
+            max_failures_per_client: self.max_failures_per_client,
+            failure_window: Duration::from_secs(self.failure_window_mins.saturating_mul(60)),
+        }
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        for (name, value) in [
+            ("idle_timeout_mins", self.idle_timeout_mins),
+            ("lifetime_hours", self.lifetime_hours),
+            (
+                "max_failures_per_user",
+                u64::from(self.max_failures_per_user),
+            ),
+            (
+                "max_failures_per_client",
+                u64::from(self.max_failures_per_client),
+            ),
+            ("failure_window_mins", self.failure_window_mins),
+        ] {
+            if value == 0 {
+                out.push(format!("sessions.{name} must be positive"));
+            }
         }
     }
 }
@@ -469,6 +537,7 @@ impl Config {
             listener.problems(index, &mut problems);
         }
         self.coap.problems(&mut problems);
+        self.sessions.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod console;
 mod retention;
 mod startup;
 

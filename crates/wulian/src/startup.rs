@@ -238,7 +238,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(config.http.request_timeout_secs),
     };
     let bikeshare_routes = wulian_bikeshare::api::router(state.clone(), Arc::clone(&bikeshare));
-    let router = wulian_api::router_with(state, &limits, bikeshare_routes);
+    let extra = bikeshare_routes.merge(crate::console::router());
+    let router = wulian_api::routes::session::with_sessions(
+        wulian_api::router_with(state, &limits, extra),
+        config.sessions.api(),
+    );
     let bikeshare_task = bikeshare.start(shutdown.clone());
 
     let presence_task = tokio::spawn(Arc::clone(&presence).run(shutdown.clone()));
@@ -404,6 +408,8 @@ async fn start_simulation(
     if sim.bike_share {
         let base = format!("http://{}:{}", loopback(places.http), places.http.port());
         println!("gbfs: {base}/gbfs/v3/{tenant}/gbfs.json");
+        println!("console: {base}/console/");
+        println!("rider app: {base}/rider/");
         let mut riders = wulian_sim::riders::RiderConfig::for_fleet(sim.bikes);
         riders.time_scale = time_scale;
         if sim.riders > 0 {
@@ -452,6 +458,10 @@ async fn prepare_bike_share(
             .await
             .context("Enable the bike share in the simulated city")?;
     }
+    bikeshare
+        .set_basemap(tenant, map.basemap_geojson())
+        .await
+        .context("Store the simulated city's basemap")?;
     Ok(())
 }
 

@@ -431,6 +431,76 @@ fn a_rider_rents_rides_and_pays_and_the_lock_decides() {
         "failed trips cost nothing: {me}"
     );
 
+    // The operator's views: the trip in the demand per cell, rebalancing, the event log, a
+    // refund of the settled trip's charge (never more than was charged), riders with balances.
+    let get = |path: &str| {
+        let (code, body) = call(&server, &admin, "GET", path, None, &[]);
+        assert_eq!(code, 200, "{path}: {body}");
+        body
+    };
+    let demand = get("/api/v1/bikeshare/demand?days=1");
+    let starts: u64 = demand["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["demand"].as_u64().unwrap())
+        .sum();
+    assert_eq!(starts, 1, "one trip started: {demand}");
+    let rebalancing = get("/api/v1/bikeshare/rebalancing?max_moves=10");
+    assert!(rebalancing["moves"].is_array(), "{rebalancing}");
+    let events = get("/api/v1/bikeshare/events");
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_types"][0].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"trip_start")
+            && kinds.contains(&"trip_end")
+            && kinds.contains(&"maintenance"),
+        "{events}"
+    );
+    let summary = get("/api/v1/bikeshare/fleet/summary");
+    assert_eq!(summary["bikes"], 2, "{summary}");
+    let riders = get("/api/v1/bikeshare/riders");
+    let rider_id = riders["riders"][0]["rider"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let too_much = Some(
+        json!({"amount": total + 1, "reason": "too much", "trip_id": trip, "idempotency_key": "r-1"}),
+    );
+    let (code, body) = call(
+        &server,
+        &admin,
+        "POST",
+        &format!("/api/v1/bikeshare/riders/{rider_id}/refunds"),
+        too_much,
+        &[],
+    );
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (422, Some("refund_exceeds_charge")),
+        "{body}"
+    );
+    let refund = Some(
+        json!({"amount": total, "reason": "bumpy ride", "trip_id": trip, "idempotency_key": "r-2"}),
+    );
+    let (code, body) = call(
+        &server,
+        &admin,
+        "POST",
+        &format!("/api/v1/bikeshare/riders/{rider_id}/refunds"),
+        refund,
+        &[],
+    );
+    assert_eq!(
+        (code, body["balance"].as_i64()),
+        (200, Some(5000)),
+        "{body}"
+    );
+
     // The ledger balances.
     let (_, tb) = call(
         &server,
@@ -727,5 +797,51 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
         None,
         &[],
     );
-    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{body}"
+    );
+
+    // The basemap consoles draw without internet tiles.
+    let (code, _) = call(
+        &server,
+        &admin,
+        "GET",
+        "/api/v1/bikeshare/basemap",
+        None,
+        &[],
+    );
+    assert_eq!(code, 404);
+    let bad = Some(json!({"type": "Feature"}));
+    let (code, body) = call(
+        &server,
+        &admin,
+        "PUT",
+        "/api/v1/bikeshare/basemap",
+        bad,
+        &[],
+    );
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (422, Some("invalid_basemap")),
+        "{body}"
+    );
+    let map = json!({"type": "FeatureCollection", "features": [{"type": "Feature",
+        "properties": {"layer": "water"}, "geometry": square(PARK, 0.01)}]});
+    let (code, _) = call(
+        &server,
+        &admin,
+        "PUT",
+        "/api/v1/bikeshare/basemap",
+        Some(map.clone()),
+        &[],
+    );
+    assert_eq!(code, 204);
+    let (code, body) = call(&server, &rider, "GET", "/api/v1/rider/basemap", None, &[]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["features"][0]["properties"],
+        map["features"][0]["properties"]
+    );
 }

@@ -119,7 +119,7 @@ pub async fn acknowledge_alarm(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Alarm>> {
     caller.require_write()?;
-    let by = format!("api_key:{}", caller.key.id);
+    let by = caller.actor();
     Ok(Json(
         lifecycle(&state)?
             .alarms

@@ -523,7 +523,7 @@ async fn authenticate(state: &AppState, secret: String) -> ApiResult<Caller> {
         .ok_or_else(|| {
             ApiError::unauthorized("invalid_credentials", "unknown or revoked API key")
         })?;
-    let caller = Caller { key };
+    let caller = Caller::from_api_key(key);
     caller.require_write()?;
     Ok(caller)
 }

@@ -43,7 +43,7 @@ pub async fn enable_provisioning(
     audit(
         &state,
         caller.tenant(),
-        &format!("api_key:{}", caller.key.id),
+        &caller.actor(),
         "provisioning.enable",
         &profile,
         "ok",
@@ -70,7 +70,7 @@ pub async fn disable_provisioning(
     audit(
         &state,
         caller.tenant(),
-        &format!("api_key:{}", caller.key.id),
+        &caller.actor(),
         "provisioning.disable",
         &profile,
         "ok",

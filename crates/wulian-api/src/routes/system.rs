@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::Caller;
-use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -31,9 +30,10 @@ pub async fn health() -> Json<Health> {
 }
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
-    responses((status = 200, description = "This document")))]
+    responses((status = 200, description = "This document: the platform's API and the solutions' \
+        (bike share) registered with `wulian_api::openapi::register`")))]
 pub async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(crate::openapi::document())
 }
 
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "system", security(("api_key" = [])),

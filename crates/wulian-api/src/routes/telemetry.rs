@@ -430,7 +430,7 @@ pub(crate) async fn telemetry_writer(
             .ok_or_else(|| {
                 ApiError::unauthorized("invalid_credentials", "unknown or revoked API key")
             })?;
-        let caller = Caller { key };
+        let caller = Caller::from_api_key(key);
         caller.require_write()?;
         load_device(state, caller.tenant(), &id).await?;
         return Ok(caller.key.tenant);

@@ -6,8 +6,13 @@
 //!   (city credentials).
 //!
 //! Every error is a problem+json document with a stable code, as everywhere in wulian.
+//!
+//! Every handler carries its `#[utoipa::path]`; [`BikeShareApi`] lists them, and [`router`]
+//! registers it with the platform's OpenAPI document (`GET /api/v1/openapi.json`).
 
+mod basemap;
 mod city;
+mod openapi;
 mod operator;
 mod rider;
 
@@ -16,7 +21,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
+use utoipa::OpenApi;
 use wulian_api::{ApiError, AppState};
+
+pub use openapi::BikeShareApi;
 
 use crate::error::Error;
 use crate::service::BikeShare;
@@ -34,13 +42,22 @@ impl FromRef<BikeApi> for AppState {
 }
 
 /// The bike share's routes with their state applied, to merge into the platform's router
-/// (`wulian_api::router_with`).
+/// (`wulian_api::router_with`). Registers [`BikeShareApi`] with the platform's OpenAPI document,
+/// so the document lists these routes wherever they are served.
 pub fn router(app: AppState, bikes: Arc<BikeShare>) -> Router {
+    register_openapi();
     Router::new()
         .merge(operator::routes())
         .merge(rider::routes())
         .merge(city::routes())
+        .merge(basemap::routes())
         .with_state(BikeApi { app, bikes })
+}
+
+/// Adds [`BikeShareApi`] to the document `GET /api/v1/openapi.json` serves
+/// (`wulian_api::openapi::register`); [`router`] does it, and registering again is harmless.
+pub fn register_openapi() {
+    wulian_api::openapi::register("bikeshare", BikeShareApi::openapi());
 }
 
 pub(crate) fn api_error(e: Error) -> ApiError {

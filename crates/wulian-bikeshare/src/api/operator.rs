@@ -6,16 +6,24 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post, put};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use wulian_api::error::Problem;
 use wulian_api::extract::{ApiJson, ApiQuery, Caller};
 use wulian_common::time::now_ms;
 
+use super::openapi::{ApiKeyErrors, JsonBodyErrors};
 use super::{ApiResult, BikeApi, OrApi};
+use crate::city::{self, CityToken};
 use crate::error::Error;
+use crate::ledger::{self, Journal, JournalEntryView, PassHolding};
 use crate::pricing::{PassProduct, PricingPlan};
+use crate::riders::Rider;
 use crate::system::{self, Settings};
-use crate::{city, ledger, ops, trips, vehicle_events, wallet, workorders};
+use crate::trips::{self, Trip};
+use crate::vehicle_events::{self, VehicleEvent};
+use crate::{ops, wallet, workorders};
 
 pub(super) fn routes() -> Router<BikeApi> {
     Router::new()
@@ -62,11 +70,32 @@ pub(super) fn routes() -> Router<BikeApi> {
         )
 }
 
-async fn get_system(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Json<Settings>> {
+#[utoipa::path(get, path = "/api/v1/bikeshare/system", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = Settings, description = "The tenant's bike share settings"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        ApiKeyErrors))]
+pub(super) async fn get_system(
+    caller: Caller,
+    State(s): State<BikeApi>,
+) -> ApiResult<Json<Settings>> {
     Ok(Json(s.bikes.settings(caller.tenant()).api()?))
 }
 
-async fn put_system(
+#[utoipa::path(put, path = "/api/v1/bikeshare/system", tag = "bikeshare",
+    request_body(content = Settings, description = "Every field is optional (defaults in \
+        docs/bike-share.md)"),
+    security(("api_key" = [])),
+    responses((status = 200, body = Settings, description = "Enabled (the smart-lock profile and \
+            the default plans are created if missing) or updated"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "A setting is out of range (`invalid_settings`) or the body has an \
+                unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn put_system(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiJson(settings): ApiJson<Settings>,
@@ -75,13 +104,38 @@ async fn put_system(
     Ok(Json(s.bikes.enable(caller.tenant(), settings).await.api()?))
 }
 
-async fn list_plans(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Json<Value>> {
-    let t = caller.tenant().to_string();
-    let plans = s.bikes.db.run(move |c| system::plans(c, &t)).await.api()?;
-    Ok(Json(json!({"plans": plans})))
+#[derive(Serialize, ToSchema)]
+pub(super) struct PlanList {
+    pub plans: Vec<PricingPlan>,
 }
 
-async fn put_plan(
+#[utoipa::path(get, path = "/api/v1/bikeshare/plans", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = PlanList, description = "The pricing plans (GBFS \
+            `system_pricing_plans`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_plans(
+    caller: Caller,
+    State(s): State<BikeApi>,
+) -> ApiResult<Json<PlanList>> {
+    let t = caller.tenant().to_string();
+    let plans = s.bikes.db.run(move |c| system::plans(c, &t)).await.api()?;
+    Ok(Json(PlanList { plans }))
+}
+
+#[utoipa::path(put, path = "/api/v1/bikeshare/plans/{plan_id}", tag = "bikeshare",
+    params(("plan_id" = String, Path, description = "The plan's id, equal to the body's `id`")),
+    request_body = PricingPlan, security(("api_key" = [])),
+    responses((status = 200, body = PricingPlan, description = "Created or replaced"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "The path and body ids differ (`id_mismatch`), a field is out of range \
+                (`invalid_plan`), or the body has an unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn put_plan(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
@@ -104,18 +158,42 @@ async fn put_plan(
     Ok(Json(plan))
 }
 
-async fn list_pass_products(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct PassProductList {
+    pub pass_products: Vec<PassProduct>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/pass-products", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = PassProductList, description = "The ride passes riders can buy"),
+        ApiKeyErrors))]
+pub(super) async fn list_pass_products(
+    caller: Caller,
+    State(s): State<BikeApi>,
+) -> ApiResult<Json<PassProductList>> {
     let t = caller.tenant().to_string();
-    let passes = s
+    let pass_products = s
         .bikes
         .db
         .run(move |c| system::pass_products(c, &t))
         .await
         .api()?;
-    Ok(Json(json!({"pass_products": passes})))
+    Ok(Json(PassProductList { pass_products }))
 }
 
-async fn put_pass_product(
+#[utoipa::path(put, path = "/api/v1/bikeshare/pass-products/{pass_id}", tag = "bikeshare",
+    params(("pass_id" = String, Path, description = "The product's id, equal to the body's `id`")),
+    request_body = PassProduct, security(("api_key" = [])),
+    responses((status = 200, body = PassProduct, description = "Created or replaced"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "The path and body ids differ (`id_mismatch`), a field is out of range \
+                (`invalid_pass`), or the body has an unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn put_pass_product(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
@@ -138,19 +216,42 @@ async fn put_pass_product(
     Ok(Json(pass))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewBike {
+pub(super) struct NewBike {
+    /// The bike's code, also its device id (globally unique).
     id: String,
     #[serde(default)]
     name: Option<String>,
 }
 
-async fn register_bike(
+#[derive(Serialize, ToSchema)]
+pub(super) struct RegisteredBike {
+    /// The bike's device, of the smart-lock profile.
+    #[schema(value_type = Object)]
+    pub bike: wulian_registry::Device,
+    /// The lock's device token (`wld_…`), shown only this once.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/bikeshare/bikes", tag = "bikeshare", request_body = NewBike,
+    security(("api_key" = [])),
+    responses((status = 201, body = RegisteredBike, description = "Registered"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs a read-write API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "A device with this id exists (`already_exists`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An invalid id or name (`invalid_field`), or the body has an unknown \
+                field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn register_bike(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiJson(bike): ApiJson<NewBike>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RegisteredBike>)> {
     caller.require_write()?;
     let (device, token) = s
         .bikes
@@ -159,33 +260,73 @@ async fn register_bike(
         .api()?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"bike": device, "token": token})),
+        Json(RegisteredBike {
+            bike: device,
+            token,
+        }),
     ))
 }
 
-async fn fleet(
+#[derive(Serialize, ToSchema)]
+pub(super) struct FleetList {
+    pub bikes: Vec<ops::FleetBike>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/fleet", tag = "bikeshare", params(ops::FleetQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = FleetList, description = "Bikes by id, with status, last \
+            position and battery, parking zone, trips and idle time"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An unknown `status` (`invalid_status`)"),
+        ApiKeyErrors))]
+pub(super) async fn fleet(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<ops::FleetQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FleetList>> {
     let bikes = s.bikes.fleet(caller.tenant(), &q).api()?;
-    Ok(Json(json!({"bikes": bikes})))
+    Ok(Json(FleetList { bikes }))
 }
 
-async fn fleet_summary(
+#[utoipa::path(get, path = "/api/v1/bikeshare/fleet/summary", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = ops::FleetSummary, description = "Bikes per status"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        ApiKeyErrors))]
+pub(super) async fn fleet_summary(
     caller: Caller,
     State(s): State<BikeApi>,
 ) -> ApiResult<Json<ops::FleetSummary>> {
     Ok(Json(s.bikes.fleet_summary(caller.tenant()).api()?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Point {
+    /// Latitude, -90 to 90.
     pub lat: f64,
+    /// Longitude, -180 to 180.
     pub lon: f64,
 }
 
-async fn locate(
+#[utoipa::path(get, path = "/api/v1/bikeshare/locate", tag = "bikeshare", params(Point),
+    security(("api_key" = [])),
+    responses((status = 200, body = Object, description = "Where the point stands with respect \
+            to the fences: `in_service_area`, `parking_zone`, `no_parking`, `no_riding`, \
+            `parkable`, and `nearest_parking` (`zone`, `distance_m`) within 2 km or null"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A missing or malformed parameter (`invalid_query`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "Not a position (`invalid_position`)"),
+        ApiKeyErrors))]
+pub(super) async fn locate(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(p): ApiQuery<Point>,
@@ -195,11 +336,22 @@ async fn locate(
     ))
 }
 
-async fn list_trips(
+#[derive(Serialize, ToSchema)]
+pub(super) struct TripList {
+    pub trips: Vec<Trip>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/trips", tag = "bikeshare", params(trips::TripQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = TripList, description = "Newest first"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_trips(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<trips::TripQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TripList>> {
     let t = caller.tenant().to_string();
     let list = s
         .bikes
@@ -207,14 +359,35 @@ async fn list_trips(
         .run(move |c| Ok(trips::list(c, &t, &q)?))
         .await
         .api()?;
-    Ok(Json(json!({"trips": list})))
+    Ok(Json(TripList { trips: list }))
 }
 
-async fn get_trip(
+/// One step of a trip's state history.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TripStep {
+    pub at: i64,
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct TripDetail {
+    pub trip: Trip,
+    /// Oldest first.
+    pub history: Vec<TripStep>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/trips/{trip_id}", tag = "bikeshare",
+    params(("trip_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = TripDetail, description = "The trip with its state history"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such trip in the tenant (`trip_not_found`)"),
+        ApiKeyErrors))]
+pub(super) async fn get_trip(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TripDetail>> {
     let trip = s.bikes.trip(caller.tenant(), &id).await.api()?;
     let tid = trip.id.clone();
     let history = s
@@ -223,24 +396,46 @@ async fn get_trip(
         .run(move |c| Ok(trips::history(c, &tid)?))
         .await
         .api()?;
-    let history: Vec<Value> = history
+    let history = history
         .into_iter()
-        .map(|(at, state, detail)| json!({"at": at, "state": state, "detail": detail}))
+        .map(|(at, state, detail)| TripStep { at, state, detail })
         .collect();
-    Ok(Json(json!({"trip": trip, "history": history})))
+    Ok(Json(TripDetail { trip, history }))
 }
 
-#[derive(Deserialize)]
-struct Page {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Page {
+    /// At most this many (default 100).
     limit: Option<u32>,
+    /// Rider id to start after (paging, ids ascending).
     after: Option<String>,
 }
 
-async fn list_riders(
+#[derive(Serialize, ToSchema)]
+pub(super) struct RiderSummary {
+    pub rider: Rider,
+    /// In minor units (fen); negative when the rider owes money.
+    pub balance: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct RiderList {
+    pub riders: Vec<RiderSummary>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/riders", tag = "bikeshare", params(Page),
+    security(("api_key" = [])),
+    responses((status = 200, body = RiderList, description = "The tenant's riders by id, with \
+            their balance"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_riders(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(p): ApiQuery<Page>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RiderList>> {
     let t = caller.tenant().to_string();
     let riders = s
         .bikes
@@ -249,22 +444,40 @@ async fn list_riders(
             let ids = wallet::tenant_riders(c, &t, p.limit.unwrap_or(100), p.after.as_deref())?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(r) = crate::riders::get(c, &id)? {
-                    out.push(json!({"rider": r, "balance": ledger::rider_balance(c, &id)?}));
+                if let Some(rider) = crate::riders::get(c, &id)? {
+                    let balance = ledger::rider_balance(c, &id)?;
+                    out.push(RiderSummary { rider, balance });
                 }
             }
             Ok(out)
         })
         .await
         .api()?;
-    Ok(Json(json!({"riders": riders})))
+    Ok(Json(RiderList { riders }))
 }
 
-async fn get_rider(
+#[derive(Serialize, ToSchema)]
+pub(super) struct RiderDetail {
+    pub rider: Rider,
+    /// In minor units (fen).
+    pub balance: i64,
+    /// Every journal line of the rider, oldest first, with the balance after each.
+    pub statement: Vec<JournalEntryView>,
+    pub passes: Vec<PassHolding>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/riders/{rider_id}", tag = "bikeshare",
+    params(("rider_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = RiderDetail, description = "The rider with balance, \
+            statement and passes"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such rider in the tenant (`rider_not_found`)"),
+        ApiKeyErrors))]
+pub(super) async fn get_rider(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RiderDetail>> {
     let t = caller.tenant().to_string();
     let out = s
         .bikes
@@ -273,32 +486,57 @@ async fn get_rider(
             wallet::check_tenant(c, &t, &id)?;
             let rider = crate::riders::get(c, &id)?
                 .ok_or_else(|| Error::not_found("rider_not_found", format!("no rider {id}")))?;
-            Ok(json!({
-                "rider": rider,
-                "balance": ledger::rider_balance(c, &id)?,
-                "statement": ledger::rider_statement(c, &id)?,
-                "passes": ledger::passes(c, &id)?,
-            }))
+            Ok(RiderDetail {
+                rider,
+                balance: ledger::rider_balance(c, &id)?,
+                statement: ledger::rider_statement(c, &id)?,
+                passes: ledger::passes(c, &id)?,
+            })
         })
         .await
         .api()?;
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TopUp {
+pub(super) struct DeskTopUp {
+    /// In minor units (fen), positive.
     amount: i64,
     /// The desk's receipt number or the bank transfer's reference.
     reference: String,
 }
 
-async fn operator_top_up(
+/// A journal just posted and the rider's balance after it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct LedgerPosting {
+    pub journal: Journal,
+    /// In minor units (fen).
+    pub balance: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/bikeshare/riders/{rider_id}/top-ups", tag = "bikeshare",
+    params(("rider_id" = String, Path)), request_body = DeskTopUp, security(("api_key" = [])),
+    responses((status = 200, body = LedgerPosting, description = "Booked at the operator's desk; \
+            the same `reference` again returns the same journal"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs a read-write API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such rider in the tenant (`rider_not_found`)"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "The reference was booked differently (`idempotency_conflict`, \
+                `duplicate_provider_reference`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An invalid amount or reference (`invalid_amount`, \
+                `invalid_argument`), a balance above the cap (`balance_cap_exceeded`), or the \
+                body has an unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn operator_top_up(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<TopUp>,
-) -> ApiResult<Json<Value>> {
+    ApiJson(body): ApiJson<DeskTopUp>,
+) -> ApiResult<Json<LedgerPosting>> {
     caller.require_write()?;
     let t = caller.tenant().to_string();
     let journal = s
@@ -317,16 +555,20 @@ async fn operator_top_up(
                 &key,
                 now_ms(),
             )?;
-            Ok(json!({"journal": j, "balance": ledger::rider_balance(tx, &id)?}))
+            Ok(LedgerPosting {
+                journal: j,
+                balance: ledger::rider_balance(tx, &id)?,
+            })
         })
         .await
         .api()?;
     Ok(Json(journal))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Refund {
+pub(super) struct RefundRequest {
+    /// In minor units (fen), positive.
     amount: i64,
     reason: String,
     /// The trip refunded, or `journal_id` of the charge or pass purchase.
@@ -338,12 +580,32 @@ struct Refund {
     idempotency_key: String,
 }
 
-async fn refund(
+#[utoipa::path(post, path = "/api/v1/bikeshare/riders/{rider_id}/refunds", tag = "bikeshare",
+    params(("rider_id" = String, Path)), request_body = RefundRequest,
+    security(("api_key" = [])),
+    responses((status = 200, body = LedgerPosting, description = "Refunded to the balance; the \
+            same `idempotency_key` again returns the same journal"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs a read-write API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such rider in the tenant (`rider_not_found`), the trip has no \
+                charge (`charge_not_found`), no such journal (`journal_not_found`), or the \
+                journal is another rider's (`rider_mismatch`)"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "The key was used for another operation (`idempotency_conflict`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "Not exactly one of `trip_id` and `journal_id` (`invalid_refund`), an \
+                invalid amount or argument (`invalid_amount`, `invalid_argument`), more than is \
+                left to refund (`refund_exceeds_charge`), a journal that is no charge or pass \
+                purchase (`not_refundable`), or the body has an unknown field or a wrong type \
+                (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn refund(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<Refund>,
-) -> ApiResult<Json<Value>> {
+    ApiJson(body): ApiJson<RefundRequest>,
+) -> ApiResult<Json<LedgerPosting>> {
     caller.require_write()?;
     let of = match (body.trip_id, body.journal_id) {
         (Some(trip), None) => ledger::RefundOf::Trip(trip),
@@ -363,14 +625,34 @@ async fn refund(
             wallet::check_tenant(tx, &t, &id)?;
             let key = format!("refund:{}:{}", id, body.idempotency_key);
             let j = ledger::refund(tx, &id, body.amount, &body.reason, &of, &key, now_ms())?;
-            Ok(json!({"journal": j, "balance": ledger::rider_balance(tx, &id)?}))
+            Ok(LedgerPosting {
+                journal: j,
+                balance: ledger::rider_balance(tx, &id)?,
+            })
         })
         .await
         .api()?;
     Ok(Json(out))
 }
 
-async fn trial_balance(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TrialBalance {
+    /// The sum of every entry of the installation's ledger: always 0.
+    pub sum: i64,
+    pub balanced: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/ledger/trial-balance", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = TrialBalance, description = "The ledger sums to zero and \
+            every journal balances (a violation is a 500, logged)"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        ApiKeyErrors))]
+pub(super) async fn trial_balance(
+    caller: Caller,
+    State(s): State<BikeApi>,
+) -> ApiResult<Json<TrialBalance>> {
     caller.require_admin()?;
     let out = s
         .bikes
@@ -378,25 +660,42 @@ async fn trial_balance(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Js
         .run(|c| {
             let sum = ledger::trial_balance(c)?;
             ledger::verify(c)?;
-            Ok(json!({"sum": sum, "balanced": sum == 0}))
+            Ok(TrialBalance {
+                sum,
+                balanced: sum == 0,
+            })
         })
         .await
         .api()?;
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
-struct OrderQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OrderQuery {
+    /// `open`, `in_progress`, `done` or `cancelled`.
     state: Option<String>,
     bike: Option<String>,
+    /// At most this many (default 100).
     limit: Option<u32>,
 }
 
-async fn list_work_orders(
+#[derive(Serialize, ToSchema)]
+pub(super) struct WorkOrderList {
+    pub work_orders: Vec<workorders::WorkOrder>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/work-orders", tag = "bikeshare", params(OrderQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = WorkOrderList, description = "Newest first"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_work_orders(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<OrderQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WorkOrderList>> {
     let t = caller.tenant().to_string();
     let orders = s
         .bikes
@@ -412,21 +711,36 @@ async fn list_work_orders(
         })
         .await
         .api()?;
-    Ok(Json(json!({"work_orders": orders})))
+    Ok(Json(WorkOrderList {
+        work_orders: orders,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOrder {
+pub(super) struct NewWorkOrder {
     bike: String,
     kind: workorders::Kind,
+    /// 1 to 500 characters.
     reason: String,
 }
 
-async fn create_work_order(
+#[utoipa::path(post, path = "/api/v1/bikeshare/work-orders", tag = "bikeshare",
+    request_body = NewWorkOrder, security(("api_key" = [])),
+    responses((status = 201, body = workorders::WorkOrder, description = "Opened, or the open \
+            order of this kind for the bike (one per kind and bike)"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs a read-write API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such bike (`bike_not_found`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An empty or too long reason (`invalid_reason`), or the body has an \
+                unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn create_work_order(
     caller: Caller,
     State(s): State<BikeApi>,
-    ApiJson(body): ApiJson<NewOrder>,
+    ApiJson(body): ApiJson<NewWorkOrder>,
 ) -> ApiResult<(StatusCode, Json<workorders::WorkOrder>)> {
     caller.require_write()?;
     if s.bikes.snapshot(caller.tenant(), &body.bike).is_none() {
@@ -455,19 +769,33 @@ async fn create_work_order(
     Ok((StatusCode::CREATED, Json(order)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderUpdate {
+pub(super) struct WorkOrderUpdate {
     state: workorders::State,
     #[serde(default)]
     note: Option<String>,
 }
 
-async fn update_work_order(
+#[utoipa::path(patch, path = "/api/v1/bikeshare/work-orders/{order_id}", tag = "bikeshare",
+    params(("order_id" = String, Path)), request_body = WorkOrderUpdate,
+    security(("api_key" = [])),
+    responses((status = 200, body = workorders::WorkOrder, description = "Updated; closing the \
+            last order that held a bike back returns it to service"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs a read-write API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No such work order (`work_order_not_found`)"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "The order cannot go to that state (`invalid_transition`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "The body has an unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn update_work_order(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<OrderUpdate>,
+    ApiJson(body): ApiJson<WorkOrderUpdate>,
 ) -> ApiResult<Json<workorders::WorkOrder>> {
     caller.require_write()?;
     Ok(Json(
@@ -478,18 +806,34 @@ async fn update_work_order(
     ))
 }
 
-#[derive(Deserialize)]
-struct EventQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct EventQuery {
+    /// From this time on (ms since the epoch; default a day ago).
     from: Option<i64>,
+    /// Before this time (ms; default now).
     to: Option<i64>,
+    /// At most this many, 1 to 10,000 (default 1,000).
     limit: Option<u32>,
 }
 
-async fn list_events(
+#[derive(Serialize, ToSchema)]
+pub(super) struct VehicleEventList {
+    pub events: Vec<VehicleEvent>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/events", tag = "bikeshare", params(EventQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = VehicleEventList, description = "The vehicle event log in \
+            MDS vocabulary, oldest first"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_events(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VehicleEventList>> {
     let t = caller.tenant().to_string();
     let now = now_ms();
     let events = s
@@ -506,15 +850,26 @@ async fn list_events(
         })
         .await
         .api()?;
-    Ok(Json(json!({"events": events})))
+    Ok(Json(VehicleEventList { events }))
 }
 
-#[derive(Deserialize)]
-struct DemandQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DemandQuery {
+    /// Days back, 1 to 90 (default 7).
     days: Option<u32>,
 }
 
-async fn demand(
+#[utoipa::path(get, path = "/api/v1/bikeshare/demand", tag = "bikeshare", params(DemandQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = ops::DemandReport, description = "Supply and demand per H3 \
+            cell (resolution 9) and hour"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        ApiKeyErrors))]
+pub(super) async fn demand(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<DemandQuery>,
@@ -527,12 +882,23 @@ async fn demand(
     Ok(Json(report))
 }
 
-#[derive(Deserialize)]
-struct RebalanceQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RebalanceQuery {
+    /// At most this many moves, 1 to 1,000 (default 50).
     max_moves: Option<usize>,
 }
 
-async fn rebalancing(
+#[utoipa::path(get, path = "/api/v1/bikeshare/rebalancing", tag = "bikeshare",
+    params(RebalanceQuery), security(("api_key" = [])),
+    responses((status = 200, body = ops::Rebalancing, description = "Moves from surplus to \
+            deficit cells for the coming hour, nearest pairs first"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "A malformed parameter (`invalid_query`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
+        ApiKeyErrors))]
+pub(super) async fn rebalancing(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<RebalanceQuery>,
@@ -545,24 +911,56 @@ async fn rebalancing(
     ))
 }
 
-async fn list_city(caller: Caller, State(s): State<BikeApi>) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    let t = caller.tenant().to_string();
-    let list = s.bikes.db.run(move |c| city::list(c, &t)).await.api()?;
-    Ok(Json(json!({"credentials": list})))
+#[derive(Serialize, ToSchema)]
+pub(super) struct CityCredentialList {
+    pub credentials: Vec<CityToken>,
 }
 
-#[derive(Deserialize)]
+#[utoipa::path(get, path = "/api/v1/bikeshare/city-credentials", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = CityCredentialList, description = "The MDS credentials, \
+            revoked ones included"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        ApiKeyErrors))]
+pub(super) async fn list_city(
+    caller: Caller,
+    State(s): State<BikeApi>,
+) -> ApiResult<Json<CityCredentialList>> {
+    caller.require_admin()?;
+    let t = caller.tenant().to_string();
+    let credentials = s.bikes.db.run(move |c| city::list(c, &t)).await.api()?;
+    Ok(Json(CityCredentialList { credentials }))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCity {
+pub(super) struct NewCityCredential {
+    /// Who holds it (the city's department), 1 to 100 characters.
     name: String,
 }
 
-async fn create_city(
+#[derive(Serialize, ToSchema)]
+pub(super) struct CreatedCityCredential {
+    pub credential: CityToken,
+    /// The bearer token for `/mds/{tenant}/…`, shown only this once.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/bikeshare/city-credentials", tag = "bikeshare",
+    request_body = NewCityCredential, security(("api_key" = [])),
+    responses((status = 201, body = CreatedCityCredential, description = "Created"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An empty or too long name (`invalid_name`), or the body has an \
+                unknown field or a wrong type (`invalid_body`)"),
+        JsonBodyErrors, ApiKeyErrors))]
+pub(super) async fn create_city(
     caller: Caller,
     State(s): State<BikeApi>,
-    ApiJson(body): ApiJson<NewCity>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    ApiJson(body): ApiJson<NewCityCredential>,
+) -> ApiResult<(StatusCode, Json<CreatedCityCredential>)> {
     caller.require_admin()?;
     let t = caller.tenant().to_string();
     let (cred, token) = s
@@ -573,11 +971,22 @@ async fn create_city(
         .api()?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"credential": cred, "token": token})),
+        Json(CreatedCityCredential {
+            credential: cred,
+            token,
+        }),
     ))
 }
 
-async fn revoke_city(
+#[utoipa::path(delete, path = "/api/v1/bikeshare/city-credentials/{credential_id}",
+    tag = "bikeshare", params(("credential_id" = String, Path)), security(("api_key" = [])),
+    responses((status = 204, description = "Revoked; the token stops working at once"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "Needs an admin API key (`forbidden`)"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "No live credential with this id (`city_token_not_found`)"),
+        ApiKeyErrors))]
+pub(super) async fn revoke_city(
     caller: Caller,
     State(s): State<BikeApi>,
     Path(id): Path<String>,

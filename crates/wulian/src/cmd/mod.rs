@@ -1,5 +1,5 @@
 //! The command line: `wulian serve`, `wulian config`, and the API clients (`devices`,
-//! `tenants`, `keys`, `ca`) that call the same REST API applications use, and `certs`, which
+//! `tenants`, `keys`, `users`, `ca`) that call the same REST API applications use, and `certs`, which
 //! makes test certificates locally.
 
 mod ca;
@@ -12,6 +12,7 @@ mod devices;
 mod lifecycle;
 mod serve;
 mod tenants;
+mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Tenants(tenants::TenantsArgs),
     /// Manage API keys.
     Keys(tenants::KeysArgs),
+    /// Manage people's accounts for the web console (admin API key).
+    Users(users::UsersArgs),
     /// Register CA certificates for device certificates (mutual TLS); revoke device certificates.
     Ca(ca::CaArgs),
     /// Make a test CA, server and device certificates for TLS (no server needed).
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(args),
         Command::Tenants(args) => tenants::run_tenants(args),
         Command::Keys(args) => tenants::run_keys(args),
+        Command::Users(args) => users::run(args),
         Command::Ca(args) => ca::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Profiles(args) => lifecycle::run_profiles(args),

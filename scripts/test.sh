@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real clients the tests drive (mosquitto_pub,
 # Eclipse Paho for Python, jsonschema, curl, libcoap's coap-client, Node.js with npm for MQTT.js, pytest
-# for gmqtt's MQTT 5 suite) when they are missing, then runs every test in the workspace. The
-# MQTT.js test runs `npm ci` in interop/mqttjs itself.
+# for gmqtt's MQTT 5 suite) when they are missing, then runs every test in the workspace and the
+# browser tests of the console (console/run-e2e.sh). The MQTT.js test runs `npm ci` in
+# interop/mqttjs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,3 +39,8 @@ if ! python3 -c 'import pytest, pytest_asyncio, pytest_timeout' >/dev/null 2>&1;
 fi
 
 cargo test --workspace --locked "$@"
+
+# The web console and the rider app in a real browser (headless system Chromium driven by
+# Playwright) against the real binary running `wulian demo`; installs chromium and npm
+# dependencies when missing.
+console/run-e2e.sh

@@ -7,7 +7,8 @@ export type Auth =
   | { kind: "key"; key: string };
 
 interface SessionView {
-  user: string | { username?: string; id?: string };
+  username?: string;
+  user?: string | { username?: string; id?: string };
   tenant: string;
   role: string;
   csrf_token: string;
@@ -27,7 +28,7 @@ export function subscribeLogout(f: () => void): () => void {
 }
 
 function fromSession(s: SessionView): Auth {
-  const user = typeof s.user === "string" ? s.user : (s.user.username ?? s.user.id ?? "?");
+  const user = s.username ?? (typeof s.user === "string" ? s.user : (s.user?.username ?? s.user?.id ?? "?"));
   return { kind: "session", user, tenant: s.tenant, role: s.role, csrf: s.csrf_token };
 }
 

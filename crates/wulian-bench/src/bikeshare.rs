@@ -788,6 +788,8 @@ pub async fn run(common: &Common, args: &Bikeshare) -> anyhow::Result<Value> {
     let settings = json!({
         "name": "wulian-bench city",
         "payments_sandbox": true,
+        // Every simulated rider signs up from loopback.
+        "signups_per_address_per_hour": 0,
         "gbfs_ttl_s": 10,
         "unlock_timeout_s": args.unlock_timeout_s,
     });

@@ -34,6 +34,8 @@ pub struct Platform {
     pub tsdb: Tsdb,
     pub commands: Arc<CommandService>,
     pub twins: Arc<TwinService>,
+    /// The rule engine's zone cache, whose generation tells when zones changed.
+    pub zones: Arc<wulian_ingest::ZoneCache>,
 }
 
 /// One bike as the service keeps it in memory.
@@ -120,6 +122,10 @@ pub struct BikeShare {
     pub metrics: Metrics,
     /// Serialised GBFS `vehicle_status` per tenant with its build time (see `feeds`).
     pub(crate) feed_cache: FeedCache,
+    /// When each tenant's zones were last checked for changes.
+    fence_checks: Mutex<HashMap<String, (i64, u64)>>,
+    /// Recent sign-up attempts per (tenant, client address), for the sign-up limit.
+    signups: Mutex<HashMap<(String, std::net::IpAddr), std::collections::VecDeque<i64>>>,
 }
 
 const SIGNAL_QUEUE: usize = 65_536;
@@ -156,6 +162,8 @@ impl BikeShare {
             public_id_secret,
             metrics: Metrics::default(),
             feed_cache: Mutex::new(HashMap::new()),
+            signups: Mutex::new(HashMap::new()),
+            fence_checks: Mutex::new(HashMap::new()),
         });
         let systems = service.db.run(|c| system::all(c)).await?;
         for (tenant, _) in systems {
@@ -246,6 +254,8 @@ impl BikeShare {
             })
             .await?;
         self.load_tenant(tenant).await?;
+        let bikes = self.bike_list(tenant);
+        self.push_intervals(tenant, bikes);
         Ok(settings)
     }
 
@@ -370,6 +380,21 @@ impl BikeShare {
     /// Reloads a tenant's fences if its zones changed (a zone deleted and another added in
     /// the same millisecond would be missed; the next change catches up).
     pub async fn refresh_fences(&self, tenant: &str) -> Result<()> {
+        // Every lock that closes asks. Zones changed through the API bump the zone cache's
+        // generation, which costs nothing to read; the registry itself is asked only when it
+        // moved, or every 10 s for changes made around the API.
+        {
+            let now = now_ms();
+            let generation = self.platform.zones.generation();
+            let mut checks = self.fence_checks.lock();
+            if checks
+                .get(tenant)
+                .is_some_and(|&(at, seen)| seen == generation && now - at < 10_000)
+            {
+                return Ok(());
+            }
+            checks.insert(tenant.to_string(), (now, generation));
+        }
         let registry = Arc::clone(&self.platform.registry);
         let t = tenant.to_string();
         let stamp = tokio::task::spawn_blocking(move || registry.zone_stamp(&t))
@@ -395,25 +420,79 @@ impl BikeShare {
     /// with the smart-lock profile) and drops deleted or disabled ones.
     pub async fn refresh_bikes(&self, tenant: &str) -> Result<()> {
         let ids = self.bike_ids(tenant).await?;
-        let mut tenants = self.tenants.write();
-        let Some(t) = tenants.get_mut(tenant) else {
-            return Ok(());
-        };
-        let keep: std::collections::HashSet<&String> = ids.iter().collect();
-        t.bikes
-            .retain(|id, b| keep.contains(id) || b.trip.is_some());
-        for id in &ids {
-            if !t.bikes.contains_key(id) {
-                let snapshot = BikeSnapshot::from_latest(&self.platform.tsdb.latest(tenant, id));
-                t.bikes.insert(
-                    id.clone(),
-                    Bike {
-                        snapshot,
-                        ..Bike::default()
-                    },
-                );
+        let mut added = Vec::new();
+        {
+            let mut tenants = self.tenants.write();
+            let Some(t) = tenants.get_mut(tenant) else {
+                return Ok(());
+            };
+            let keep: std::collections::HashSet<&String> = ids.iter().collect();
+            t.bikes
+                .retain(|id, b| keep.contains(id) || b.trip.is_some());
+            for id in &ids {
+                if !t.bikes.contains_key(id) {
+                    let snapshot =
+                        BikeSnapshot::from_latest(&self.platform.tsdb.latest(tenant, id));
+                    t.bikes.insert(
+                        id.clone(),
+                        Bike {
+                            snapshot,
+                            ..Bike::default()
+                        },
+                    );
+                    added.push(id.clone());
+                }
             }
         }
+        self.push_intervals(tenant, added);
+        Ok(())
+    }
+
+    /// The ids of a tenant's bikes.
+    pub(crate) fn bike_list(&self, tenant: &str) -> Vec<String> {
+        self.tenants
+            .read()
+            .get(tenant)
+            .map(|t| t.bikes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Counts a sign-up attempt from `address` and refuses it (429 `too_many_signups`) beyond
+    /// the system's `signups_per_address_per_hour`.
+    pub fn check_signup(&self, tenant: &str, address: Option<std::net::IpAddr>) -> Result<()> {
+        let limit = self.settings(tenant)?.signups_per_address_per_hour;
+        let Some(address) = address.filter(|_| limit > 0) else {
+            return Ok(());
+        };
+        let now = now_ms();
+        const HOUR_MS: i64 = 3_600_000;
+        let mut signups = self.signups.lock();
+        // Forget addresses whose window has passed, so the map stays small.
+        if signups.len() > 10_000 {
+            signups.retain(|_, times| times.back().is_some_and(|t| now - t < HOUR_MS));
+        }
+        let times = signups.entry((tenant.to_string(), address)).or_default();
+        while times.front().is_some_and(|t| now - t >= HOUR_MS) {
+            times.pop_front();
+        }
+        if times.len() >= limit as usize {
+            let retry_s = times
+                .front()
+                .map_or(60, |t| (HOUR_MS - (now - t)) / 1000 + 1);
+            return Err(Error::Rule {
+                status: 429,
+                code: "too_many_signups",
+                message: format!("too many sign-ups from this address; try again in {retry_s} s"),
+            });
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// After zones were written to the registry directly (not through the API, which does
+    /// this itself): reloads the platform's zone cache, so rules and fences see them.
+    pub async fn zones_written(&self) -> Result<()> {
+        self.platform.zones.reload().await?;
         Ok(())
     }
 
@@ -449,6 +528,7 @@ impl BikeShare {
         if let Some(t) = self.tenants.write().get_mut(tenant) {
             t.bikes.entry(id.to_string()).or_default();
         }
+        self.push_intervals(tenant, vec![id.to_string()]);
         Ok(created)
     }
 
@@ -490,21 +570,32 @@ impl BikeShare {
 
     /// Sets the lock's report interval through its twin (in the background: a twin write must
     /// not hold up a rider).
-    pub(crate) fn set_interval(&self, tenant: &str, bike: &str, seconds: u32) {
+    /// Sets the locks' report intervals through their twins — parked and riding, which the
+    /// lock applies by itself on every state change, so no trip writes a twin. Only when the
+    /// system's intervals differ from the contract's defaults (a lock without a twin value
+    /// uses those). In the background, one bike after the other: a twin write must not hold
+    /// up a rider, and 100,000 of them must not flood the registry.
+    pub(crate) fn push_intervals(&self, tenant: &str, bikes: Vec<String>) {
+        let Ok(settings) = self.settings(tenant) else {
+            return;
+        };
+        let (parked, riding) = (settings.parked_interval_s, settings.riding_interval_s);
+        if (parked, riding) == (lock::PARKED_INTERVAL_S, lock::RIDING_INTERVAL_S)
+            || bikes.is_empty()
+        {
+            return;
+        }
         let twins = Arc::clone(&self.platform.twins);
-        let (t, b) = (tenant.to_string(), bike.to_string());
+        let t = tenant.to_string();
         tokio::spawn(async move {
-            if let Err(error) = twins
-                .patch(
-                    &t,
-                    &b,
-                    TwinSection::Desired,
-                    json!({"report_interval_s": seconds}),
-                    None,
-                )
-                .await
-            {
-                tracing::warn!(tenant = %t, bike = %b, %error, "Setting the report interval failed.");
+            let patch = json!({"report_intervals": {"parked_s": parked, "riding_s": riding}});
+            for bike in bikes {
+                if let Err(error) = twins
+                    .patch(&t, &bike, TwinSection::Desired, patch.clone(), None)
+                    .await
+                {
+                    tracing::warn!(tenant = %t, %bike, %error, "Setting the report intervals failed.");
+                }
             }
         });
     }

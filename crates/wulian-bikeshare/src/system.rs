@@ -85,6 +85,13 @@ pub struct Settings {
     /// Riders top up through the sandbox provider (approves everything, moves no money): for
     /// demos and test systems only. Production systems use a desk or an external adapter.
     pub payments_sandbox: bool,
+    /// The locks' report intervals, parked and riding, set through their twins (the contract's
+    /// defaults, 300 and 10, need no twin write).
+    pub parked_interval_s: u32,
+    pub riding_interval_s: u32,
+    /// Sign-up attempts accepted per client address and hour (0: no limit). Bounds account
+    /// farming and the guessing of identity numbers through `id_number_registered`.
+    pub signups_per_address_per_hour: u32,
 }
 
 impl Default for Settings {
@@ -105,6 +112,9 @@ impl Default for Settings {
             default_plan: "standard".into(),
             gbfs_ttl_s: 10,
             payments_sandbox: false,
+            signups_per_address_per_hour: 20,
+            parked_interval_s: crate::lock::PARKED_INTERVAL_S,
+            riding_interval_s: crate::lock::RIDING_INTERVAL_S,
         }
     }
 }
@@ -137,6 +147,12 @@ impl Settings {
         }
         if !(60..=604_800).contains(&self.stale_after_s) {
             return bad("stale_after_s", "60 to 604800");
+        }
+        if !(1..=86_400).contains(&self.parked_interval_s) {
+            return bad("parked_interval_s", "1 to 86400");
+        }
+        if !(1..=3_600).contains(&self.riding_interval_s) {
+            return bad("riding_interval_s", "1 to 3600");
         }
         if !(0..=3600).contains(&self.gbfs_ttl_s) {
             return bad("gbfs_ttl_s", "0 to 3600");

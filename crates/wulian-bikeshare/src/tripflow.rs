@@ -237,7 +237,6 @@ impl BikeShare {
         if started {
             self.metrics.trips_started.fetch_add(1, Ordering::Relaxed);
             self.set_live(tenant, bike, Some((trip_id.to_string(), TripState::Riding)));
-            self.set_interval(tenant, bike, lock::RIDING_INTERVAL_S);
         }
         Ok(started)
     }
@@ -511,7 +510,6 @@ impl BikeShare {
                     b.last_trip_end = Some(locked);
                 }
             }
-            self.set_interval(tenant, &trip.bike, lock::PARKED_INTERVAL_S);
         }
         self.trip(tenant, trip_id).await
     }

@@ -3,6 +3,7 @@
 //! whenever a zone changes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use wulian_common::blocking::run_blocking;
@@ -13,6 +14,9 @@ use wulian_rules::{StaticZones, ZoneResolver};
 pub struct ZoneCache {
     registry: Arc<Registry>,
     zones: RwLock<StaticZones>,
+    /// Bumped by every reload: others that keep zones in memory (the bike share's fences)
+    /// compare it to know, without a query, that zones changed.
+    generation: AtomicU64,
 }
 
 impl ZoneCache {
@@ -21,6 +25,7 @@ impl ZoneCache {
         Arc::new(ZoneCache {
             registry,
             zones: RwLock::new(StaticZones::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -50,7 +55,15 @@ impl ZoneCache {
             }
         }
         *self.zones.write() = fresh;
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(loaded)
+    }
+}
+
+impl ZoneCache {
+    /// How many times the zones were reloaded (after any change through the API).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 

@@ -313,6 +313,28 @@ impl Lock {
     }
 
     fn apply_delta(&mut self, body: &Value, out: &mut Vec<Publish>) {
+        // The per-state intervals the platform sets once; they replace the defaults.
+        let intervals = &body["delta"]["report_intervals"];
+        let valid = |v: &Value| v.as_u64().filter(|n| (1..=MAX_INTERVAL_S).contains(n));
+        if let (Some(parked), Some(riding)) =
+            (valid(&intervals["parked_s"]), valid(&intervals["riding_s"]))
+        {
+            self.parked_interval_s = parked;
+            self.riding_interval_s = riding;
+            let n = if self.locked { parked } else { riding };
+            self.interval_s = n;
+            self.next_report_ms = self
+                .last_report_ms
+                .saturating_add(self.wall_ms(n as f64))
+                .max(self.now_ms);
+            self.send(
+                Publish::new(
+                    "twin/reported",
+                    json!({"report_intervals": {"parked_s": parked, "riding_s": riding}}),
+                ),
+                out,
+            );
+        }
         let Some(n) = body["delta"]["report_interval_s"]
             .as_u64()
             .filter(|n| (1..=MAX_INTERVAL_S).contains(n))

@@ -177,7 +177,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         alarms,
         webhooks,
         rules,
-        zones,
+        zones: Arc::clone(&zones),
     });
 
     // The bike share: a solution on the platform's services, watching its locks' messages.
@@ -188,6 +188,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tsdb: tsdb.clone(),
             commands: Arc::clone(&commands),
             twins,
+            zones,
         },
     )
     .await
@@ -446,11 +447,17 @@ async fn prepare_bike_share(
     })
     .await
     .context("Draw the simulated city's fences")?;
+    bikeshare
+        .zones_written()
+        .await
+        .context("Load the simulated city's fences")?;
     if !bikeshare.is_enabled(tenant) {
         let settings = wulian_bikeshare::system::Settings {
             name: "wulian demo city bikes".into(),
             operator: "wulian demo".into(),
             payments_sandbox: true,
+            // The simulated riders all sign up from loopback.
+            signups_per_address_per_hour: 0,
             ..wulian_bikeshare::system::Settings::default()
         };
         bikeshare

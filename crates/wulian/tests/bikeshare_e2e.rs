@@ -598,7 +598,7 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
     let tokens = set_up(
         &server,
         &admin,
-        json!({"name": "Feed city", "payments_sandbox": true, "gbfs_ttl_s": 0}),
+        json!({"name": "Feed city", "payments_sandbox": true, "gbfs_ttl_s": 0, "signups_per_address_per_hour": 2}),
         &[
             ("city", "service_area", square(PARK, 0.02)),
             ("blue-1", "parking", square(PARK, 0.0002)),
@@ -612,6 +612,19 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
         &["bike-feed-1"],
     );
     let mut lock = Lock::start(&server, "bike-feed-1", &tokens[0], PARK);
+    // Intervals other than the contract's defaults go to every lock's twin, once.
+    let settings = json!({"name": "Feed city", "payments_sandbox": true, "gbfs_ttl_s": 0,
+        "signups_per_address_per_hour": 2, "parked_interval_s": 600, "riding_interval_s": 15});
+    let (code, body) = call(
+        &server,
+        &admin,
+        "PUT",
+        "/api/v1/bikeshare/system",
+        Some(settings),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(lock.expect("intervals"), "intervals 600 15");
 
     // Discovery, then every feed it lists, each valid against the official schema.
     let (code, discovery) = curl(&[&format!("{}/gbfs/v3/default/gbfs.json", server.http)]);
@@ -666,6 +679,32 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
     );
     let rider = body["token"].as_str().unwrap().to_string();
     let rider_id = body["rider"]["id"].as_str().unwrap().to_string();
+    // Two sign-up attempts per address and hour in this system: the third is refused.
+    let again = Some(
+        json!({"phone": "13900139001", "name": "Li", "real_name": "李雷", "id_number": id_number("19800101", 31), "location_consent": false}),
+    );
+    let (code, _) = call(
+        &server,
+        "none",
+        "POST",
+        "/api/v1/rider/default/sign-up",
+        again.clone(),
+        &[],
+    );
+    assert_eq!(code, 201);
+    let (code, body) = call(
+        &server,
+        "none",
+        "POST",
+        "/api/v1/rider/default/sign-up",
+        again,
+        &[],
+    );
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (429, Some("too_many_signups")),
+        "{body}"
+    );
     let (code, body) = call(
         &server,
         &rider,

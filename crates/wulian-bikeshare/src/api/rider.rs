@@ -44,6 +44,22 @@ pub(super) fn routes() -> Router<BikeApi> {
         .route("/api/v1/rider/wallet/passes", post(buy_pass))
 }
 
+/// The client's address, when the server records it (`wulian_api::serve` does).
+pub(super) struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 /// A rider authenticated by their token.
 pub(super) struct RiderCaller {
     pub tenant: String,
@@ -106,6 +122,9 @@ pub(super) struct SignedUp {
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "The phone number or identity number is registered \
                 (`phone_taken`, `id_number_registered`)"),
+        (status = 429, body = Problem, content_type = "application/problem+json",
+            description = "Too many sign-ups from this address in the past hour \
+                (`too_many_signups`)"),
         (status = 422, body = Problem, content_type = "application/problem+json",
             description = "An invalid field (`invalid_phone`, `invalid_name`, \
                 `invalid_id_number`, `implausible_birth_date`), a rider under 12 (`under_age`), \
@@ -114,6 +133,7 @@ pub(super) struct SignedUp {
 pub(super) async fn sign_up(
     State(s): State<BikeApi>,
     Path(tenant): Path<String>,
+    ClientAddr(address): ClientAddr,
     ApiJson(body): ApiJson<riders::SignUp>,
 ) -> ApiResult<(StatusCode, Json<SignedUp>)> {
     if !s.bikes.is_enabled(&tenant) {
@@ -122,6 +142,7 @@ pub(super) async fn sign_up(
             "no bike share here",
         )));
     }
+    s.bikes.check_signup(&tenant, address).api()?;
     let pepper = s.bikes.pepper.clone();
     let (rider, token) = s
         .bikes

@@ -307,6 +307,28 @@ fn the_report_interval_follows_the_state_and_the_twin() {
     assert_eq!(ts.len(), 6, "{ts:?}");
     assert!(ts.windows(2).all(|w| w[1] - w[0] == 5_000), "{ts:?}");
 
+    // The platform's per-state intervals replace the defaults for every later state change.
+    let delta =
+        json!({"version": 8, "delta": {"report_intervals": {"parked_s": 600, "riding_s": 15}}});
+    let out = lock.on_message(
+        "twin/delta",
+        delta.to_string().as_bytes(),
+        opened + 60_000,
+        &mut rng,
+    );
+    assert_eq!(
+        out[0].payload,
+        json!({"report_intervals": {"parked_s": 600, "riding_s": 15}})
+    );
+    assert_eq!(
+        (
+            lock.parked_interval_s,
+            lock.riding_interval_s,
+            lock.interval_s
+        ),
+        (600, 15, 15)
+    );
+
     // A compressed clock: ten simulated seconds per real one, so parked reports every 30 s.
     let fast = CityConfig {
         time_scale: 10.0,

@@ -10,7 +10,8 @@ Driven over stdin, one command per line, so a test plays the rider:
     quit
 
 Prints one line per thing that happened, for the test to wait on:
-`ready`, `unlocked TRIP_ID`, `refused REASON`, `interval SECONDS`, `closed`.
+`ready`, `unlocked TRIP_ID`, `refused REASON`, `interval SECONDS` (on switching between the
+parked and riding intervals), `intervals PARKED RIDING` (set through the twin), `closed`.
 """
 import json
 import sys
@@ -21,7 +22,8 @@ import paho.mqtt.client as mqtt
 
 host, port, device_id, token, lat, lon = sys.argv[1:7]
 base = f"devices/{device_id}"
-state = {"lat": float(lat), "lon": float(lon), "locked": True, "trip": None, "mode": "ok"}
+state = {"lat": float(lat), "lon": float(lon), "locked": True, "trip": None, "mode": "ok",
+         "intervals": {"parked_s": 300, "riding_s": 10}}
 guard = threading.Lock()
 ready = threading.Event()
 
@@ -67,10 +69,12 @@ def on_subscribe(c, userdata, mid, rcs, props=None):
 def on_message(c, userdata, msg):
     body = json.loads(msg.payload) if msg.payload else {}
     if msg.topic == f"{base}/twin/delta":
-        interval = (body.get("delta") or {}).get("report_interval_s")
-        if interval is not None:
-            c.publish(f"{base}/twin/reported", json.dumps({"report_interval_s": interval}), qos=1)
-            say(f"interval {interval}")
+        intervals = (body.get("delta") or {}).get("report_intervals")
+        if intervals is not None:
+            with guard:
+                state["intervals"] = intervals
+            c.publish(f"{base}/twin/reported", json.dumps({"report_intervals": intervals}), qos=1)
+            say(f"intervals {intervals['parked_s']} {intervals['riding_s']}")
         return
     name = msg.topic.rsplit("/", 1)[-1]
     params = body.get("params") or {}
@@ -104,6 +108,7 @@ def on_message(c, userdata, msg):
         event(c, "unlocked", {"trip_id": params.get("trip_id"), "token": token_echo})
     report(c)
     say(f"unlocked {params.get('trip_id')}")
+    say(f"interval {state['intervals']['riding_s']}")
 
 
 client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id)
@@ -137,6 +142,7 @@ for line in sys.stdin:
             event(client, "locked", {"trip_id": trip} if trip else {})
             report(client)
             say("closed")
+            say(f"interval {state['intervals']['parked_s']}")
         else:
             report(client)
 client.loop_stop()

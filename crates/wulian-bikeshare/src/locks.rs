@@ -86,6 +86,9 @@ impl BikeShare {
             by.to_string(),
         );
         let position = self.snapshot(tenant, bike).and_then(|s| s.position());
+        // A bike on a trip stays `on_trip` for the city; the settlement records it leaving
+        // service right after the trip ends (MDS allows no maintenance during a trip).
+        let on_trip = self.live_trip(tenant, bike).is_some();
         let (order, new) = self
             .db
             .tx(move |tx| {
@@ -104,18 +107,14 @@ impl BikeShare {
                     },
                     now,
                 )?;
-                if new && kind.takes_bike_out() {
+                if new && kind.takes_bike_out() && !on_trip {
                     vehicle_events::record(
                         tx,
                         &t,
                         &vehicle_events::NewEvent {
                             bike: &b,
                             at: now,
-                            change: if kind == workorders::Kind::Battery {
-                                vehicle_events::BATTERY_LOW
-                            } else {
-                                vehicle_events::MAINTENANCE_START
-                            },
+                            change: vehicle_events::leaving_service(kind),
                             trip: None,
                             position,
                             battery: None,
@@ -150,6 +149,10 @@ impl BikeShare {
             self.db.run(move |c| workorders::get(c, &t, &i)).await?
         };
         let position = pre.as_ref().and_then(|o| position_of(&o.bike));
+        // On a trip the bike never left service for the city (see `open_work_order`).
+        let on_trip = pre
+            .as_ref()
+            .is_some_and(|o| self.live_trip(tenant, &o.bike).is_some());
         let (order, back) = self
             .db
             .tx(move |tx| {
@@ -157,13 +160,10 @@ impl BikeShare {
                 let order = workorders::update(tx, &t, &i, next, note.as_deref(), now)?;
                 let finished =
                     matches!(next, workorders::State::Done | workorders::State::Cancelled);
-                let still_out = workorders::bikes_out_of_service(tx, &t)?
-                    .into_iter()
-                    .find(|(b, _)| *b == order.bike)
-                    .map(|(_, k)| k);
+                let still_out = workorders::out_of_service_kind(tx, &t, &order.bike)?;
                 if finished && still_out.is_none() {
                     system::set_flag(tx, &t, &order.bike, None)?;
-                    if order.kind.takes_bike_out() {
+                    if order.kind.takes_bike_out() && !on_trip {
                         vehicle_events::record(
                             tx,
                             &t,

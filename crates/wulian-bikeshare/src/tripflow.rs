@@ -494,6 +494,21 @@ impl BikeShare {
                         battery: None,
                     },
                 )?;
+                // An order opened during the ride (a fall, tampering) takes it out of service now.
+                if let Some(kind) = workorders::out_of_service_kind(tx, &t, &bike)? {
+                    vehicle_events::record(
+                        tx,
+                        &t,
+                        &vehicle_events::NewEvent {
+                            bike: &bike,
+                            at: locked,
+                            change: vehicle_events::leaving_service(kind),
+                            trip: None,
+                            position: trip.end.map(|p| (p[0], p[1])),
+                            battery: None,
+                        },
+                    )?;
+                }
                 Ok(Some(locked))
             })
             .await?;

@@ -84,6 +84,15 @@ pub const BATTERY_CHARGED: Change = Change {
     to: "available",
 };
 
+/// The change that takes a bike out of service for an order of `kind`.
+pub fn leaving_service(kind: crate::workorders::Kind) -> Change {
+    if kind == crate::workorders::Kind::Battery {
+        BATTERY_LOW
+    } else {
+        MAINTENANCE_START
+    }
+}
+
 pub struct NewEvent<'a> {
     pub bike: &'a str,
     pub at: i64,

@@ -231,6 +231,19 @@ pub fn bikes_out_of_service(conn: &Connection, tenant: &str) -> Result<Vec<(Stri
         .collect())
 }
 
+/// The kind of an open order that keeps `bike` out of service, if any.
+pub fn out_of_service_kind(conn: &Connection, tenant: &str, bike: &str) -> Result<Option<Kind>> {
+    let kind: Option<String> = conn
+        .query_row(
+            "SELECT kind FROM work_orders WHERE tenant = ?1 AND bike = ?2
+               AND state IN ('open', 'in_progress') AND kind != 'rebalance' LIMIT 1",
+            params![tenant, bike],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(kind.as_deref().and_then(Kind::parse))
+}
+
 /// Moves an order to `next`; refuses transitions the lifecycle does not allow.
 pub fn update(
     conn: &Connection,

@@ -141,21 +141,37 @@ pub(super) async fn put_plan(
     Path(id): Path<String>,
     ApiJson(plan): ApiJson<PricingPlan>,
 ) -> ApiResult<Json<PricingPlan>> {
+    let plan_id = plan.id.clone();
+    let plan = put_item(&caller, &s, &id, &plan_id, plan, "plan", system::put_plan).await?;
+    Ok(Json(plan))
+}
+
+/// Stores one catalogue item (a plan, a pass product) under the path's id, then reloads the
+/// tenant so new trips use it.
+async fn put_item<T: Clone + Send + 'static>(
+    caller: &Caller,
+    s: &BikeApi,
+    path_id: &str,
+    item_id: &str,
+    item: T,
+    what: &str,
+    store: fn(&rusqlite::Connection, &str, &T) -> crate::Result<()>,
+) -> ApiResult<T> {
     caller.require_admin()?;
-    if plan.id != id {
+    if item_id != path_id {
         return Err(super::api_error(Error::invalid(
             "id_mismatch",
-            "the plan's id must match the path",
+            format!("the {what}'s id must match the path"),
         )));
     }
-    let (t, p) = (caller.tenant().to_string(), plan.clone());
+    let (t, stored) = (caller.tenant().to_string(), item.clone());
     s.bikes
         .db
-        .tx(move |tx| system::put_plan(tx, &t, &p))
+        .tx(move |tx| store(tx, &t, &stored))
         .await
         .api()?;
     s.bikes.load_tenant(caller.tenant()).await.api()?;
-    Ok(Json(plan))
+    Ok(item)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -199,20 +215,18 @@ pub(super) async fn put_pass_product(
     Path(id): Path<String>,
     ApiJson(pass): ApiJson<PassProduct>,
 ) -> ApiResult<Json<PassProduct>> {
-    caller.require_admin()?;
-    if pass.id != id {
-        return Err(super::api_error(Error::invalid(
-            "id_mismatch",
-            "the pass product's id must match the path",
-        )));
-    }
-    let (t, p) = (caller.tenant().to_string(), pass.clone());
-    s.bikes
-        .db
-        .tx(move |tx| system::put_pass_product(tx, &t, &p))
-        .await
-        .api()?;
-    s.bikes.load_tenant(caller.tenant()).await.api()?;
+    let pass_id = pass.id.clone();
+    let what = "pass product";
+    let pass = put_item(
+        &caller,
+        &s,
+        &id,
+        &pass_id,
+        pass,
+        what,
+        system::put_pass_product,
+    )
+    .await?;
     Ok(Json(pass))
 }
 

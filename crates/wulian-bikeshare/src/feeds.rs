@@ -228,45 +228,50 @@ impl BikeShare {
     fn build_vehicle_status(&self, tenant: &str) -> Result<CachedFeed> {
         let now = now_ms();
         let key = VehicleIdKey::new(&self.public_id_secret);
-        // The views under the fleet's read lock, the serialisation after it: the lock also
-        // guards the ingest path's updates.
-        let (ctx, views) = {
+        // Only a copy of the fleet under its read lock (which the ingest path's updates wait
+        // for); statuses, fence lookups and serialisation after it.
+        let (ctx, fences, settings, bikes) = {
             let tenants = self.tenants.read();
             let t = tenants
                 .get(tenant)
                 .ok_or_else(|| Error::not_found("system_not_found", "no bike share here"))?;
             // vehicle_status links to no other feed: no base URL needed.
             let ctx = self.feed_context(tenant, t, "", now);
-            let plan = Some(t.settings.default_plan.clone());
-            let mut views = Vec::with_capacity(t.bikes.len());
-            for (id, b) in &t.bikes {
-                let status = t.status(b, now);
-                let Some((lat, lon)) = b.snapshot.position() else {
-                    continue;
-                };
-                if status == Status::Unknown {
-                    continue;
-                }
-                views.push(VehicleView {
-                    bike_id: id.clone(),
-                    lat,
-                    lon,
-                    is_reserved: false,
-                    is_disabled: !matches!(
-                        status,
-                        Status::Available | Status::OutOfFence | Status::OnTrip
-                    ),
-                    on_trip: status == Status::OnTrip,
-                    battery_pct: None,
-                    vehicle_type_id: VEHICLE_TYPE.to_string(),
-                    pricing_plan_id: plan.clone(),
-                    station_id: t.fences.locate(lat, lon).parking.map(str::to_string),
-                    last_reported_ms: b.snapshot.reported_at.unwrap_or(now),
-                    trips_completed: b.trips_completed,
-                });
-            }
-            (ctx, views)
+            let bikes: Vec<(String, crate::service::Bike)> = t
+                .bikes
+                .iter()
+                .map(|(id, b)| (id.clone(), b.clone()))
+                .collect();
+            (ctx, Arc::clone(&t.fences), t.settings.clone(), bikes)
         };
+        let plan = Some(settings.default_plan.clone());
+        let mut views = Vec::with_capacity(bikes.len());
+        for (id, b) in bikes {
+            let status = crate::service::bike_status(&fences, &settings, &b, now);
+            let Some((lat, lon)) = b.snapshot.position() else {
+                continue;
+            };
+            if status == Status::Unknown {
+                continue;
+            }
+            views.push(VehicleView {
+                bike_id: id,
+                lat,
+                lon,
+                is_reserved: false,
+                is_disabled: !matches!(
+                    status,
+                    Status::Available | Status::OutOfFence | Status::OnTrip
+                ),
+                on_trip: status == Status::OnTrip,
+                battery_pct: None,
+                vehicle_type_id: VEHICLE_TYPE.to_string(),
+                pricing_plan_id: plan.clone(),
+                station_id: fences.locate(lat, lon).parking.map(str::to_string),
+                last_reported_ms: b.snapshot.reported_at.unwrap_or(now),
+                trips_completed: b.trips_completed,
+            });
+        }
         let json = gbfs::vehicle_status(&ctx, &key, &views)
             .to_json()
             .map_err(|e| Error::Internal(format!("GBFS serialisation: {e}")))?;

@@ -64,25 +64,35 @@ pub(crate) struct TenantState {
 
 impl TenantState {
     pub fn status(&self, bike: &Bike, now: i64) -> Status {
-        let placement = bike
-            .snapshot
-            .position()
-            .map(|(lat, lon)| self.fences.locate(lat, lon));
-        fleet::classify(&fleet::Facts {
-            snapshot: &bike.snapshot,
-            on_trip: bike.trip.is_some(),
-            faulty: bike.flagged.is_some() || bike.out_of_service.is_some(),
-            parkable: placement.map(|p| p.parkable()),
-            in_service_area: placement.map(|p| p.in_service_area),
-            now,
-            low_battery_pct: self.settings.low_battery_pct,
-            stale_after_ms: i64::from(self.settings.stale_after_s) * 1000,
-        })
+        bike_status(&self.fences, &self.settings, bike, now)
     }
 
     pub fn plan(&self, id: &str) -> Option<&PricingPlan> {
         self.plans.iter().find(|p| p.id == id)
     }
+}
+
+/// A bike's status from its state, the fences and the system's thresholds.
+pub(crate) fn bike_status(
+    fences: &FenceIndex,
+    settings: &Settings,
+    bike: &Bike,
+    now: i64,
+) -> Status {
+    let placement = bike
+        .snapshot
+        .position()
+        .map(|(lat, lon)| fences.locate(lat, lon));
+    fleet::classify(&fleet::Facts {
+        snapshot: &bike.snapshot,
+        on_trip: bike.trip.is_some(),
+        faulty: bike.flagged.is_some() || bike.out_of_service.is_some(),
+        parkable: placement.map(|p| p.parkable()),
+        in_service_area: placement.map(|p| p.in_service_area),
+        now,
+        low_battery_pct: settings.low_battery_pct,
+        stale_after_ms: i64::from(settings.stale_after_s) * 1000,
+    })
 }
 
 /// Something a lock did that the trip flow reacts to, handed from the ingest path to the

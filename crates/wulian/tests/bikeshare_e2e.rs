@@ -730,6 +730,19 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
                 .map(|_| ())
         },
     );
+    // Tampering during the ride opens an inspection; the bike stays on its trip for the city.
+    lock.send("event tamper");
+    eventually(Duration::from_secs(5), "the inspection order", || {
+        let (_, orders) = call(
+            &server,
+            &admin,
+            "GET",
+            "/api/v1/bikeshare/work-orders",
+            None,
+            &[],
+        );
+        (orders["work_orders"].as_array()?.len() == 1).then_some(())
+    });
     lock.send(&format!("report {} {}", PARK.0 + 0.001, PARK.1));
     lock.send(&format!("close {} {}", PARK.0, PARK.1));
     eventually(Duration::from_secs(10), "the trip settled", || {
@@ -751,6 +764,26 @@ fn the_city_gets_valid_feeds_without_riders_in_them() {
         public_id,
         "ids rotate after every trip"
     );
+    assert_eq!(
+        back[0]["is_disabled"], true,
+        "out of service after the ride: {back:?}"
+    );
+    // The city sees MDS transitions only: the trip ends, then the bike leaves service.
+    let (_, events) = call(
+        &server,
+        &admin,
+        "GET",
+        "/api/v1/bikeshare/events",
+        None,
+        &[],
+    );
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_types"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["trip_start", "trip_end", "maintenance"], "{events}");
 
     // MDS: only with the city credential, in MDS' media type, with the trip and no rider.
     let (code, body) = call(

@@ -7,6 +7,7 @@ Driven over stdin, one command per line, so a test plays the rider:
     mode ok|jam|silent|wrong-token   how the next unlock goes
     report LAT LON                   a state report at a position (shackle as it is)
     close LAT LON                    the rider closes the shackle at a position
+    event NAME                       an event (tamper, fall, …) at the current position
     quit
 
 Prints one line per thing that happened, for the test to wait on:
@@ -128,7 +129,9 @@ for line in sys.stdin:
         continue
     if parts[0] == "quit":
         break
-    if parts[0] == "mode":
+    if parts[0] == "event":
+        event(client, parts[1], {"detail": "test"} if parts[1] == "tamper" else {})
+    elif parts[0] == "mode":
         with guard:
             state["mode"] = parts[1]
     elif parts[0] in ("report", "close"):

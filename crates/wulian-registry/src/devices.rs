@@ -248,7 +248,7 @@ impl Registry {
     }
 
     pub fn get_device(&self, tenant: &str, id: &str) -> Result<Device> {
-        let conn = self.conn();
+        let conn = self.read_conn();
         load_device(&conn, tenant, id)
     }
 
@@ -428,7 +428,7 @@ impl Registry {
         let presented = secret::hash(token);
         type Row = (String, String, bool, Option<String>, Option<i64>);
         let found: Option<Row> = {
-            let conn = self.conn();
+            let conn = self.read_conn();
             conn.prepare_cached(
                 "SELECT tenant, token_hash, disabled, previous_token_hash, previous_token_expires_at
                  FROM devices WHERE id = ?1",

@@ -84,10 +84,16 @@ pub use zones::{MAX_ZONES, Zone};
 
 /// How long a statement waits for another process's write lock before failing with `BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections beside the writer (see `Registry::read_conn`).
+const READERS: usize = 3;
 
 /// The registry database. Cheap to share behind an `Arc`.
 pub struct Registry {
     conn: Mutex<Connection>,
+    /// Read-only connections for the hottest reads (device and API-key authentication, device
+    /// lookups), so a connect storm does not queue behind writes' fsyncs. Empty for an
+    /// in-memory database, which other connections cannot see: reads then use `conn`.
+    readers: Vec<Mutex<Connection>>,
     /// Bumped on every CA certificate change (see `certificates.rs`).
     ca_generation: std::sync::atomic::AtomicU64,
     /// Bumped on every profile change and device profile assignment (see `profiles.rs`).
@@ -110,7 +116,14 @@ impl Registry {
     /// Opens (creating if needed) the database at `path`, switches it to WAL mode and applies
     /// pending migrations.
     pub fn open(path: &Path) -> Result<Registry> {
-        Registry::init(Connection::open(path)?)
+        let mut registry = Registry::init(Connection::open(path)?)?;
+        for _ in 0..READERS {
+            let reader = Connection::open(path)?;
+            reader.busy_timeout(BUSY_TIMEOUT)?;
+            reader.pragma_update(None, "query_only", true)?;
+            registry.readers.push(Mutex::new(reader));
+        }
+        Ok(registry)
     }
 
     /// A private in-memory database (tests, ephemeral runs). Same schema and rules.
@@ -131,6 +144,7 @@ impl Registry {
         tracing::debug!(schema_version = version, "Registry opened.");
         Ok(Registry {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
             ca_generation: std::sync::atomic::AtomicU64::new(0),
             profile_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -144,6 +158,18 @@ impl Registry {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// A connection for reads only: a free reader, or the busiest reader's turn, or (in
+    /// memory) the writer. WAL readers see every committed write and never block it.
+    fn read_conn(&self) -> MutexGuard<'_, Connection> {
+        match self.readers.iter().find_map(|r| r.try_lock()) {
+            Some(reader) => reader,
+            None => match self.readers.first() {
+                Some(reader) => reader.lock(),
+                None => self.conn(),
+            },
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

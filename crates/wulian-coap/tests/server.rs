@@ -90,21 +90,25 @@ fn request(
 }
 
 impl Harness {
+    /// Sends a request and waits for its answer, retransmitting the same message (same id)
+    /// every 2 s as a CoAP client does (RFC 7252 §4.2): UDP may drop a datagram when the
+    /// machine is busy, and the server deduplicates retransmissions.
     async fn exchange(&self, packet: &Packet) -> Packet {
-        self.client
-            .send(&packet.to_bytes_unlimited().unwrap())
-            .await
-            .unwrap();
-        self.receive().await
-    }
-
-    async fn receive(&self) -> Packet {
-        let mut buf = [0u8; 2048];
-        let len = tokio::time::timeout(Duration::from_secs(15), self.client.recv(&mut buf))
-            .await
-            .expect("a response within 15 s")
-            .unwrap();
-        Packet::from_bytes(&buf[..len]).unwrap()
+        let bytes = packet.to_bytes_unlimited().unwrap();
+        for _ in 0..7 {
+            self.client.send(&bytes).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            let mut buf = [0u8; 2048];
+            while let Ok(len) = tokio::time::timeout_at(deadline, self.client.recv(&mut buf)).await
+            {
+                let answer = Packet::from_bytes(&buf[..len.unwrap()]).unwrap();
+                // A late answer to an earlier retransmission of another request is skipped.
+                if answer.get_token() == packet.get_token() {
+                    return answer;
+                }
+            }
+        }
+        panic!("no response after 7 transmissions");
     }
 
     async fn post(&self, id: u16, path: &str, body: &str) -> Packet {

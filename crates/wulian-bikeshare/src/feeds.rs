@@ -480,37 +480,21 @@ impl BikeShare {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for bike in bikes {
-                let series = |key: &str| wulian_tsdb::SeriesKey {
-                    tenant: tenant.clone(),
-                    device: bike.clone(),
-                    key: key.to_string(),
-                };
-                let lat = tsdb.range(&series("lat"), from, to, limit).points;
-                if lat.is_empty() {
-                    continue;
-                }
-                let lon: std::collections::HashMap<i64, f64> = tsdb
-                    .range(&series("lon"), from, to, limit)
-                    .points
-                    .into_iter()
-                    .filter_map(|p| num(&p.value).map(|v| (p.ts, v)))
-                    .collect();
-                for p in lat {
-                    let (Some(la), Some(lo)) = (num(&p.value), lon.get(&p.ts).copied()) else {
-                        continue;
-                    };
+                for (la, lo, ts) in
+                    crate::fleet::stored_positions(&tsdb, &tenant, &bike, from, to, limit)
+                {
                     let trip_ids = trips_in_window
                         .iter()
                         .filter(|t| {
                             t.bike == bike
-                                && t.unlocked_at.is_some_and(|u| u <= p.ts)
-                                && t.locked_at.is_none_or(|l| p.ts <= l)
+                                && t.unlocked_at.is_some_and(|u| u <= ts)
+                                && t.locked_at.is_none_or(|l| ts <= l)
                         })
                         .map(|t| t.id.clone())
                         .collect();
                     out.push(MdsTelemetry {
                         bike_id: bike.clone(),
-                        timestamp_ms: p.ts,
+                        timestamp_ms: ts,
                         location: Location::new(round4(la), round4(lo)),
                         battery_pct: None,
                         trip_ids,
@@ -525,14 +509,6 @@ impl BikeShare {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))
-    }
-}
-
-fn num(v: &wulian_tsdb::Value) -> Option<f64> {
-    match v {
-        wulian_tsdb::Value::F64(x) => Some(*x),
-        wulian_tsdb::Value::I64(x) => Some(*x as f64),
-        _ => None,
     }
 }
 

@@ -7,6 +7,41 @@ use std::collections::HashMap;
 use serde::Serialize;
 use wulian_tsdb::{Point, Value, WriteEntry};
 
+/// A stored number (float or integer) as f64; other kinds are not numbers.
+pub fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::F64(x) => Some(*x),
+        Value::I64(x) => Some(*x as f64),
+        _ => None,
+    }
+}
+
+/// A bike's stored positions in `[from, to)`, `(lat, lon, ts)` ascending: the `lat` and `lon`
+/// series joined on their timestamps (a report carries both), at most `limit` of each read.
+pub fn stored_positions(
+    tsdb: &wulian_tsdb::Tsdb,
+    tenant: &str,
+    bike: &str,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Vec<(f64, f64, i64)> {
+    let series = |key: &str| wulian_tsdb::SeriesKey::new(tenant, bike, key);
+    let lat = tsdb.range(&series("lat"), from, to, limit).points;
+    if lat.is_empty() {
+        return Vec::new();
+    }
+    let lons: std::collections::HashMap<i64, f64> = tsdb
+        .range(&series("lon"), from, to, limit)
+        .points
+        .iter()
+        .filter_map(|p| number(&p.value).map(|v| (p.ts, v)))
+        .collect();
+    lat.iter()
+        .filter_map(|p| Some((number(&p.value)?, *lons.get(&p.ts)?, p.ts)))
+        .collect()
+}
+
 /// The latest known state of one bike.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BikeSnapshot {
@@ -28,11 +63,7 @@ impl BikeSnapshot {
             // Late data: keep the newer view (battery is monotonic enough not to matter).
             return;
         }
-        let num = match value {
-            Value::F64(v) => Some(*v),
-            Value::I64(v) => Some(*v as f64),
-            _ => None,
-        };
+        let num = number(value);
         match key {
             "lat" => self.lat = num.filter(|v| (-90.0..=90.0).contains(v)),
             "lon" => self.lon = num.filter(|v| (-180.0..=180.0).contains(v)),

@@ -2,14 +2,12 @@
 //! confirmation), ending (the lock closing), settling (fare, ledger, route) and resuming a
 //! trip held outside the fences.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use wulian_common::time::now_ms;
 use wulian_ingest::CommandRequest;
-use wulian_tsdb::{SeriesKey, Value as TsValue};
 
 use crate::error::{Error, Result};
 use crate::fleet::Status;
@@ -718,14 +716,6 @@ fn unlock_answer(
     }
 }
 
-fn num(v: &TsValue) -> Option<f64> {
-    match v {
-        TsValue::F64(x) => Some(*x),
-        TsValue::I64(x) => Some(*x as f64),
-        _ => None,
-    }
-}
-
 pub(crate) fn route_distance(route: &[(f64, f64, i64)]) -> f64 {
     route
         .windows(2)
@@ -749,23 +739,12 @@ fn route_from(tsdb: &wulian_tsdb::Tsdb, tenant: &str, trip: &Trip) -> Vec<(f64, 
         return Vec::new();
     };
     let to = trip.locked_at.unwrap_or_else(now_ms) + 1;
-    let series = |key: &str| SeriesKey {
-        tenant: tenant.to_string(),
-        device: trip.bike.clone(),
-        key: key.to_string(),
-    };
     const MAX_POINTS: usize = 20_000;
-    let lat = tsdb.range(&series("lat"), from, to, MAX_POINTS).points;
-    let lon = tsdb.range(&series("lon"), from, to, MAX_POINTS).points;
-    let lons: HashMap<i64, f64> = lon
-        .iter()
-        .filter_map(|p| num(&p.value).map(|v| (p.ts, v)))
-        .collect();
-    let mut route: Vec<(f64, f64, i64)> = lat
-        .iter()
-        .filter_map(|p| Some((num(&p.value)?, *lons.get(&p.ts)?, p.ts)))
-        .filter(|(la, lo, _)| lock::valid_position(*la, *lo))
-        .collect();
+    let mut route: Vec<(f64, f64, i64)> =
+        crate::fleet::stored_positions(tsdb, tenant, &trip.bike, from, to, MAX_POINTS)
+            .into_iter()
+            .filter(|(la, lo, _)| lock::valid_position(*la, *lo))
+            .collect();
     if let (Some([la, lo]), true) = (trip.start, route.is_empty()) {
         route.push((la, lo, from));
     }

@@ -40,6 +40,9 @@ pub enum Error {
     Random(#[from] getrandom::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The disk refused to make a committed write durable (the write may be lost on power loss).
+    #[error("storage error: {0}")]
+    Io(String),
     #[error("stored JSON is malformed: {0}")]
     Json(#[from] serde_json::Error),
 }

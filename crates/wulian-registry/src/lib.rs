@@ -6,8 +6,10 @@
 //! run alongside the writer; `busy_timeout` makes short lock waits invisible to callers.
 //!
 //! Every method is synchronous (async callers use `spawn_blocking`). [`Registry`] is `Send +
-//! Sync`: one connection behind a mutex, held only for the SQL itself — secrets are generated
-//! and hashed before the lock is taken. Tenant isolation is enforced here, not by callers: every
+//! Sync`: one writer connection behind a mutex, held only for the SQL itself — secrets are
+//! generated and hashed before the lock is taken, and the fsync that makes a write durable
+//! happens after it is released, shared by every write committed meanwhile (`durability.rs`).
+//! Hot reads use a few read-only connections. Tenant isolation is enforced here, not by callers: every
 //! query that takes a `tenant` filters by it, and a record of another tenant is `NotFound`.
 
 mod alarms;
@@ -16,6 +18,7 @@ mod audit;
 mod certificates;
 mod commands;
 mod devices;
+mod durability;
 mod error;
 mod migrations;
 pub mod model_import;
@@ -94,6 +97,8 @@ pub struct Registry {
     /// lookups), so a connect storm does not queue behind writes' fsyncs. Empty for an
     /// in-memory database, which other connections cannot see: reads then use `conn`.
     readers: Vec<Mutex<Connection>>,
+    /// Makes commits durable after the writer is released (group commit).
+    group_commit: durability::GroupCommit,
     /// Bumped on every CA certificate change (see `certificates.rs`).
     ca_generation: std::sync::atomic::AtomicU64,
     /// Bumped on every profile change and device profile assignment (see `profiles.rs`).
@@ -116,7 +121,9 @@ impl Registry {
     /// Opens (creating if needed) the database at `path`, switches it to WAL mode and applies
     /// pending migrations.
     pub fn open(path: &Path) -> Result<Registry> {
-        let mut registry = Registry::init(Connection::open(path)?)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut registry = Registry::init(Connection::open(path)?, Some(wal.into()))?;
         for _ in 0..READERS {
             let reader = Connection::open(path)?;
             reader.busy_timeout(BUSY_TIMEOUT)?;
@@ -128,23 +135,28 @@ impl Registry {
 
     /// A private in-memory database (tests, ephemeral runs). Same schema and rules.
     pub fn open_in_memory() -> Result<Registry> {
-        Registry::init(Connection::open_in_memory()?)
+        Registry::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(mut conn: Connection) -> Result<Registry> {
+    fn init(mut conn: Connection, wal: Option<std::path::PathBuf>) -> Result<Registry> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         // In-memory databases answer "memory"; files answer "wal".
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        // FULL: a committed change (a device created, a token rotated, a command's answer) is
-        // on disk before the caller hears of it, so a power cut cannot undo a secret that was
-        // already shown. Registry writes are rare enough that the extra fsync costs nothing.
+        // A committed change (a device created, a token rotated, a command's answer) is on disk
+        // before the caller hears of it, so a power cut cannot undo a secret already shown. The
+        // migrations run with FULL; afterwards COMMIT does not sync (NORMAL) and `write` waits
+        // for a WAL sync shared with every other write of the moment (durability.rs).
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version = migrations::run(&mut conn)?;
+        if wal.is_some() {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         tracing::debug!(schema_version = version, "Registry opened.");
         Ok(Registry {
             conn: Mutex::new(conn),
             readers: Vec::new(),
+            group_commit: durability::GroupCommit::new(wal),
             ca_generation: std::sync::atomic::AtomicU64::new(0),
             profile_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -176,12 +188,20 @@ impl Registry {
         self.conn.lock()
     }
 
-    /// Runs `f` in an immediate (write-locking) transaction; commits on `Ok`, rolls back on `Err`.
+    /// Runs `f` in an immediate (write-locking) transaction; commits on `Ok`, rolls back on
+    /// `Err`. Returns once the commit is durable; the writer connection is free meanwhile.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let seq = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            (out, self.group_commit.committed())
+        };
+        let (out, seq) = seq;
+        self.group_commit
+            .wait_durable(seq)
+            .map_err(|e| Error::Io(format!("sync the registry's write-ahead log: {e}")))?;
         Ok(out)
     }
 }

@@ -375,10 +375,12 @@ impl Registry {
         }
         let now = now_ms();
         // Best effort: a busy database must not turn a valid login into a failed one.
-        let recorded = self.conn().execute(
-            "UPDATE users SET last_login_at = ?1 WHERE tenant = ?2 AND username = ?3",
-            params![now, tenant, username],
-        );
+        let recorded = self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE users SET last_login_at = ?1 WHERE tenant = ?2 AND username = ?3",
+                params![now, tenant, username],
+            )?)
+        });
         let mut user = user;
         match recorded {
             Ok(_) => user.last_login_at = Some(now),

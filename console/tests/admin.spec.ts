@@ -3,6 +3,8 @@
 // a rule is saved (after the API's parse error is shown in place), dry-run and disabled; an
 // admin creates a viewer, who can look but not acknowledge; and the alarms screen in zh-CN.
 import type { Browser, Page } from "@playwright/test";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { IMAGES, expect, test, type Server } from "./fixtures";
 
@@ -112,6 +114,71 @@ test("an alarm raised over the API appears live; the operator acknowledges and c
   await expect(page.locator("[data-alarm]")).toHaveCount(1);
   await expect(row.getByTestId("alarm-state")).toHaveText("Cleared");
   await expect(page).toHaveURL(/status=cleared/);
+});
+
+/** The status (and problem code) a WebSocket handshake to the alarm feed gets. */
+function handshake(server: Server, headers: Record<string, string>): Promise<{ status: number; code?: string }> {
+  return new Promise((ok, fail) => {
+    const req = request(`${server.base}/api/v1/alarms/ws`, {
+      headers: {
+        Connection: "Upgrade",
+        Upgrade: "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        ...headers,
+      },
+      timeout: 10_000,
+    });
+    req.on("upgrade", (res, socket) => {
+      socket.destroy();
+      ok({ status: res.statusCode ?? 0 });
+    });
+    req.on("response", (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => ok({ status: res.statusCode ?? 0, code: JSON.parse(body || "{}").code }));
+    });
+    req.on("error", fail);
+    req.end();
+  });
+}
+
+test("the alarm socket takes a session cookie only from the console's own origin", async ({ page, server }) => {
+  const op = await user(server, "operator");
+  await signIn(page, server, op);
+  const cookie = (await page.context().cookies()).find((c) => c.name === "wulian_session")!;
+  const jar = `wulian_session=${cookie.value}`;
+  expect(await handshake(server, { Cookie: jar, Origin: server.base })).toEqual({ status: 101 });
+  // Another port of the same host: the same site, so the browser sends the cookie along.
+  expect(await handshake(server, { Cookie: jar, Origin: "http://127.0.0.1:1" })).toEqual({
+    status: 403,
+    code: "origin_mismatch",
+  });
+  expect(await handshake(server, { Cookie: jar })).toEqual({ status: 403, code: "origin_mismatch" });
+  // API keys are not sent by browsers on their own; they need no Origin.
+  expect(await handshake(server, { Authorization: `Bearer ${server.key}` })).toEqual({ status: 101 });
+
+  // And in the browser: a page of another origin on this host cannot open the operator's feed.
+  const other = createServer((_, res) => {
+    res.setHeader("Content-Type", "text/html");
+    res.end("<!doctype html><title>elsewhere</title>");
+  });
+  await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
+  try {
+    await page.goto(`http://127.0.0.1:${(other.address() as AddressInfo).port}/`);
+    const outcome = await page.evaluate(
+      (url) =>
+        new Promise((ok) => {
+          const ws = new WebSocket(url);
+          ws.onopen = () => ok("open");
+          ws.onerror = () => ok("refused");
+        }),
+      server.base.replace(/^http/, "ws") + "/api/v1/alarms/ws",
+    );
+    expect(outcome).toBe("refused");
+  } finally {
+    other.close();
+  }
 });
 
 test("the alarm list pages through more than a page, newest first", async ({ page, server }) => {

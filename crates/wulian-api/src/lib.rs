@@ -25,7 +25,7 @@ pub use error::ApiError;
 pub use state::AppState;
 
 use routes::{
-    alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
+    alarms, certificates, commands, devices, export, fleet, lineprotocol, live, ota, profiles,
     provisioning, rules, session, system, telemetry, tenants, twins, users, zones,
 };
 
@@ -101,6 +101,7 @@ pub fn router_with(state: AppState, limits: &HttpLimits, extra: Router) -> Route
                 .delete(devices::delete_device),
         )
         .route("/devices/import", post(devices::import_devices))
+        .route("/live", get(live::live_websocket))
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/devices/{id}/status", get(twins::device_status))
         .route("/devices/{id}/twin", get(twins::get_twin))

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::session::SessionCookieScheme;
 use crate::routes::{
-    alarms, certificates, commands, devices, export, fleet, lineprotocol, ota, profiles,
+    alarms, certificates, commands, devices, export, fleet, lineprotocol, live, ota, profiles,
     provisioning, rules, session, system, telemetry, tenants, twins, users, zones,
 };
 
@@ -31,6 +31,7 @@ use crate::routes::{
         session::login, session::current, session::logout, session::change_password,
         devices::create_device, devices::list_devices, devices::get_device, devices::update_device,
         devices::delete_device, devices::rotate_token, devices::import_devices, twins::device_status,
+        live::live_websocket,
         twins::get_twin, twins::patch_desired, twins::patch_reported,
         profiles::create_profile, profiles::list_profiles, profiles::get_profile,
         profiles::replace_profile, profiles::delete_profile, profiles::import_profile,

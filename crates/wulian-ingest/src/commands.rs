@@ -15,7 +15,7 @@
 mod poll;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use wulian_common::topics;
 use wulian_mqtt::{Properties, QoS};
 use wulian_registry::{Command, CommandStatus, Registry};
 
+use crate::live::LiveEvents;
 use poll::PollQueues;
 pub use poll::{MAX_QUEUED_PER_DEVICE, POLLER_TTL_MS};
 
@@ -91,6 +92,7 @@ pub struct CommandService {
     waiters: Mutex<HashMap<String, Waiter>>,
     // Commands waiting for polling devices; short critical sections only, like `waiters`.
     poll: Mutex<PollQueues>,
+    live: OnceLock<Arc<LiveEvents>>,
 }
 
 impl CommandService {
@@ -100,7 +102,20 @@ impl CommandService {
             broker,
             waiters: Mutex::new(HashMap::new()),
             poll: Mutex::new(PollQueues::default()),
+            live: OnceLock::new(),
         })
+    }
+
+    /// Connects the live event hub (the pipeline does, when the service is attached to it).
+    pub fn attach_live(&self, live: Arc<LiveEvents>) {
+        // A second pipeline (tests) keeps the first hub.
+        let _first = self.live.set(live);
+    }
+
+    fn announce(&self, command: &Command) {
+        if let Some(live) = self.live.get() {
+            live.command(command);
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -190,6 +205,7 @@ impl CommandService {
             CommandStatus::Undelivered
         };
         let command = if status == CommandStatus::Pending {
+            self.announce(&command);
             command
         } else {
             self.finish_record(&command, status, None).await?
@@ -334,10 +350,12 @@ impl CommandService {
         response: Option<Json>,
     ) -> Result<Command, wulian_registry::Error> {
         let (tenant, id) = (command.tenant.clone(), command.id.clone());
-        run_blocking(&self.registry, move |r| {
+        let done = run_blocking(&self.registry, move |r| {
             r.update_command(&tenant, &id, status, response.as_ref(), now_ms())
         })
-        .await
+        .await?;
+        self.announce(&done);
+        Ok(done)
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod alarms;
 pub mod auth;
 pub mod commands;
+pub mod live;
 pub mod models;
 pub mod observer;
 pub mod ota;
@@ -20,6 +21,7 @@ pub mod zones;
 pub use alarms::{AlarmEvent, AlarmService};
 pub use auth::DeviceAuthenticator;
 pub use commands::{CommandError, CommandRequest, CommandService, SentCommand};
+pub use live::{LiveError, LiveEvent, LiveEvents, LiveRecv, LiveSubscription};
 pub use models::ModelCache;
 pub use observer::DeviceObserver;
 pub use ota::{OtaError, OtaService};

@@ -15,6 +15,7 @@ use wulian_registry::thing_model::Violation;
 
 use crate::alarms::AlarmService;
 use crate::commands::CommandService;
+use crate::live::LiveEvents;
 use crate::models::{ModelCache, ModelVerdict};
 use crate::observer::DeviceObserver;
 use crate::ota::OtaService;
@@ -117,6 +118,9 @@ pub struct Pipeline {
     commands: OnceLock<Arc<CommandService>>,
     lifecycle: OnceLock<Lifecycle>,
     observer: OnceLock<Arc<dyn DeviceObserver>>,
+    // Live API streams; the pipeline hands it to the services it is attached to, so every
+    // transport and service feeds the same hub without wiring of its own.
+    live: Arc<LiveEvents>,
     pub metrics: IngestMetrics,
 }
 
@@ -149,12 +153,19 @@ impl Pipeline {
             commands: OnceLock::new(),
             lifecycle: OnceLock::new(),
             observer: OnceLock::new(),
+            live: LiveEvents::new(),
             metrics: IngestMetrics::default(),
         })
     }
 
+    /// The hub of live device events (telemetry, status, twins, commands) for API streams.
+    pub fn live(&self) -> &Arc<LiveEvents> {
+        &self.live
+    }
+
     /// Connects the command service that device answers are handed to. A second call is ignored.
     pub fn attach_commands(&self, commands: Arc<CommandService>) {
+        commands.attach_live(Arc::clone(&self.live));
         if self.commands.set(commands).is_err() {
             tracing::warn!("Command service attached twice; keeping the first.");
         }
@@ -162,6 +173,8 @@ impl Pipeline {
 
     /// Connects thing models, twins and presence. A second call is ignored.
     pub fn attach_lifecycle(&self, lifecycle: Lifecycle) {
+        lifecycle.twins.attach_live(Arc::clone(&self.live));
+        lifecycle.presence.attach_live(Arc::clone(&self.live));
         if self.lifecycle.set(lifecycle).is_err() {
             tracing::warn!("Lifecycle services attached twice; keeping the first.");
         }
@@ -244,12 +257,16 @@ impl Pipeline {
         let count = entries.len();
         let for_rules = self.rule_messages(tenant, device, &entries);
         let observed = self.observed(tenant, device).then(|| entries.clone());
+        let live = self.live.telemetry_events(tenant, device, &entries);
         self.tsdb
             .write(entries)
             .await
             .map_err(IngestError::from_store)?;
         self.run_rules(for_rules);
         self.observe_stored(tenant, device, observed.as_deref());
+        if let Some(events) = live {
+            self.live.publish(tenant, events);
+        }
         Ok(count)
     }
 
@@ -281,9 +298,13 @@ impl Pipeline {
         if !all.is_empty() {
             let for_rules = self.rule_messages(tenant, device, &all);
             let observed = self.observed(tenant, device).then(|| all.clone());
+            let live = self.live.telemetry_events(tenant, device, &all);
             if self.tsdb.write(all).await.is_ok() {
                 self.run_rules(for_rules);
                 self.observe_stored(tenant, device, observed.as_deref());
+                if let Some(events) = live {
+                    self.live.publish(tenant, events);
+                }
             } else {
                 // Nothing of a refused write is stored: retry one by one for each its own answer.
                 for &i in &written {

@@ -8,8 +8,8 @@
 //! every device's state at once and every change after.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use wulian_common::time::now_ms;
 use wulian_registry::{PresenceRecord, Registry};
 
 use crate::alarms::AlarmService;
+use crate::live::LiveEvents;
 use crate::models::ModelCache;
 
 /// The alarm type raised when a device goes silent past its profile's inactivity timeout.
@@ -127,6 +128,7 @@ pub struct PresenceTracker {
     models: Arc<ModelCache>,
     alarms: Arc<AlarmService>,
     devices: Mutex<Table>,
+    live: OnceLock<Arc<LiveEvents>>,
     pub metrics: PresenceMetrics,
 }
 
@@ -164,8 +166,15 @@ impl PresenceTracker {
             models,
             alarms,
             devices: Mutex::new(devices),
+            live: OnceLock::new(),
             metrics: PresenceMetrics::default(),
         }))
+    }
+
+    /// Connects the live event hub (the pipeline does, when the tracker is attached to it).
+    pub fn attach_live(&self, live: Arc<LiveEvents>) {
+        // A second pipeline (tests) keeps the first hub.
+        let _first = self.live.set(live);
     }
 
     pub fn get(&self, tenant: &str, device: &str) -> DevicePresence {
@@ -189,7 +198,7 @@ impl PresenceTracker {
             std::mem::replace(&mut p.inactive, false)
         };
         if became_active {
-            self.announce(tenant, device);
+            self.announce(tenant, device, "active");
             self.clear_inactive_alarm(tenant, device);
         }
     }
@@ -238,7 +247,7 @@ impl PresenceTracker {
                 "keep_alive_s": info.keep_alive,
             }));
         }
-        self.announce(&identity.tenant, device_id);
+        self.announce(&identity.tenant, device_id, "connected");
         if was_inactive {
             self.clear_inactive_alarm(&identity.tenant, device_id);
         }
@@ -257,7 +266,7 @@ impl PresenceTracker {
             slot.p.disconnected_at = Some(now_ms());
             slot.p.disconnect_reason = Some(reason.to_string());
         }
-        self.announce(&identity.tenant, device_id);
+        self.announce(&identity.tenant, device_id, "disconnected");
     }
 
     /// Forgets a deleted device, and clears its retained presence message.
@@ -275,9 +284,13 @@ impl PresenceTracker {
         );
     }
 
-    /// Publishes the device's state, retained, on `devices/{id}/presence`.
-    fn announce(&self, tenant: &str, device: &str) {
+    /// Publishes the device's state, retained, on `devices/{id}/presence`, and to live streams
+    /// (`change`: connected, disconnected, inactive, active).
+    fn announce(&self, tenant: &str, device: &str, change: &'static str) {
         let p = self.get(tenant, device);
+        if let Some(live) = self.live.get() {
+            live.status(tenant, device, change, &p);
+        }
         let body = json!({
             "online": p.online,
             "inactive": p.inactive,
@@ -386,7 +399,7 @@ impl PresenceTracker {
                 changed += 1;
                 self.metrics.became_inactive.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant, device, timeout_s, "Device inactive.");
-                self.announce(&tenant, &device);
+                self.announce(&tenant, &device, "inactive");
                 let details = json!({"last_seen_at": last_seen, "inactivity_timeout_s": timeout_s});
                 if let Err(error) = self
                     .alarms

@@ -7,8 +7,8 @@
 //! - After every change, `devices/{id}/twin/updated` carries the whole twin to applications.
 //! - A device publishing to `devices/{id}/twin/get` gets the whole twin on `devices/{id}/twin`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -17,6 +17,8 @@ use wulian_common::blocking::run_blocking;
 use wulian_common::topics;
 use wulian_mqtt::ReasonCode;
 use wulian_registry::{Registry, Twin, TwinSection, TwinUpdate};
+
+use crate::live::LiveEvents;
 
 #[derive(Debug, Default)]
 pub struct TwinMetrics {
@@ -27,6 +29,7 @@ pub struct TwinMetrics {
 pub struct TwinService {
     registry: Arc<Registry>,
     broker: Broker,
+    live: OnceLock<Arc<LiveEvents>>,
     pub metrics: TwinMetrics,
 }
 
@@ -35,8 +38,15 @@ impl TwinService {
         Arc::new(TwinService {
             registry,
             broker,
+            live: OnceLock::new(),
             metrics: TwinMetrics::default(),
         })
+    }
+
+    /// Connects the live event hub (the pipeline does, when the service is attached to it).
+    pub fn attach_live(&self, live: Arc<LiveEvents>) {
+        // A second pipeline (tests) keeps the first hub.
+        let _first = self.live.set(live);
     }
 
     pub async fn get(&self, tenant: &str, device: &str) -> wulian_registry::Result<Twin> {
@@ -73,6 +83,9 @@ impl TwinService {
 
     fn notify(&self, tenant: &str, section: TwinSection, update: &TwinUpdate) {
         let twin = &update.twin;
+        if let Some(live) = self.live.get() {
+            live.twin(tenant, section, twin);
+        }
         if update.delta_changed {
             let delta = json!({"version": twin.version, "delta": twin.delta});
             self.publish(

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod export;
 pub mod fleet;
 pub mod lineprotocol;
+pub mod live;
 pub mod ota;
 pub mod profiles;
 pub mod provisioning;

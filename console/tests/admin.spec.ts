@@ -202,6 +202,12 @@ test("the alarm list pages through more than a page, newest first", async ({ pag
   await expect(rows).toHaveCount(10);
   await expect(rows.last()).toContainText(devices.devices[0].id);
   await expect(page.getByTestId("alarm-next")).toBeDisabled();
+  // Every state, from a bookmarked address.
+  await page.getByTestId("alarm-status").selectOption("");
+  await expect(page).toHaveURL(/status=all/);
+  await page.reload();
+  await expect(rows).toHaveCount(50);
+  await expect(page.getByTestId("alarm-status")).toHaveValue("");
   // A severity the API cannot filter on is filtered here, without losing the paging.
   await page.goto(`${server.base}/console/alarms?status=open&type=${type}&severity=critical`);
   await expect(page.getByText("No alarm matches.")).toBeVisible();
@@ -242,6 +248,7 @@ test("an operator writes a rule, sees where it is wrong, dry-runs and disables i
   expect(stored.body.enabled).toBe(true);
 
   // Two messages in order: the first matches and raises, the second clears.
+  await page.getByTestId("dry-run").locator("input[name=device]").fill("bike-0001");
   await page.getByTestId("dry-run-payload").fill('[{"temp": 55}, {"temp": 20}]');
   await page.getByTestId("dry-run-submit").click();
   const results = page.getByTestId("dry-run-results").locator(":scope > li");
@@ -254,6 +261,10 @@ test("an operator writes a rule, sees where it is wrong, dry-runs and disables i
   await expect(results.nth(1).getByTestId("dry-run-actions")).toContainText("clear alarm");
   await page.evaluate(() => scrollTo(0, 0));
   await page.screenshot({ path: join(IMAGES, "console-rules.png"), fullPage: true });
+
+  // The saved rule over the last hour of bike-0001's stored telemetry (the simulator's).
+  await page.getByRole("button", { name: "Replay the last hour" }).click();
+  await expect(page.getByTestId("replay-summary")).toContainText(/[1-9]\d* messages from stored telemetry/);
 
   // An edit not saved yet is what the dry run tries.
   await page.getByTestId("rule-sql").fill("SELECT device_id, temp\nFROM 'devices/+/telemetry'\nWHERE temp > 60");

@@ -128,7 +128,8 @@ type Live = "connecting" | "live" | "polling" | "offline";
 export function AlarmList() {
   const params = new URLSearchParams(location.search);
   const [filters, setFilters] = useState<Filters>({
-    status: params.get("status") ?? "open",
+    // "all" in the address is no status filter (the API's default).
+    status: params.get("status") === "all" ? "" : (params.get("status") ?? "open"),
     severity: params.get("severity") ?? "",
     device: params.get("device") ?? "",
     type: params.get("type") ?? "",

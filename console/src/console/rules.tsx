@@ -451,13 +451,20 @@ function DryRun(props: {
   onFault: (e: unknown) => void;
   clearFault: () => void;
 }) {
-  const [device, setDevice] = useState("bike-0001");
+  const [device, setDevice] = useState("");
   const [topic, setTopic] = useState("");
   const [payload, setPayload] = useState('{"temp": 55}');
   const [results, setResults] = useState<DryRunResult[] | null>(null);
   const [replayed, setReplayed] = useState<ReplayResult | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+
+  // Some device of the tenant to start from.
+  useEffect(() => {
+    api<{ devices: { id: string }[] }>("/api/v1/devices?limit=1")
+      .then((p) => setDevice((d) => d || p.devices[0]?.id || ""))
+      .catch(() => undefined);
+  }, []);
 
   const run = async (f: () => Promise<void>) => {
     setBusy(true);

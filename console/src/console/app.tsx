@@ -1,16 +1,14 @@
 // The operator console: sign-in, then devices and the bike-share map.
+import type { VNode } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { LangSwitch, t, useLang } from "../common/i18n";
 import { Link, useRoute } from "../common/router";
-import { AlarmList } from "./alarms";
 import { BikeShare, bikeShareIsMap } from "./bikeshare";
 import { currentAuth, restore, signOut, subscribeLogout, type Auth } from "./auth";
 import { DevicePage } from "./device";
 import { DeviceList } from "./devices";
 import { FleetMap } from "./fleetmap";
 import { Login } from "./login";
-import { RuleEditor, RuleList } from "./rules";
-import { AccountPage, canAdmin, UsersPage } from "./users";
 
 export const BASE = "/console/";
 
@@ -35,11 +33,14 @@ export function App() {
   if (section === "map") page = <FleetMap />;
   else if (section === "bikeshare") page = <BikeShare route={route.slice(1)} />;
   else if (section === "devices" && id) page = <DevicePage id={id} key={id} />;
-  else if (section === "alarms") page = <AlarmList />;
-  else if (section === "rules" && id) page = <RuleEditor id={id === "new" ? null : id} key={id} />;
-  else if (section === "rules") page = <RuleList />;
-  else if (section === "users") page = <UsersPage />;
-  else if (section === "account") page = <AccountPage />;
+  else if (section === "alarms") page = <Lazy key="alarms" load={() => import("./alarms")} show={(m) => <m.AlarmList />} />;
+  else if (section === "rules" && id)
+    page = (
+      <Lazy key={`rules/${id}`} load={() => import("./rules")} show={(m) => <m.RuleEditor id={id === "new" ? null : id} />} />
+    );
+  else if (section === "rules") page = <Lazy key="rules" load={() => import("./rules")} show={(m) => <m.RuleList />} />;
+  else if (section === "users") page = <Lazy key="users" load={() => import("./users")} show={(m) => <m.UsersPage />} />;
+  else if (section === "account") page = <Lazy key="account" load={() => import("./users")} show={(m) => <m.AccountPage />} />;
   else page = <DeviceList />;
 
   return (
@@ -62,7 +63,8 @@ export function App() {
           <Link href={`${BASE}rules`} class={section === "rules" ? "active" : ""} data-testid="nav-rules">
             {t("nav.rules")}
           </Link>
-          {canAdmin(auth) && (
+          {/* API keys too: the console cannot tell an admin key; the page shows the API's 403. */}
+          {(auth.kind === "key" || auth.role === "admin") && (
             <Link href={`${BASE}users`} class={section === "users" ? "active" : ""} data-testid="nav-users">
               {t("nav.users")}
             </Link>
@@ -88,4 +90,22 @@ export function App() {
       </main>
     </div>
   );
+}
+
+/** A screen whose code is fetched when it is first opened, so the first load stays small. */
+function Lazy<M>(props: { load: () => Promise<M>; show: (m: M) => VNode }) {
+  const [mod, setMod] = useState<{ m: M } | null>(null);
+  const [failed, setFailed] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    props.load().then(
+      (m) => live && setMod({ m }),
+      (e) => live && setFailed(String(e)),
+    );
+    return () => {
+      live = false;
+    };
+  }, []);
+  if (failed) return <p class="error">{t("common.error", { detail: failed })}</p>;
+  return mod ? props.show(mod.m) : <p class="muted">{t("common.loading")}</p>;
 }

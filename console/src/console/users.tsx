@@ -16,12 +16,6 @@ export function canWrite(auth: Auth | null): boolean {
   return auth.kind === "key" || auth.role === "admin" || auth.role === "operator";
 }
 
-/** Whether the caller may manage users (the same caveat for API keys). */
-export function canAdmin(auth: Auth | null): boolean {
-  if (!auth) return false;
-  return auth.kind === "key" || auth.role === "admin";
-}
-
 export function roleName(role: string): string {
   return (ROLES as readonly string[]).includes(role) ? t(`users.role.${role}` as MsgKey) : role;
 }

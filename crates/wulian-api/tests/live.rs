@@ -348,6 +348,28 @@ async fn tenants_never_see_each_other_and_bad_credentials_never_upgrade() {
         (401, "invalid_credentials".to_string())
     );
     assert_eq!(refused(live.open("", &[]).await).await.0, 401);
+    // A browser signed in with an API key offers it as a subprotocol; the server picks
+    // `wulian.live` (a browser fails a connection whose server picks none).
+    let offered = format!("wulian.live, wulian.bearer.{admin}");
+    let mut ws = live
+        .open("?devices=d1", &[("sec-websocket-protocol", &offered)])
+        .await
+        .expect("the key as a subprotocol");
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "subscribed");
+    assert_eq!(
+        refused(
+            live.open(
+                "",
+                &[(
+                    "sec-websocket-protocol",
+                    "wulian.live, wulian.bearer.wlk_wrong"
+                )]
+            )
+            .await
+        )
+        .await,
+        (401, "invalid_credentials".to_string())
+    );
     assert_eq!(
         refused(
             live.open(

@@ -78,10 +78,18 @@ enum ClientMessage {
         (status = 503, body = Problem, description = "`too_many_streams`")))]
 pub async fn live_websocket(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     ApiQuery(q): ApiQuery<LiveQuery>,
     mut request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
+    let offered = offered_protocols(request.headers());
+    let (caller, credential) = match caller {
+        Ok(caller) => (caller, Credential::of(request.headers())?),
+        Err(error) if error.code == "missing_credentials" => {
+            protocol_caller(&state.registry, &offered, error).await?
+        }
+        Err(error) => return Err(error),
+    };
     if caller.session.is_some() {
         same_origin(request.headers(), request.uri())?;
     }
@@ -90,7 +98,6 @@ pub async fn live_websocket(
     let devices = parse_devices(q.devices.as_deref().unwrap_or("").split(','))?;
     let tenant = caller.tenant().to_string();
     check_devices(&state.registry, &tenant, &devices).await?;
-    let credential = Credential::of(request.headers())?;
     let subscription = subscribe(state.pipeline.live(), &tenant, devices, all_status)?;
 
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
@@ -122,13 +129,60 @@ pub async fn live_websocket(
         };
         stream.run(ws).await;
     });
-    axum::http::Response::builder()
+    let mut response = axum::http::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("upgrade", "websocket")
         .header("connection", "Upgrade")
-        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-accept", accept);
+    // A browser fails the connection unless the server picks one of the protocols it offered.
+    if offered.iter().any(|p| p == PROTOCOL) {
+        response = response.header("sec-websocket-protocol", PROTOCOL);
+    }
+    response
         .body(axum::body::Body::empty())
         .map_err(|e| ApiError::internal("Building the upgrade response failed.", &e))
+}
+
+/// The subprotocol a browser offers (and the server picks) when it also offers its API key.
+const PROTOCOL: &str = "wulian.live";
+/// Prefix of the offered subprotocol that carries an API key: browsers cannot set
+/// `Authorization` on a WebSocket, but can offer subprotocols (`new WebSocket(url,
+/// ["wulian.live", "wulian.bearer." + key])`). Other sites cannot use it without the key, so it
+/// needs no Origin check.
+const BEARER_PROTOCOL_PREFIX: &str = "wulian.bearer.";
+
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The caller named by an API key offered as a subprotocol; `missing` when none is offered.
+async fn protocol_caller(
+    registry: &std::sync::Arc<Registry>,
+    offered: &[String],
+    missing: ApiError,
+) -> ApiResult<(Caller, Credential)> {
+    let Some(secret) = offered
+        .iter()
+        .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
+        .map(str::to_string)
+    else {
+        return Err(missing);
+    };
+    let lookup = secret.clone();
+    let key = run_blocking(registry, move |r| r.authenticate_api_key(&lookup))
+        .await
+        .map_err(|e| ApiError::internal("API key lookup failed.", &e))?
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid_credentials", "unknown or revoked API key")
+        })?;
+    Ok((Caller::from_api_key(key), Credential::ApiKey(secret)))
 }
 
 /// The handshake's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade (RFC 6455).

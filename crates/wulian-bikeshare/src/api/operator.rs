@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use utoipa::{IntoParams, ToSchema};
 use wulian_api::error::Problem;
 use wulian_api::extract::{ApiJson, ApiQuery, Caller};
@@ -23,7 +24,7 @@ use crate::riders::Rider;
 use crate::system::{self, Settings};
 use crate::trips::{self, Trip};
 use crate::vehicle_events::{self, VehicleEvent};
-use crate::{ops, wallet, workorders};
+use crate::{cells, ops, wallet, workorders};
 
 pub(super) fn routes() -> Router<BikeApi> {
     Router::new()
@@ -332,7 +333,8 @@ pub(super) struct Point {
     security(("api_key" = [])),
     responses((status = 200, body = Object, description = "Where the point stands with respect \
             to the fences: `in_service_area`, `parking_zone`, `no_parking`, `no_riding`, \
-            `parkable`, and `nearest_parking` (`zone`, `distance_m`) within 2 km or null"),
+            `parkable`, `nearest_parking` (`zone`, `distance_m`) within 2 km or null, and \
+            `cell`, the H3 cell (resolution 9) that demand and rebalancing count it in"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A missing or malformed parameter (`invalid_query`)"),
         (status = 404, body = Problem, content_type = "application/problem+json",
@@ -345,9 +347,12 @@ pub(super) async fn locate(
     State(s): State<BikeApi>,
     ApiQuery(p): ApiQuery<Point>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        s.bikes.placement(caller.tenant(), p.lat, p.lon).api()?,
-    ))
+    let mut placement = s.bikes.placement(caller.tenant(), p.lat, p.lon).api()?;
+    if let Value::Object(m) = &mut placement {
+        let cell = cells::cell(p.lat, p.lon, cells::DEFAULT_RESOLUTION).ok();
+        m.insert("cell".into(), cell.into());
+    }
+    Ok(Json(placement))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -424,6 +429,72 @@ pub(super) struct Page {
     limit: Option<u32>,
     /// Rider id to start after (paging, ids ascending).
     after: Option<String>,
+    /// Riders whose id is this, whose phone ends with these digits (4 or more), or whose
+    /// display or legal name contains it (2 to 64 characters).
+    search: Option<String>,
+}
+
+/// The rider as the caller may see them: a city regulator not at all (the city's data are the
+/// MDS feeds, without rider identities), a read-only caller without the real-name fields and
+/// with the phone masked; operators and admins in full, for support.
+fn rider_view(caller: &Caller, mut rider: Rider) -> ApiResult<Rider> {
+    refuse_regulator(caller)?;
+    if !caller.key.scope.can_write() {
+        rider.phone = rider.masked_phone();
+        rider.real_name = None;
+        rider.id_number_last4 = None;
+        rider.birth_date = None;
+    }
+    Ok(rider)
+}
+
+fn refuse_regulator(caller: &Caller) -> ApiResult<()> {
+    if caller.is_city_regulator() {
+        return Err(super::api_error(Error::forbidden(
+            "forbidden",
+            "riders' personal data is not shared with the city",
+        )));
+    }
+    Ok(())
+}
+
+/// The tenant's riders matching `search` (see [`Page::search`]), by id.
+fn search_riders(
+    c: &rusqlite::Connection,
+    tenant: &str,
+    search: &str,
+    limit: u32,
+    after: Option<&str>,
+) -> crate::Result<Vec<String>> {
+    let search = search.trim();
+    if !(2..=64).contains(&search.chars().count()) {
+        return Err(Error::invalid(
+            "invalid_search",
+            "search: 2 to 64 characters",
+        ));
+    }
+    let digits = search.len() >= 4 && search.bytes().all(|b| b.is_ascii_digit());
+    let like = format!(
+        "%{}%",
+        search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let mut stmt = c.prepare(
+        "SELECT r.id FROM rider_tenants t JOIN riders r ON r.id = t.rider
+         WHERE t.tenant = ?1 AND (?2 IS NULL OR r.id > ?2)
+           AND (r.id = ?3 OR (?4 AND r.phone LIKE '%' || ?3)
+                OR r.display_name LIKE ?5 ESCAPE '\\' OR r.real_name LIKE ?5 ESCAPE '\\')
+         ORDER BY r.id LIMIT ?6",
+    )?;
+    let ids = stmt
+        .query_map(
+            rusqlite::params![tenant, after, search, digits, like, limit.clamp(1, 1000)],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -441,21 +512,33 @@ pub(super) struct RiderList {
 #[utoipa::path(get, path = "/api/v1/bikeshare/riders", tag = "bikeshare", params(Page),
     security(("api_key" = [])),
     responses((status = 200, body = RiderList, description = "The tenant's riders by id, with \
-            their balance"),
+            their balance; read-only callers see no real-name fields and a masked phone"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A malformed parameter (`invalid_query`)"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "A city regulator (`forbidden`): riders are not the city's data"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "A search shorter than 2 or longer than 64 characters \
+                (`invalid_search`)"),
         ApiKeyErrors))]
 pub(super) async fn list_riders(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(p): ApiQuery<Page>,
 ) -> ApiResult<Json<RiderList>> {
+    refuse_regulator(&caller)?;
     let t = caller.tenant().to_string();
     let riders = s
         .bikes
         .db
         .run(move |c| {
-            let ids = wallet::tenant_riders(c, &t, p.limit.unwrap_or(100), p.after.as_deref())?;
+            let limit = p.limit.unwrap_or(100);
+            let ids = match p.search.as_deref() {
+                Some(q) if !q.trim().is_empty() => {
+                    search_riders(c, &t, q, limit, p.after.as_deref())?
+                }
+                _ => wallet::tenant_riders(c, &t, limit, p.after.as_deref())?,
+            };
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(rider) = crate::riders::get(c, &id)? {
@@ -467,6 +550,15 @@ pub(super) async fn list_riders(
         })
         .await
         .api()?;
+    let riders = riders
+        .into_iter()
+        .map(|r| {
+            Ok(RiderSummary {
+                rider: rider_view(&caller, r.rider)?,
+                balance: r.balance,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
     Ok(Json(RiderList { riders }))
 }
 
@@ -483,7 +575,9 @@ pub(super) struct RiderDetail {
 #[utoipa::path(get, path = "/api/v1/bikeshare/riders/{rider_id}", tag = "bikeshare",
     params(("rider_id" = String, Path)), security(("api_key" = [])),
     responses((status = 200, body = RiderDetail, description = "The rider with balance, \
-            statement and passes"),
+            statement and passes; read-only callers see no real-name fields and a masked phone"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "A city regulator (`forbidden`): riders are not the city's data"),
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "No such rider in the tenant (`rider_not_found`)"),
         ApiKeyErrors))]
@@ -492,6 +586,7 @@ pub(super) async fn get_rider(
     State(s): State<BikeApi>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RiderDetail>> {
+    refuse_regulator(&caller)?;
     let t = caller.tenant().to_string();
     let out = s
         .bikes
@@ -509,6 +604,10 @@ pub(super) async fn get_rider(
         })
         .await
         .api()?;
+    let out = RiderDetail {
+        rider: rider_view(&caller, out.rider)?,
+        ..out
+    };
     Ok(Json(out))
 }
 
@@ -690,6 +789,9 @@ pub(super) struct OrderQuery {
     /// `open`, `in_progress`, `done` or `cancelled`.
     state: Option<String>,
     bike: Option<String>,
+    /// `rebalance`, `repair`, `battery` or `inspect`; looks among the newest 1,000 orders
+    /// that match the other filters.
+    kind: Option<String>,
     /// At most this many (default 100).
     limit: Option<u32>,
 }
@@ -704,24 +806,36 @@ pub(super) struct WorkOrderList {
     responses((status = 200, body = WorkOrderList, description = "Newest first"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A malformed parameter (`invalid_query`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An unknown `kind` (`invalid_kind`)"),
         ApiKeyErrors))]
 pub(super) async fn list_work_orders(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<OrderQuery>,
 ) -> ApiResult<Json<WorkOrderList>> {
+    let kind = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some(k) => Some(workorders::Kind::parse(k).ok_or_else(|| {
+            super::api_error(Error::invalid(
+                "invalid_kind",
+                format!("unknown kind {k:?}; one of rebalance, repair, battery, inspect"),
+            ))
+        })?),
+    };
     let t = caller.tenant().to_string();
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
     let orders = s
         .bikes
         .db
         .run(move |c| {
-            workorders::list(
-                c,
-                &t,
-                q.state.as_deref(),
-                q.bike.as_deref(),
-                q.limit.unwrap_or(100),
-            )
+            let fetch = if kind.is_some() { 1000 } else { limit as u32 };
+            let mut orders = workorders::list(c, &t, q.state.as_deref(), q.bike.as_deref(), fetch)?;
+            if let Some(kind) = kind {
+                orders.retain(|o| o.kind == kind);
+                orders.truncate(limit);
+            }
+            Ok(orders)
         })
         .await
         .api()?;
@@ -901,14 +1015,32 @@ pub(super) async fn demand(
 pub(super) struct RebalanceQuery {
     /// At most this many moves, 1 to 1,000 (default 50).
     max_moves: Option<usize>,
+    /// The local hour of day (0 to 23) to plan for, e.g. tomorrow's morning peak; default the
+    /// coming hour.
+    hour: Option<u8>,
+}
+
+/// The suggestion with what a map and a dispatcher need next to it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RebalancingView {
+    #[serde(flatten)]
+    pub rebalancing: ops::Rebalancing,
+    /// The centre (`[lat, lon]`) of every cell a move names, to draw the moves on a map.
+    pub cell_centers: BTreeMap<String, [f64; 2]>,
+    /// Per donor cell, available bikes in it without an open rebalance order, as many as the
+    /// moves from it take: the bikes to name in rebalance work orders.
+    pub candidates: BTreeMap<String, Vec<String>>,
 }
 
 #[utoipa::path(get, path = "/api/v1/bikeshare/rebalancing", tag = "bikeshare",
     params(RebalanceQuery), security(("api_key" = [])),
-    responses((status = 200, body = ops::Rebalancing, description = "Moves from surplus to \
-            deficit cells for the coming hour, nearest pairs first"),
+    responses((status = 200, body = RebalancingView, description = "Moves from surplus to \
+            deficit cells for the coming hour, nearest pairs first, with the cells' centres \
+            and candidate bikes per donor cell"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A malformed parameter (`invalid_query`)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "An hour past 23 (`invalid_hour`)"),
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "The bike share is not enabled for the tenant (`bikeshare_not_enabled`)"),
         ApiKeyErrors))]
@@ -916,13 +1048,111 @@ pub(super) async fn rebalancing(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<RebalanceQuery>,
-) -> ApiResult<Json<ops::Rebalancing>> {
-    Ok(Json(
-        s.bikes
-            .rebalancing(caller.tenant(), q.max_moves.unwrap_or(50))
+) -> ApiResult<Json<RebalancingView>> {
+    let tenant = caller.tenant().to_string();
+    let max_moves = q.max_moves.unwrap_or(50);
+    let rebalancing = match q.hour {
+        None => s.bikes.rebalancing(&tenant, max_moves).await.api()?,
+        Some(hour) if hour > 23 => {
+            return Err(super::api_error(Error::invalid(
+                "invalid_hour",
+                "hour: 0 to 23 (local time)",
+            )));
+        }
+        // The same suggestion as for the coming hour, from that hour's expected demand.
+        Some(hour) => {
+            let offset = wallet::utc_offset_minutes(&s.bikes.settings(&tenant).api()?.timezone);
+            let (sd, _) = s.bikes.demand(&tenant, 7).await.api()?;
+            let expected_demand = sd.expected_demand(hour, offset);
+            let supply = s.bikes.supply_now(&tenant).api()?;
+            let moves =
+                cells::suggest_rebalancing(&supply, &expected_demand, max_moves.clamp(1, 1000));
+            ops::Rebalancing {
+                hour_of_day: hour,
+                moves,
+                supply,
+                expected_demand,
+            }
+        }
+    };
+    let mut cell_centers = BTreeMap::new();
+    let mut wanted: HashMap<String, usize> = HashMap::new();
+    for m in &rebalancing.moves {
+        for c in [&m.from_cell, &m.to_cell] {
+            if let Ok((lat, lon)) = cells::cell_center(c) {
+                cell_centers.insert(c.clone(), [lat, lon]);
+            }
+        }
+        *wanted.entry(m.from_cell.clone()).or_default() += m.bikes as usize;
+    }
+    let candidates = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        // Bikes already sent elsewhere are not offered twice.
+        let t = tenant.clone();
+        let busy: HashSet<String> = s
+            .bikes
+            .db
+            .run(move |c| {
+                let mut busy = HashSet::new();
+                for state in ["open", "in_progress"] {
+                    for o in workorders::list(c, &t, Some(state), None, 1000)? {
+                        if o.kind == workorders::Kind::Rebalance {
+                            busy.insert(o.bike);
+                        }
+                    }
+                }
+                Ok(busy)
+            })
             .await
-            .api()?,
-    ))
+            .api()?;
+        let available = s
+            .bikes
+            .fleet(
+                &tenant,
+                &ops::FleetQuery {
+                    status: Some("available".into()),
+                    limit: Some(100_000),
+                    ..Default::default()
+                },
+            )
+            .api()?;
+        pick_candidates(
+            available.iter().filter_map(|b| {
+                let cell = cells::cell(b.snapshot.lat?, b.snapshot.lon?, cells::DEFAULT_RESOLUTION);
+                Some((b.id.as_str(), cell.ok()?))
+            }),
+            &wanted,
+            &busy,
+        )
+    };
+    Ok(Json(RebalancingView {
+        rebalancing,
+        cell_centers,
+        candidates,
+    }))
+}
+
+/// Up to `wanted[cell]` bikes of each wanted cell, in the order given, skipping `busy` ones.
+fn pick_candidates<'a>(
+    bikes: impl Iterator<Item = (&'a str, String)>,
+    wanted: &HashMap<String, usize>,
+    busy: &HashSet<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, cell) in bikes {
+        let Some(&n) = wanted.get(&cell) else {
+            continue;
+        };
+        if busy.contains(id) {
+            continue;
+        }
+        let list = out.entry(cell).or_default();
+        if list.len() < n {
+            list.push(id.to_string());
+        }
+    }
+    out
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1013,4 +1243,80 @@ pub(super) async fn revoke_city(
         .await
         .api()?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn riders_db() -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::riders::SCHEMA).unwrap();
+        c.execute_batch(wallet::SCHEMA).unwrap();
+        let rows = [
+            ("r-a", "+8613800138000", "Li", "李雷", "t1"),
+            ("r-b", "+8613900139001", "Wang_1", "王芳", "t1"),
+            ("r-c", "+8613700138000", "Li Ming", "李明", "t2"),
+        ];
+        for (id, phone, name, real, tenant) in rows {
+            c.execute(
+                "INSERT INTO riders (id, phone, display_name, real_name, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, 0)",
+                rusqlite::params![id, phone, name, real],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO rider_tenants (rider, tenant, created_at) VALUES (?1, ?2, 0)",
+                rusqlite::params![id, tenant],
+            )
+            .unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn rider_search_matches_id_phone_tail_and_names_within_the_tenant() {
+        let c = riders_db();
+        let find = |q: &str| search_riders(&c, "t1", q, 100, None).unwrap();
+        assert_eq!(find("r-b"), ["r-b"]);
+        // The phone's last digits, not digits in its middle.
+        assert_eq!(find("8000"), ["r-a"]);
+        assert!(find("1380").is_empty());
+        // Names, in either script; r-c has "Li" too but is another tenant's.
+        assert_eq!(find("Li"), ["r-a"]);
+        assert_eq!(find("王芳"), ["r-b"]);
+        // LIKE's wildcards are literal: "_1" matches only the name with an underscore.
+        assert_eq!(find("g_1"), ["r-b"]);
+        assert!(find("%%").is_empty());
+        // Paging continues after the given id.
+        assert!(
+            search_riders(&c, "t1", "Li", 100, Some("r-a"))
+                .unwrap()
+                .is_empty()
+        );
+        let err = search_riders(&c, "t1", "x", 100, None).unwrap_err();
+        assert!(err.to_string().contains("2 to 64"), "{err}");
+    }
+
+    #[test]
+    fn candidates_fill_each_donor_cell_up_to_its_moves_skipping_busy_bikes() {
+        let wanted = HashMap::from([("c1".to_string(), 2), ("c2".to_string(), 1)]);
+        let busy = HashSet::from(["b2".to_string()]);
+        let bikes = [
+            ("b1", "c1"),
+            ("b2", "c1"),
+            ("b3", "c9"),
+            ("b4", "c1"),
+            ("b5", "c1"),
+            ("b6", "c2"),
+        ];
+        let out = pick_candidates(
+            bikes.iter().map(|&(b, c)| (b, c.to_string())),
+            &wanted,
+            &busy,
+        );
+        assert_eq!(out["c1"], ["b1", "b4"]);
+        assert_eq!(out["c2"], ["b6"]);
+        assert_eq!(out.len(), 2);
+    }
 }

@@ -1,7 +1,9 @@
 // A telemetry chart that never loads more points than it has pixels: every window is asked
 // with `max_points` = the plot's width, so the server picks the bucket (hourly averages for
 // 30 days, whole seconds when zoomed far in). Dragging across the plot zooms by loading the
-// selected window again.
+// selected window again. Readings that arrive live (a `PointFeed`, fed by the device page's
+// WebSocket) are appended to the plot without loading anything; a window that ends at "now"
+// slides along with them.
 import type uPlot from "uplot";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { errorText, qs } from "../common/api";
@@ -21,6 +23,39 @@ const RANGES: [MsgKey, number][] = [
   ["device.range30d", 30 * 86_400_000],
 ];
 const MIN_WINDOW_MS = 10_000;
+/** A window that ended this close to now when loaded follows live readings. */
+const FOLLOW_MS = 60_000;
+/** Live points kept beyond what was loaded, so a page left open stays bounded. */
+const MAX_POINTS = 20_000;
+
+export interface LivePoint {
+  ts: number;
+  values: Record<string, unknown>;
+}
+
+/** Live readings of one device, for the chart to append. */
+export class PointFeed {
+  private listeners = new Set<(p: LivePoint) => void>();
+  push(p: LivePoint) {
+    this.listeners.forEach((f) => f(p));
+  }
+  listen(f: (p: LivePoint) => void): () => void {
+    this.listeners.add(f);
+    return () => this.listeners.delete(f);
+  }
+}
+
+/** Index where `x` goes in the sorted `xs`. */
+function insertAt(xs: number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 /** An axis tick in the current language: the date for wide windows, seconds for narrow ones. */
 function fmtTick(ms: number, spanMs: number): string {
@@ -38,18 +73,23 @@ function fmtTick(ms: number, spanMs: number): string {
   return d.toLocaleString(lang(), { ...opts, hour12: false });
 }
 
-export function TelemetryChart({ deviceId, keys }: { deviceId: string; keys: string[] }) {
+export function TelemetryChart({ deviceId, keys, feed }: { deviceId: string; keys: string[]; feed?: PointFeed }) {
   const [key, setKey] = useState(keys.includes("battery") ? "battery" : keys[0]);
   const [win, setWin] = useState(() => {
     const to = Date.now();
     return { from: to - 3_600_000, to };
   });
   const [info, setInfo] = useState("");
+  // Live readings appended since the window was loaded.
+  const [appended, setAppended] = useState(0);
   const [error, setError] = useState<string | null>(null);
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   // The window the plot shows; the x scale's range function reads it.
   const shown = useRef(win);
+  // The plotted points (seconds, values), and whether the window follows live readings.
+  const data = useRef<[number[], (number | null)[]]>([[], []]);
+  const follow = useRef(false);
 
   // Create the plot once (uPlot loads lazily), resize it with its box.
   useEffect(() => {
@@ -112,6 +152,7 @@ export function TelemetryChart({ deviceId, keys }: { deviceId: string; keys: str
   useEffect(() => {
     if (!plot.current || !box.current) return;
     const ctl = new AbortController();
+    const following = win.to >= Date.now() - FOLLOW_MS;
     const points = Math.max(50, Math.min(2000, Math.round(plot.current.width)));
     const path = `/api/v1/devices/${encodeURIComponent(deviceId)}/telemetry${qs({
       keys: key,
@@ -125,6 +166,9 @@ export function TelemetryChart({ deviceId, keys }: { deviceId: string; keys: str
         const xs = rows.map((r) => r.ts / 1000);
         const ys = rows.map((r) => (typeof r.value === "number" ? r.value : null));
         shown.current = win;
+        data.current = [xs, ys];
+        setAppended(0);
+        follow.current = following;
         plot.current?.setData([xs, ys]);
         box.current?.setAttribute("data-points", String(rows.length));
         setInfo(
@@ -141,6 +185,42 @@ export function TelemetryChart({ deviceId, keys }: { deviceId: string; keys: str
       });
     return () => ctl.abort();
   }, [deviceId, key, win, lang()]);
+
+  // Append live readings of the charted key.
+  useEffect(() => {
+    if (!feed) return;
+    return feed.listen((p) => {
+      const v = p.values[key];
+      if (typeof v !== "number" || !plot.current || !box.current) return;
+      const w = shown.current;
+      if (p.ts < w.from || (p.ts > w.to && !follow.current)) return;
+      if (p.ts > w.to) {
+        const span = w.to - w.from;
+        shown.current = { from: p.ts - span, to: p.ts };
+      }
+      const [xs, ys] = data.current;
+      const x = p.ts / 1000;
+      const i = insertAt(xs, x);
+      if (i > 0 && xs[i - 1] === x) ys[i - 1] = v;
+      else {
+        xs.splice(i, 0, x);
+        ys.splice(i, 0, v);
+      }
+      // Drop what slid out of the window, and never keep more than MAX_POINTS.
+      const from = shown.current.from / 1000;
+      let drop = 0;
+      while (drop < xs.length && xs[drop] < from) drop++;
+      drop = Math.max(drop, xs.length - MAX_POINTS);
+      if (drop > 0) {
+        xs.splice(0, drop);
+        ys.splice(0, drop);
+      }
+      plot.current.setData([xs, ys]);
+      box.current.setAttribute("data-points", String(xs.length));
+      box.current.setAttribute("data-live-points", String(Number(box.current.getAttribute("data-live-points") ?? 0) + 1));
+      setAppended((n) => n + 1);
+    });
+  }, [feed, key]);
 
   const zoomOut = () => {
     const mid = (win.from + win.to) / 2;
@@ -174,6 +254,7 @@ export function TelemetryChart({ deviceId, keys }: { deviceId: string; keys: str
         </div>
         <span class="muted" data-testid="chart-info">
           {info}
+          {appended > 0 && ` · ${t("live.appended", { points: fmtNumber(appended) })}`}
         </span>
       </div>
       <div ref={box} class="plot" data-testid="chart" />

@@ -1,9 +1,11 @@
-// The device list: search, filter by profile, page with the API's cursor.
+// The device list: search, filter by profile, page with the API's cursor. Connection dots
+// update live: the page watches every device's status changes over /api/v1/live.
 import { useEffect, useState } from "preact/hooks";
 import { errorText, qs } from "../common/api";
 import { t } from "../common/i18n";
+import { watchLive } from "../common/live";
 import { Link, navigate } from "../common/router";
-import { api } from "./auth";
+import { api, currentAuth } from "./auth";
 
 export interface Device {
   id: string;
@@ -32,6 +34,27 @@ export function DeviceList() {
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
   const [page, setPage] = useState<Page | null>(null);
   const [error, setError] = useState<string | null>(null);
+  // Connection changes heard since the page was loaded, by device id.
+  const [online, setOnline] = useState<Record<string, boolean>>({});
+  const [reload, setReload] = useState(0);
+
+  useEffect(
+    () =>
+      watchLive(
+        {
+          allStatus: true,
+          onResync: () => setReload((n) => n + 1),
+          onEvent: (e) => {
+            if (e.type === "status") setOnline((m) => ({ ...m, [e.device]: e.online }));
+          },
+        },
+        () => {
+          const a = currentAuth();
+          return a?.kind === "key" ? a.key : null;
+        },
+      ),
+    [],
+  );
 
   useEffect(() => {
     api<{ id: string }[] | { profiles: { id: string }[] }>("/api/v1/profiles")
@@ -55,13 +78,14 @@ export function DeviceList() {
     api<Page>(`/api/v1/devices${qs({ limit: PAGE, search: query, profile, cursor })}`, { signal: ctl.signal })
       .then((p) => {
         setPage(p);
+        setOnline({});
         setError(null);
       })
       .catch((e) => {
         if (e.name !== "AbortError") setError(errorText(e));
       });
     return () => ctl.abort();
-  }, [query, profile, cursors]);
+  }, [query, profile, cursors, reload]);
 
   return (
     <section>
@@ -109,8 +133,8 @@ export function DeviceList() {
               </td>
               <td>{d.name}</td>
               <td>{d.profile}</td>
-              <td>
-                <Presence device={d} />
+              <td data-testid={`presence-${d.id}`}>
+                <Presence device={{ ...d, connected: online[d.id] ?? d.connected }} />
               </td>
               <td class="labels">
                 {Object.entries(d.labels).map(([k, v]) => (

@@ -324,18 +324,22 @@ impl CommandService {
                 .map(|(id, _)| id.clone())
                 .collect::<Vec<_>>(),
         );
-        run_blocking(&self.registry, move |r| {
+        let sent = run_blocking(&self.registry, move |r| {
+            let mut sent = Vec::with_capacity(ids.len());
             for id in &ids {
                 match r.update_command(&tenant, id, CommandStatus::Sent, None, now_ms()) {
+                    Ok(command) => sent.push(command),
                     // Already answered or timed out meanwhile: that final status stands.
-                    Ok(_) | Err(wulian_registry::Error::Conflict(_)) => {}
+                    Err(wulian_registry::Error::Conflict(_)) => {}
                     Err(error) => {
                         tracing::error!(command_id = %id, error = %error, "Could not mark command sent.")
                     }
                 }
             }
+            sent
         })
         .await;
+        sent.iter().for_each(|command| self.announce(command));
         taken
             .fits
             .into_iter()

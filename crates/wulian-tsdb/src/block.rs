@@ -4,7 +4,8 @@
 //! ```text
 //! [header 36 B]  magic b"WLNBLK", version u16, generation u64, partition start i64,
 //!                partition end i64, crc32 of the 32 bytes before it
-//! [chunk]*       [len u32][crc32 u32][payload]   payload = compress::encode_chunk
+//! [chunk]*       [len u32][crc32 u32][payload]   payload = compress::encode_chunk (version 2:
+//!                segments with time bounds; version 1 files are still read)
 //! [index]        [len u32][crc32 u32][payload]   payload = [n u32] then per series:
 //!                [tenant str][device str][key str][kind u8][count u32][min ts i64]
 //!                [max ts i64][offset u64][len u32][last value]
@@ -27,12 +28,15 @@ use crate::framed::{self, Format, FramedWriter};
 use crate::value::{Point, SeriesKey, Value, ValueKind};
 
 pub(crate) const MAGIC: &[u8; 6] = b"WLNBLK";
-pub(crate) const VERSION: u16 = 1;
+/// Version 2: chunks in segments with their time bounds, timestamps and integers in the
+/// classes code, decimals as classes-coded scaled integers. Version 1 files are still read.
+pub(crate) const VERSION: u16 = 2;
 pub(crate) const HEADER_LEN: usize = 36;
 const FORMAT: Format = Format {
     name: "block",
     magic: MAGIC,
     version: VERSION,
+    min_version: 1,
     trailer_magic: b"WIDX",
     header_len: HEADER_LEN,
     min_body: 0,
@@ -188,6 +192,8 @@ pub(crate) struct BlockFile {
     pub file: File,
     /// `[start, end)` as the header says.
     pub partition: (i64, i64),
+    /// The file's format version, as its header says (chunks are decoded accordingly).
+    pub version: u16,
 }
 
 impl BlockFile {
@@ -250,17 +256,25 @@ impl BlockFile {
 
     /// Reads and decodes one chunk.
     pub(crate) fn read_chunk(&self, meta: &ChunkMeta, kind: ValueKind) -> Result<Vec<Point>> {
+        self.read_chunk_range(meta, kind, i64::MIN, i64::MAX)
+    }
+
+    /// Reads one chunk and decodes its points with `from <= ts < to` (in version 2 files,
+    /// only the segments that overlap the window are decoded).
+    pub(crate) fn read_chunk_range(
+        &self,
+        meta: &ChunkMeta,
+        kind: ValueKind,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Point>> {
         let payload = self.read_frame(meta.offset, meta.len as usize)?;
-        let points = compress::decode_chunk(&payload, kind)
+        let (points, total) = compress::decode_chunk_range(&payload, kind, self.version, from, to)
             .map_err(|e| self.corrupt(meta.offset, format!("chunk: {}", e.0)))?;
-        if points.len() != meta.count as usize {
+        if total != meta.count as usize {
             return Err(self.corrupt(
                 meta.offset,
-                format!(
-                    "chunk holds {} points, the index says {}",
-                    points.len(),
-                    meta.count
-                ),
+                format!("chunk holds {total} points, the index says {}", meta.count),
             ));
         }
         Ok(points)

@@ -1,28 +1,33 @@
 //! Column compression for one series chunk (one series, one partition file).
 //!
-//! Payload of a chunk: `[kind u8][count varint]`, then the timestamp column, then the value
-//! column.
+//! Version 2 (block files v2, rollup files v3; see [`encode_chunk`]): the chunk is cut into
+//! segments of [`SEGMENT_POINTS`] points, each with its count, first and last timestamp and
+//! byte length in a directory at the head of the chunk, so a query decodes only the segments
+//! that overlap its window. Per segment:
 //!
-//! - Timestamps (ascending, unique): first ts as a varint, then delta-of-delta with the Gorilla
-//!   prefix code (`0` = same delta; `10`+7 bits, `110`+9, `1110`+12, `11110`+32 zigzag bits;
-//!   `11111`+64 raw bits). A regular 1 Hz series costs ~1 bit per timestamp.
-//! - Floats: one mode byte. Mode 0 = Gorilla XOR (Facebook's encoding: `0` = same value, `10` =
-//!   meaningful bits inside the previous window, `11` + 5 bits leading zeros + 6 bits length +
-//!   bits). Mode 1 = "decimal": when every value is exactly `m / 10^d` for integers `m` (checked
-//!   bit for bit, `d` ≤ 6, `|m|` < 2^53), `d` is stored and the `m` go as zigzag deltas with an
-//!   adaptive code: a base width `b` chosen per chunk (one byte) to minimise the size, then per
-//!   value `0` + b bits, `10` + (b+8) bits, or `11` + 64 bits. The
-//!   encoder tries both and keeps the smaller, so the decimal mode is never worse and sensor
-//!   data with a fixed resolution (0.01 °C) compresses to about a byte per value.
-//! - Integers: zigzag deltas as LEB128 varints.
-//! - Booleans: bit-packed, 8 per byte.
-//! - Strings: a dictionary (`[n varint]` × `[len varint][utf-8]`, first-seen order) and one
-//!   index varint per value.
+//! - Timestamps: the deltas in units of their greatest common divisor, less the smallest
+//!   delta, in the classes code ([`crate::classes`]): a regular series costs a few bytes per
+//!   segment, a 10 s series with 10% gaps about a bit per point.
+//! - Floats: mode 2 "decimal" when every value is exactly `m / 10^d` (checked bit for bit,
+//!   `d` <= 9, `|m|` < 2^53): the zigzag deltas of `m` in the classes code, about
+//!   `log2(step range) + 0.3` bits for a random walk; otherwise mode 0, Gorilla XOR. Lossless
+//!   always: NaN payloads, -0.0, infinities and subnormals fall back to Gorilla.
+//! - Integers: zigzag deltas in the classes code.
+//! - Booleans: bit-packed, 8 per byte. Strings: a dictionary (`[n varint]` × `[len
+//!   varint][utf-8]`, first-seen order) and one index varint per value.
+//!
+//! Version 1 (still decoded): `[kind u8][count varint]`, then the timestamp column (first ts
+//! as a varint, then delta-of-delta with the Gorilla prefix code: `0` = same delta; `10`+7
+//! bits, `110`+9, `1110`+12, `11110`+32 zigzag bits; `11111`+64 raw bits), then the value
+//! column: floats with a mode byte (0 = Gorilla XOR; 1 = decimal with an adaptive bit width
+//! `b`: per value `0` + b bits, `10` + (b+8) bits, or `11` + 64 bits), integers as zigzag
+//! delta varints, booleans and strings as in version 2.
 //!
 //! Decoding checks every length against the bytes that are there; a damaged chunk yields a
 //! `DecodeError`, never a panic or a huge allocation (chunks are CRC-checked before this runs,
 //! so that is defence in depth).
 
+use crate::classes;
 use crate::codec::{DecodeError, DecodeResult};
 use crate::value::{Point, Value, ValueKind};
 
@@ -198,27 +203,6 @@ impl<'a> ByteReader<'a> {
 /// Delta-of-delta code for timestamps (Gorilla's buckets).
 const TS_BUCKETS: [(u32, u32); 4] = [(2, 7), (3, 9), (4, 12), (5, 32)];
 
-/// `0` for zero; then for bucket i: i+1 one-bits, a zero-bit, `width` zigzag bits; the last
-/// escape is five one-bits and 64 raw bits.
-fn put_signed(w: &mut BitWriter, v: i64, buckets: &[(u32, u32); 4]) {
-    if v == 0 {
-        w.bit(false);
-        return;
-    }
-    let z = zigzag(v);
-    for (i, &(prefix_len, width)) in buckets.iter().enumerate() {
-        if z < (1u64 << width) {
-            // prefix: i+1 ones then a zero (prefix_len bits in all).
-            let prefix = ((1u64 << (i + 1)) - 1) << 1;
-            w.put(prefix, prefix_len);
-            w.put(z, width);
-            return;
-        }
-    }
-    w.put(0b11111, 5);
-    w.put(z, 64);
-}
-
 fn get_signed(r: &mut BitReader<'_>, buckets: &[(u32, u32); 4]) -> DecodeResult<i64> {
     if !r.bit()? {
         return Ok(0);
@@ -251,97 +235,6 @@ pub(crate) fn kind_from_byte(b: u8) -> Option<ValueKind> {
         3 => ValueKind::String,
         _ => return None,
     })
-}
-
-/// Encodes points (ascending, unique timestamps, every value of `kind`) as one chunk payload.
-pub(crate) fn encode_chunk(kind: ValueKind, points: &[Point]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + points.len() * 2);
-    out.push(kind_byte(kind));
-    put_varint(&mut out, points.len() as u64);
-    if points.is_empty() {
-        return out;
-    }
-    // Timestamps.
-    put_varint(&mut out, zigzag(points[0].ts));
-    let mut w = BitWriter::default();
-    let mut prev = points[0].ts;
-    let mut prev_delta = 0i64;
-    for p in &points[1..] {
-        let delta = p.ts.wrapping_sub(prev);
-        put_signed(&mut w, delta.wrapping_sub(prev_delta), &TS_BUCKETS);
-        prev_delta = delta;
-        prev = p.ts;
-    }
-    let ts_bits = w.finish();
-    put_varint(&mut out, ts_bits.len() as u64);
-    out.extend_from_slice(&ts_bits);
-    // Values.
-    match kind {
-        ValueKind::Float => {
-            let values: Vec<f64> = points
-                .iter()
-                .map(|p| match p.value {
-                    Value::F64(v) => v,
-                    Value::I64(v) => v as f64,
-                    _ => 0.0,
-                })
-                .collect();
-            let gorilla = encode_gorilla(&values);
-            match encode_decimal(&values) {
-                Some(decimal) if decimal.len() < gorilla.len() => {
-                    out.push(1);
-                    out.extend_from_slice(&decimal);
-                }
-                _ => {
-                    out.push(0);
-                    out.extend_from_slice(&gorilla);
-                }
-            }
-        }
-        ValueKind::Integer => {
-            let mut prev = 0i64;
-            for p in points {
-                let v = match p.value {
-                    Value::I64(v) => v,
-                    _ => 0,
-                };
-                put_varint(&mut out, zigzag(v.wrapping_sub(prev)));
-                prev = v;
-            }
-        }
-        ValueKind::Bool => {
-            let mut w = BitWriter::default();
-            for p in points {
-                w.bit(matches!(p.value, Value::Bool(true)));
-            }
-            out.extend_from_slice(&w.finish());
-        }
-        ValueKind::String => {
-            let mut dict: Vec<&str> = Vec::new();
-            let mut index: std::collections::HashMap<&str, u64> = Default::default();
-            let mut ids = Vec::with_capacity(points.len());
-            for p in points {
-                let s = match &p.value {
-                    Value::Str(s) => s.as_str(),
-                    _ => "",
-                };
-                let id = *index.entry(s).or_insert_with(|| {
-                    dict.push(s);
-                    (dict.len() - 1) as u64
-                });
-                ids.push(id);
-            }
-            put_varint(&mut out, dict.len() as u64);
-            for s in &dict {
-                put_varint(&mut out, s.len() as u64);
-                out.extend_from_slice(s.as_bytes());
-            }
-            for id in ids {
-                put_varint(&mut out, id);
-            }
-        }
-    }
-    out
 }
 
 fn encode_gorilla(values: &[f64]) -> Vec<u8> {
@@ -408,46 +301,11 @@ fn decode_gorilla(buf: &[u8], n: usize, out: &mut Vec<f64>) -> DecodeResult<usiz
     Ok(r.bytes_used())
 }
 
-const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
-
-/// The decimal mode, if every value is exactly `m / 10^d` for some `d <= 6`.
-fn encode_decimal(values: &[f64]) -> Option<Vec<u8>> {
-    let d = (0..POW10.len()).find(|&d| values.iter().all(|&v| scaled(v, d).is_some()))?;
-    let mut deltas = Vec::with_capacity(values.len());
-    let mut prev = 0i64;
-    for &v in values {
-        let m = scaled(v, d)?;
-        deltas.push(zigzag(m.wrapping_sub(prev)));
-        prev = m;
-    }
-    let width = best_width(&deltas);
-    let mut out = vec![d as u8, width as u8];
-    let mut w = BitWriter::default();
-    for z in deltas {
-        put_adaptive(&mut w, z, width);
-    }
-    out.extend_from_slice(&w.finish());
-    Some(out)
-}
+/// Powers of ten of the decimal modes (all exact in f64). Version 1 chunks use up to 10^6.
+const POW10: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 /// Extra bits of the second tier of the adaptive code.
 const TIER2_EXTRA: u32 = 8;
-
-/// Adaptive code with a per-chunk base width `b`: `0` + b bits, `10` + (b + 8) bits, `11` +
-/// 64 bits. `b` is chosen per chunk to minimise the size.
-fn put_adaptive(w: &mut BitWriter, z: u64, b: u32) {
-    let len = 64 - z.leading_zeros();
-    if len <= b {
-        w.bit(false);
-        w.put(z, b);
-    } else if len <= b + TIER2_EXTRA {
-        w.put(0b10, 2);
-        w.put(z, b + TIER2_EXTRA);
-    } else {
-        w.put(0b11, 2);
-        w.put(z, 64);
-    }
-}
 
 fn get_adaptive(r: &mut BitReader<'_>, b: u32) -> DecodeResult<u64> {
     if !r.bit()? {
@@ -457,36 +315,6 @@ fn get_adaptive(r: &mut BitReader<'_>, b: u32) -> DecodeResult<u64> {
         return r.get(b + TIER2_EXTRA);
     }
     r.get(64)
-}
-
-/// The base width that makes the adaptive code of `values` smallest.
-fn best_width(values: &[u64]) -> u32 {
-    let mut hist = [0u64; 65];
-    for z in values {
-        hist[(64 - z.leading_zeros()) as usize] += 1;
-    }
-    let mut best = (u64::MAX, 0u32);
-    for b in 0..=(64 - TIER2_EXTRA) {
-        let cost: u64 = hist
-            .iter()
-            .enumerate()
-            .map(|(len, n)| {
-                let len = len as u32;
-                let bits = if len <= b {
-                    1 + b
-                } else if len <= b + TIER2_EXTRA {
-                    2 + b + TIER2_EXTRA
-                } else {
-                    66
-                };
-                n * u64::from(bits)
-            })
-            .sum();
-        if cost < best.0 {
-            best = (cost, b);
-        }
-    }
-    best.1
 }
 
 /// `m` with `m / 10^d == v` bit for bit, if there is one below 2^53.
@@ -504,7 +332,7 @@ fn decode_decimal(buf: &[u8], n: usize, out: &mut Vec<f64>) -> DecodeResult<usiz
         return Err(DecodeError::new("decimal column is too short"));
     }
     let (d, b) = (buf[0] as usize, u32::from(buf[1]));
-    if d >= POW10.len() || b > 64 - TIER2_EXTRA {
+    if d > 6 || b > 64 - TIER2_EXTRA {
         return Err(DecodeError(format!("decimal scale {d}, width {b}")));
     }
     let mut r = BitReader::new(&buf[2..]);
@@ -525,12 +353,421 @@ pub fn float_column_sizes(values: &[f64]) -> (usize, Option<usize>) {
     }
     (
         encode_gorilla(values).len(),
-        encode_decimal(values).map(|d| d.len()),
+        decimal_deltas(values).map(|(_, z)| 1 + classes::encoded_len(&z)),
     )
 }
 
-/// Decodes a chunk payload into points. `expected` is the series kind the index claims.
-pub(crate) fn decode_chunk(buf: &[u8], expected: ValueKind) -> DecodeResult<Vec<Point>> {
+// ---------------------------------------------------------------------------------------------
+// Chunk format version 2 (block files v2, rollup files v3)
+
+/// Points per segment of a version 2 chunk: a query decodes only the segments that overlap
+/// its window, so a narrow window costs at most about two segments whatever the chunk's size.
+pub(crate) const SEGMENT_POINTS: usize = 1024;
+
+/// Encodes points (ascending, unique timestamps, every value of `kind`) as one chunk payload
+/// (version 2):
+///
+/// ```text
+/// [kind u8][count varint][segments varint]
+/// per segment: [count varint][first ts zigzag varint][last ts - first ts varint][body len varint]
+/// per segment: body = timestamps then values (see encode_ts, encode_values)
+/// ```
+pub(crate) fn encode_chunk(kind: ValueKind, points: &[Point]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + points.len() * 2);
+    out.push(kind_byte(kind));
+    put_varint(&mut out, points.len() as u64);
+    let segments: Vec<&[Point]> = points.chunks(SEGMENT_POINTS).collect();
+    put_varint(&mut out, segments.len() as u64);
+    let mut bodies = Vec::new();
+    for seg in &segments {
+        let start = bodies.len();
+        let ts: Vec<i64> = seg.iter().map(|p| p.ts).collect();
+        encode_ts(&mut bodies, &ts);
+        encode_values(&mut bodies, kind, seg);
+        let (first, last) = (ts[0], ts[ts.len() - 1]);
+        put_varint(&mut out, seg.len() as u64);
+        put_varint(&mut out, zigzag(first));
+        put_varint(&mut out, last.wrapping_sub(first) as u64);
+        put_varint(&mut out, (bodies.len() - start) as u64);
+    }
+    out.extend_from_slice(&bodies);
+    out
+}
+
+/// Timestamps after the first (ascending, unique): the deltas in units of their greatest
+/// common divisor, less the smallest, in the classes code:
+/// `[unit varint][smallest varint][classes]`. Nothing for a single timestamp. A regular
+/// series costs 3 bytes whatever its length; a 10 s series with 10% gaps about a bit per point.
+pub(crate) fn encode_ts(out: &mut Vec<u8>, ts: &[i64]) {
+    if ts.len() < 2 {
+        return;
+    }
+    let deltas: Vec<u64> = ts
+        .windows(2)
+        .map(|w| w[1].wrapping_sub(w[0]) as u64)
+        .collect();
+    let unit = deltas.iter().fold(0u64, |g, &d| gcd(g, d)).max(1);
+    let smallest = deltas.iter().map(|d| d / unit).min().unwrap_or(1);
+    put_varint(out, unit);
+    put_varint(out, smallest);
+    let z: Vec<u64> = deltas.iter().map(|d| d / unit - smallest).collect();
+    classes::encode(out, &z);
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Decodes `n` timestamps starting with `first`; returns the bytes used.
+pub(crate) fn decode_ts(
+    buf: &[u8],
+    n: usize,
+    first: i64,
+    out: &mut Vec<i64>,
+) -> DecodeResult<usize> {
+    out.push(first);
+    if n < 2 {
+        return Ok(0);
+    }
+    let mut r = ByteReader::new(buf);
+    let unit = r.varint()?;
+    let smallest = r.varint()?;
+    if unit == 0 || smallest == 0 {
+        return Err(DecodeError(format!(
+            "timestamp unit {unit}, smallest step {smallest}"
+        )));
+    }
+    let header = buf.len() - r.remaining();
+    let mut prev = first;
+    let mut bad = false;
+    let used = classes::decode(r.rest(), n - 1, |z| {
+        let step = z
+            .checked_add(smallest)
+            .and_then(|q| q.checked_mul(unit))
+            .and_then(|d| i64::try_from(d).ok())
+            .and_then(|d| prev.checked_add(d));
+        match step {
+            Some(ts) => prev = ts,
+            None => bad = true,
+        }
+        out.push(prev);
+    })?;
+    if bad {
+        return Err(DecodeError::new("timestamp step overflows"));
+    }
+    Ok(header + used)
+}
+
+/// The decimal scale `d` and the zigzag deltas of the scaled integers, if every value is
+/// exactly `m / 10^d` (bit for bit) for integers `m` below 2^53.
+fn decimal_deltas(values: &[f64]) -> Option<(usize, Vec<u64>)> {
+    // The smallest scale that fits every value, in one pass that raises the scale when a
+    // value needs more decimals. `m / 10^d` exact implies `10m / 10^(d+1)` exact (the same
+    // quotient, correctly rounded) while `10m` stays below 2^53; the second pass checks anyway.
+    let mut d = 0;
+    for &v in values {
+        while scaled(v, d).is_none() {
+            d += 1;
+            if d == POW10.len() {
+                return None;
+            }
+        }
+    }
+    let mut prev = 0i64;
+    let mut z = Vec::with_capacity(values.len());
+    for &v in values {
+        let m = scaled(v, d)?;
+        z.push(zigzag(m.wrapping_sub(prev)));
+        prev = m;
+    }
+    Some((d, z))
+}
+
+/// A float column in version 2: a mode byte, then mode 0 (Gorilla XOR) or mode 2 (decimal:
+/// `[d u8]` and the zigzag deltas of `m` in the classes code), whichever is smaller.
+/// Integers: zigzag deltas in the classes code. Booleans and strings as in version 1.
+pub(crate) fn encode_values(out: &mut Vec<u8>, kind: ValueKind, points: &[Point]) {
+    match kind {
+        ValueKind::Float => {
+            let values: Vec<f64> = points
+                .iter()
+                .map(|p| match p.value {
+                    Value::F64(v) => v,
+                    Value::I64(v) => v as f64,
+                    _ => 0.0,
+                })
+                .collect();
+            // Gorilla is computed only when the decimal mode is absent or costs more than a
+            // byte per value (Gorilla rarely does better than that on decimal data).
+            let decimal = decimal_deltas(&values).map(|(d, z)| (d, classes::encoded_len(&z), z));
+            let gorilla = match &decimal {
+                Some((_, len, _)) if *len <= values.len() => None,
+                _ => Some(encode_gorilla(&values)),
+            };
+            match (decimal, gorilla) {
+                (Some((d, len, z)), g) if g.as_ref().is_none_or(|g| 1 + len < g.len()) => {
+                    out.push(2);
+                    out.push(d as u8);
+                    classes::encode(out, &z);
+                }
+                (_, g) => {
+                    out.push(0);
+                    out.extend_from_slice(&g.unwrap_or_else(|| encode_gorilla(&values)));
+                }
+            }
+        }
+        ValueKind::Integer => {
+            let mut prev = 0i64;
+            let z: Vec<u64> = points
+                .iter()
+                .map(|p| {
+                    let v = match p.value {
+                        Value::I64(v) => v,
+                        _ => 0,
+                    };
+                    let d = zigzag(v.wrapping_sub(prev));
+                    prev = v;
+                    d
+                })
+                .collect();
+            classes::encode(out, &z);
+        }
+        ValueKind::Bool | ValueKind::String => encode_plain(out, kind, points),
+    }
+}
+
+/// Booleans bit-packed; strings as a dictionary and one index varint per value.
+fn encode_plain(out: &mut Vec<u8>, kind: ValueKind, points: &[Point]) {
+    if kind == ValueKind::Bool {
+        let mut w = BitWriter::default();
+        for p in points {
+            w.bit(matches!(p.value, Value::Bool(true)));
+        }
+        out.extend_from_slice(&w.finish());
+        return;
+    }
+    let mut dict: Vec<&str> = Vec::new();
+    let mut index: std::collections::HashMap<&str, u64> = Default::default();
+    let mut ids = Vec::with_capacity(points.len());
+    for p in points {
+        let s = match &p.value {
+            Value::Str(s) => s.as_str(),
+            _ => "",
+        };
+        let id = *index.entry(s).or_insert_with(|| {
+            dict.push(s);
+            (dict.len() - 1) as u64
+        });
+        ids.push(id);
+    }
+    put_varint(out, dict.len() as u64);
+    for s in &dict {
+        put_varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    for id in ids {
+        put_varint(out, id);
+    }
+}
+
+/// Decodes `n` values of `kind` (version 2, or version 1 when `v1`); returns the bytes used.
+pub(crate) fn decode_values(
+    buf: &[u8],
+    kind: ValueKind,
+    n: usize,
+    v1: bool,
+    out: &mut Vec<Value>,
+) -> DecodeResult<usize> {
+    decode_values_into(buf, kind, n, v1, |v| out.push(v))
+}
+
+/// [`decode_values`], handing each value to `out` in order.
+fn decode_values_into(
+    buf: &[u8],
+    kind: ValueKind,
+    n: usize,
+    v1: bool,
+    mut out: impl FnMut(Value),
+) -> DecodeResult<usize> {
+    let mut r = ByteReader::new(buf);
+    match kind {
+        ValueKind::Float => {
+            let mode = r.u8()?;
+            let mut v = Vec::with_capacity(n);
+            let used = match (mode, v1) {
+                (0, _) => decode_gorilla(r.rest(), n, &mut v)?,
+                (1, _) => decode_decimal(r.rest(), n, &mut v)?,
+                (2, false) => {
+                    let d = r.u8()? as usize;
+                    let scale = *POW10
+                        .get(d)
+                        .ok_or_else(|| DecodeError(format!("decimal scale {d}")))?;
+                    let mut prev = 0i64;
+                    1 + classes::decode(r.rest(), n, |z| {
+                        prev = prev.wrapping_add(unzigzag(z));
+                        v.push(prev as f64 / scale);
+                    })?
+                }
+                (other, _) => return Err(DecodeError(format!("unknown float mode {other}"))),
+            };
+            r.advance(used);
+            v.into_iter().map(Value::F64).for_each(&mut out);
+        }
+        ValueKind::Integer if v1 => {
+            let mut prev = 0i64;
+            for _ in 0..n {
+                prev = prev.wrapping_add(unzigzag(r.varint()?));
+                out(Value::I64(prev));
+            }
+        }
+        ValueKind::Integer => {
+            let mut prev = 0i64;
+            let used = classes::decode(r.rest(), n, |z| {
+                prev = prev.wrapping_add(unzigzag(z));
+                out(Value::I64(prev));
+            })?;
+            r.advance(used);
+        }
+        ValueKind::Bool => {
+            let bytes = r.bytes(n.div_ceil(8))?;
+            let mut br = BitReader::new(bytes);
+            for _ in 0..n {
+                out(Value::Bool(br.bit()?));
+            }
+        }
+        ValueKind::String => {
+            let dict_len = r.varint()? as usize;
+            if dict_len > r.remaining() {
+                return Err(DecodeError::new("dictionary larger than the chunk"));
+            }
+            let mut dict = Vec::with_capacity(dict_len);
+            for _ in 0..dict_len {
+                let len = r.varint()? as usize;
+                let bytes = r.bytes(len)?;
+                dict.push(
+                    std::str::from_utf8(bytes)
+                        .map_err(|_| DecodeError::new("string is not valid UTF-8"))?
+                        .to_string(),
+                );
+            }
+            for _ in 0..n {
+                let id = r.varint()? as usize;
+                let s = dict
+                    .get(id)
+                    .ok_or_else(|| DecodeError(format!("dictionary index {id} of {dict_len}")))?;
+                out(Value::Str(s.clone()));
+            }
+        }
+    }
+    Ok(buf.len() - r.remaining())
+}
+
+/// Decodes a whole chunk payload (of file format `version`) into points. `expected` is the
+/// series kind the index claims.
+pub(crate) fn decode_chunk(
+    buf: &[u8],
+    expected: ValueKind,
+    version: u16,
+) -> DecodeResult<Vec<Point>> {
+    Ok(decode_chunk_range(buf, expected, version, i64::MIN, i64::MAX)?.0)
+}
+
+/// The points with `from <= ts < to` of a chunk payload, and the chunk's total point count.
+/// Version 2 chunks decode only the segments that overlap the window.
+pub(crate) fn decode_chunk_range(
+    buf: &[u8],
+    expected: ValueKind,
+    version: u16,
+    from: i64,
+    to: i64,
+) -> DecodeResult<(Vec<Point>, usize)> {
+    if version < 2 {
+        let mut points = decode_chunk_v1(buf, expected)?;
+        let total = points.len();
+        points.retain(|p| p.ts >= from && p.ts < to);
+        return Ok((points, total));
+    }
+    let mut r = ByteReader::new(buf);
+    let kind = kind_from_byte(r.u8()?).ok_or_else(|| DecodeError::new("unknown kind byte"))?;
+    if kind != expected {
+        return Err(DecodeError(format!(
+            "chunk holds {kind} values, the index says {expected}"
+        )));
+    }
+    let n = r.varint()? as usize;
+    let segs = r.varint()? as usize;
+    // Every segment's directory entry takes at least 4 bytes.
+    if segs > r.remaining() / 4 || n > r.remaining().saturating_mul(8).saturating_add(1) {
+        return Err(DecodeError(format!(
+            "{n} points in {segs} segments cannot fit in the chunk"
+        )));
+    }
+    let mut dir = Vec::with_capacity(segs);
+    let (mut total, mut body_bytes, mut prev_last) = (0usize, 0usize, None::<i64>);
+    for _ in 0..segs {
+        let count = r.varint()? as usize;
+        let first = unzigzag(r.varint()?);
+        let last = first.wrapping_add(r.varint()? as i64);
+        let len = r.varint()? as usize;
+        if count == 0
+            || last < first
+            || prev_last.is_some_and(|p| first <= p)
+            || (count == 1) != (first == last)
+        {
+            return Err(DecodeError::new("segment directory is inconsistent"));
+        }
+        prev_last = Some(last);
+        total = total.saturating_add(count);
+        body_bytes = body_bytes.saturating_add(len);
+        dir.push((count, first, last, len));
+    }
+    if total != n || body_bytes != r.remaining() {
+        return Err(DecodeError(format!(
+            "segments hold {total} points in {body_bytes} bytes, the chunk {n} in {}",
+            r.remaining()
+        )));
+    }
+    let mut out = Vec::new();
+    for (count, first, last, len) in dir {
+        let body = r.bytes(len)?;
+        if last < from || first >= to {
+            continue;
+        }
+        let mut ts = Vec::with_capacity(count);
+        let used = decode_ts(body, count, first, &mut ts)?;
+        if ts.last() != Some(&last) || ts.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DecodeError::new(
+                "segment timestamps disagree with the directory",
+            ));
+        }
+        let (a, b) = (
+            ts.partition_point(|&t| t < from),
+            ts.partition_point(|&t| t < to),
+        );
+        out.reserve(b - a);
+        let mut i = 0;
+        let used = used
+            + decode_values_into(&body[used..], kind, count, false, |value| {
+                if (a..b).contains(&i) {
+                    out.push(Point { ts: ts[i], value });
+                }
+                i += 1;
+            })?;
+        if used != len {
+            return Err(DecodeError(format!(
+                "{} unexpected trailing bytes in a segment",
+                len - used.min(len)
+            )));
+        }
+    }
+    Ok((out, n))
+}
+
+/// Decodes a version 1 chunk payload into points.
+fn decode_chunk_v1(buf: &[u8], expected: ValueKind) -> DecodeResult<Vec<Point>> {
     let mut r = ByteReader::new(buf);
     let kind = kind_from_byte(r.u8()?).ok_or_else(|| DecodeError::new("unknown kind byte"))?;
     if kind != expected {
@@ -650,7 +887,7 @@ mod tests {
 
     fn round_trip(kind: ValueKind, points: &[Point]) -> usize {
         let bytes = encode_chunk(kind, points);
-        let back = decode_chunk(&bytes, kind).unwrap();
+        let back = decode_chunk(&bytes, kind, 2).unwrap();
         assert_eq!(back.len(), points.len());
         for (a, b) in back.iter().zip(points) {
             assert_eq!(a.ts, b.ts);
@@ -748,9 +985,177 @@ mod tests {
             let at = rng.below(bad.len() as u64) as usize;
             bad[at] ^= 1 << rng.below(8);
             // Either outcome is fine; neither may panic.
-            drop(decode_chunk(&bad, ValueKind::String));
-            drop(decode_chunk(&bad[..at], ValueKind::String));
+            drop(decode_chunk(&bad, ValueKind::String, 2));
+            drop(decode_chunk(&bad[..at], ValueKind::String, 2));
         }
-        assert!(decode_chunk(&good, ValueKind::Float).is_err());
+        assert!(decode_chunk(&good, ValueKind::Float, 2).is_err());
+        // The same for the classes-coded columns and the segment directory.
+        let floats: Vec<Point> = (0..3000i64)
+            .map(|i| Point {
+                ts: i * 10_000 + (i % 7) * 3,
+                value: Value::F64((i % 97) as f64 / 100.0),
+            })
+            .collect();
+        let ints: Vec<Point> = (0..3000i64)
+            .map(|i| Point {
+                ts: i * 1000,
+                value: Value::I64(i * i),
+            })
+            .collect();
+        for (kind, points) in [(ValueKind::Float, &floats), (ValueKind::Integer, &ints)] {
+            let good = encode_chunk(kind, points);
+            for _ in 0..3000 {
+                let mut bad = good.clone();
+                let at = rng.below(bad.len() as u64) as usize;
+                bad[at] ^= 1 << rng.below(8);
+                drop(decode_chunk(&bad, kind, 2));
+                drop(decode_chunk_range(&bad, kind, 2, 5_000_000, 6_000_000));
+                drop(decode_chunk(&bad[..at], kind, 2));
+            }
+        }
+    }
+
+    fn bits_of(points: &[Point]) -> Vec<(i64, u64)> {
+        points
+            .iter()
+            .map(|p| match p.value {
+                Value::F64(v) => (p.ts, v.to_bits()),
+                _ => (p.ts, u64::MAX),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn awkward_floats_round_trip_bit_for_bit() {
+        let awkward = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::from_bits(0x7ff8_dead_beef_0001), // a NaN with a payload
+            f64::from_bits(0xfff0_0000_0000_0001), // a signalling negative NaN
+            5e-324,                                // the smallest subnormal
+            2.225_073_858_507_201e-308,            // the largest subnormal
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            0.1,
+            0.1 + 0.2, // not the decimal 0.3
+            1.0 / 3.0,
+            9_007_199_254_740_993.0, // above 2^53
+            -123.456,
+            1e-7,
+        ];
+        // Alone, mixed into decimal data (the decimal mode must fall back), and as a whole
+        // chunk of each.
+        for &v in &awkward {
+            let mut points: Vec<Point> = (0..50i64)
+                .map(|i| Point {
+                    ts: i * 1000,
+                    value: Value::F64(i as f64 / 100.0),
+                })
+                .collect();
+            points[17].value = Value::F64(v);
+            let back = decode_chunk(
+                &encode_chunk(ValueKind::Float, &points),
+                ValueKind::Float,
+                2,
+            )
+            .unwrap();
+            assert_eq!(bits_of(&back), bits_of(&points), "{v:?}");
+        }
+        let points: Vec<Point> = awkward
+            .iter()
+            .cycle()
+            .take(3000)
+            .enumerate()
+            .map(|(i, &v)| Point {
+                ts: i as i64 * 7,
+                value: Value::F64(v),
+            })
+            .collect();
+        let back = decode_chunk(
+            &encode_chunk(ValueKind::Float, &points),
+            ValueKind::Float,
+            2,
+        )
+        .unwrap();
+        assert_eq!(bits_of(&back), bits_of(&points));
+        // Values with 7 to 9 decimals, and negative decimals, use the decimal mode losslessly.
+        for d in [7, 8, 9] {
+            let points: Vec<Point> = (0..2000i64)
+                .map(|i| Point {
+                    ts: i,
+                    value: Value::F64((i * 7919 - 5_000_000) as f64 / POW10[d]),
+                })
+                .collect();
+            let bytes = encode_chunk(ValueKind::Float, &points);
+            let back = decode_chunk(&bytes, ValueKind::Float, 2).unwrap();
+            assert_eq!(bits_of(&back), bits_of(&points));
+        }
+    }
+
+    #[test]
+    fn a_window_decodes_only_its_segments_and_agrees_with_a_full_decode() {
+        let mut rng = Rng(7);
+        let mut ts = 1_767_225_600_000i64;
+        let points: Vec<Point> = (0..5000)
+            .map(|_| {
+                ts += 10_000 * (1 + i64::from(rng.below(10) == 0));
+                Point {
+                    ts,
+                    value: Value::F64(rng.below(10_000) as f64 / 100.0),
+                }
+            })
+            .collect();
+        let bytes = encode_chunk(ValueKind::Float, &points);
+        let (lo, hi) = (points[0].ts, points[points.len() - 1].ts);
+        for _ in 0..200 {
+            let a = lo - 50_000 + rng.below((hi - lo + 100_000) as u64) as i64;
+            let b = a + rng.below(3_000_000) as i64;
+            let (got, total) = decode_chunk_range(&bytes, ValueKind::Float, 2, a, b).unwrap();
+            assert_eq!(total, points.len());
+            let want: Vec<Point> = points
+                .iter()
+                .filter(|p| p.ts >= a && p.ts < b)
+                .cloned()
+                .collect();
+            assert_eq!(got, want);
+        }
+        // A damaged segment outside the window is not even decoded; inside, it is an error.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0xff;
+        assert!(decode_chunk_range(&bad, ValueKind::Float, 2, lo, lo + 60_000).is_ok());
+    }
+
+    #[test]
+    fn regular_and_gappy_timestamps_are_nearly_free() {
+        let regular: Vec<i64> = (0..10_000)
+            .map(|i| 1_767_225_600_000 + i * 10_000)
+            .collect();
+        let mut out = Vec::new();
+        encode_ts(&mut out, &regular);
+        assert!(out.len() <= 8, "{} bytes", out.len());
+        let mut back = Vec::new();
+        assert_eq!(
+            decode_ts(&out, regular.len(), regular[0], &mut back).unwrap(),
+            out.len()
+        );
+        assert_eq!(back, regular);
+        // 10% of the points missing: about a bit per timestamp.
+        let mut rng = Rng(3);
+        let gappy: Vec<i64> = regular
+            .iter()
+            .copied()
+            .filter(|_| rng.below(10) != 0)
+            .collect();
+        let mut out = Vec::new();
+        encode_ts(&mut out, &gappy);
+        assert!(out.len() * 8 < gappy.len() * 13 / 10, "{} bytes", out.len());
+        let mut back = Vec::new();
+        decode_ts(&out, gappy.len(), gappy[0], &mut back).unwrap();
+        assert_eq!(back, gappy);
     }
 }

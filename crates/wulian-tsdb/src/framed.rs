@@ -22,6 +22,8 @@ pub(crate) struct Format {
     pub name: &'static str,
     pub magic: &'static [u8; 6],
     pub version: u16,
+    /// The oldest version still read (files are always written at `version`).
+    pub min_version: u16,
     pub trailer_magic: &'static [u8; 4],
     /// Header length, its CRC included.
     pub header_len: usize,
@@ -181,6 +183,7 @@ pub(crate) fn open(path: &std::path::Path, format: &Format, generation: u64) -> 
         path: path.to_path_buf(),
         file,
         partition: (0, 0),
+        version: format.version,
     };
     let header_len = format.header_len;
     if size < (header_len + TRAILER_LEN + format.min_body) as u64 {
@@ -203,7 +206,7 @@ pub(crate) fn open(path: &std::path::Path, format: &Format, generation: u64) -> 
     let (version, stored_gen, start, end) =
         (|| Ok::<_, DecodeError>((r.u16()?, r.u64()?, r.i64()?, r.i64()?)))()
             .map_err(|e| bf.corrupt(0, e.0))?;
-    if version != format.version {
+    if !(format.min_version..=format.version).contains(&version) {
         return Err(bf.corrupt(
             6,
             format!("unsupported {} format version {version}", format.name),
@@ -216,6 +219,7 @@ pub(crate) fn open(path: &std::path::Path, format: &Format, generation: u64) -> 
         ));
     }
     bf.partition = (start, end);
+    bf.version = version;
     let trailer_at = size - TRAILER_LEN as u64;
     let trailer = bf.read_at(trailer_at, TRAILER_LEN)?;
     if &trailer[12..16] != format.trailer_magic

@@ -56,6 +56,7 @@
 //! as long as an ongoing flush) without a flush; the next open replays the WAL.
 
 mod block;
+mod classes;
 mod codec;
 mod compress;
 mod error;

@@ -36,7 +36,8 @@ use std::path::Path;
 use crate::block::BlockFile;
 use crate::codec::{DecodeError, Reader, put_str, put_u32, put_u64};
 use crate::compress::{
-    ByteReader, decode_chunk, encode_chunk, kind_byte, kind_from_byte, put_varint,
+    ByteReader, decode_chunk, decode_values, encode_chunk, encode_values, kind_byte,
+    kind_from_byte, put_varint,
 };
 use crate::error::Result;
 use crate::framed::{self, Format, FramedWriter};
@@ -45,7 +46,9 @@ use crate::value::{Point, SeriesKey, Value, ValueKind};
 
 pub(crate) const DIR: &str = "rollups";
 const MAGIC: &[u8; 6] = b"WLNRUP";
-const VERSION: u16 = 2;
+/// Version 3: the block chunk format version 2, and the bucket starts stored once (the sum,
+/// minimum and maximum columns hold values only). Version 2 files are still read.
+const VERSION: u16 = 3;
 /// Bytes of one index entry.
 const ENTRY_LEN: usize = 28;
 /// Longest frame head read to check a series key: three length-prefixed strings.
@@ -55,6 +58,7 @@ const FORMAT: Format = Format {
     name: "rollup",
     magic: MAGIC,
     version: VERSION,
+    min_version: 2,
     trailer_magic: b"WRUP",
     header_len: HEADER_LEN,
     // At least the index frame's head.
@@ -299,7 +303,7 @@ impl RollupFile {
         (|| Ok::<_, DecodeError>((r.str()?, r.str()?, r.str()?)))()
             .map_err(|e| self.bf.corrupt(meta.offset, format!("rollup key: {}", e.0)))?;
         let consumed = payload.len() - r.remaining();
-        let buckets = decode_buckets(&payload[consumed..], meta.kind)
+        let buckets = decode_buckets(&payload[consumed..], meta.kind, self.bf.version)
             .map_err(|e| self.bf.corrupt(meta.offset, format!("rollup: {}", e.0)))?;
         if buckets.len() != meta.buckets as usize {
             return Err(self.bf.corrupt(
@@ -389,28 +393,64 @@ pub(crate) fn encode_buckets(kind: ValueKind, buckets: &[PartialBucket]) -> Vec<
         (kind, buckets.iter().map(|b| b.last.clone()).collect()),
     ];
     let mut out = Vec::new();
-    for (k, points) in &cols {
-        let chunk = encode_chunk(*k, points);
-        put_varint(&mut out, chunk.len() as u64);
-        out.extend_from_slice(&chunk);
+    for (i, (k, points)) in cols.iter().enumerate() {
+        // The sum, minimum and maximum share the counts' timestamps: values only.
+        let column = if (1..=3).contains(&i) {
+            let mut v = Vec::new();
+            encode_values(&mut v, *k, points);
+            v
+        } else {
+            encode_chunk(*k, points)
+        };
+        put_varint(&mut out, column.len() as u64);
+        out.extend_from_slice(&column);
     }
     out
 }
 
+/// Decodes a series' buckets from a rollup file of format `version` (2 or 3).
 pub(crate) fn decode_buckets(
     payload: &[u8],
     kind: ValueKind,
+    version: u16,
 ) -> std::result::Result<Vec<PartialBucket>, DecodeError> {
+    let chunk_version = if version >= 3 { 2 } else { 1 };
     let mut r = ByteReader::new(payload);
     let mut column = |k: ValueKind| -> std::result::Result<Vec<Point>, DecodeError> {
         let len = usize::try_from(r.varint()?)
             .map_err(|_| DecodeError::new("column length overflows"))?;
-        decode_chunk(r.bytes(len)?, k)
+        decode_chunk(r.bytes(len)?, k, chunk_version)
     };
     let counts = column(ValueKind::Integer)?;
-    let sums = column(ValueKind::Float)?;
-    let mins = column(ValueKind::Float)?;
-    let maxs = column(ValueKind::Float)?;
+    let (sums, mins, maxs) = if version >= 3 {
+        let mut values_only = || -> std::result::Result<Vec<Point>, DecodeError> {
+            let len = usize::try_from(r.varint()?)
+                .map_err(|_| DecodeError::new("column length overflows"))?;
+            let bytes = r.bytes(len)?;
+            let mut v = Vec::with_capacity(counts.len());
+            let used = decode_values(bytes, ValueKind::Float, counts.len(), false, &mut v)?;
+            if used != len {
+                return Err(DecodeError::new("trailing bytes in a rollup column"));
+            }
+            Ok(counts
+                .iter()
+                .zip(v)
+                .map(|(c, value)| Point { ts: c.ts, value })
+                .collect())
+        };
+        (values_only()?, values_only()?, values_only()?)
+    } else {
+        (
+            column(ValueKind::Float)?,
+            column(ValueKind::Float)?,
+            column(ValueKind::Float)?,
+        )
+    };
+    let mut column = |k: ValueKind| -> std::result::Result<Vec<Point>, DecodeError> {
+        let len = usize::try_from(r.varint()?)
+            .map_err(|_| DecodeError::new("column length overflows"))?;
+        decode_chunk(r.bytes(len)?, k, chunk_version)
+    };
     let firsts = column(kind)?;
     let lasts = column(kind)?;
     if r.remaining() != 0 {
@@ -471,8 +511,12 @@ mod tests {
             .collect();
         for level in 0..2 {
             let b = level_partials(&points, level, DEFAULT_WIDTHS);
-            let back =
-                decode_buckets(&encode_buckets(ValueKind::Float, &b), ValueKind::Float).unwrap();
+            let back = decode_buckets(
+                &encode_buckets(ValueKind::Float, &b),
+                ValueKind::Float,
+                VERSION,
+            )
+            .unwrap();
             assert_eq!(b.len(), back.len());
             for (x, y) in b.iter().zip(&back) {
                 assert_eq!(x.sum.to_bits(), y.sum.to_bits());
@@ -492,8 +536,12 @@ mod tests {
             value: Value::Str("run".into()),
         }];
         let b = level_partials(&s, 0, DEFAULT_WIDTHS);
-        let back =
-            decode_buckets(&encode_buckets(ValueKind::String, &b), ValueKind::String).unwrap();
+        let back = decode_buckets(
+            &encode_buckets(ValueKind::String, &b),
+            ValueKind::String,
+            VERSION,
+        )
+        .unwrap();
         assert_eq!(back, b);
     }
 

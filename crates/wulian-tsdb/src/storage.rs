@@ -389,9 +389,7 @@ impl SeriesView {
                 if per_partition && f.entry.partition != (w_start, w_end) {
                     continue;
                 }
-                let mut pts = f.bf.read_chunk(meta, self.kind)?;
-                pts.retain(|p| p.ts >= a && p.ts < b);
-                runs.push(pts);
+                runs.push(f.bf.read_chunk_range(meta, self.kind, a, b)?);
             }
             runs.extend(memory(a, b));
             out.extend(merge(runs));
@@ -555,6 +553,7 @@ fn open_written(
             path,
             file,
             partition,
+            version: block::VERSION,
         },
         entry: FileEntry {
             generation,

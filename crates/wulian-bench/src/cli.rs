@@ -90,6 +90,11 @@ pub struct Load {
     /// Topic template; `{id}` is the client's device id.
     #[arg(long, default_value = "devices/{id}/telemetry")]
     pub topic: String,
+    /// Use the load generator's own MQTT 3.1.1 client (one task per connection, publishes
+    /// pipelined up to `--inflight`) instead of rumqttc: cheap enough per message that the
+    /// broker, not the load generator, sets the ceiling.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -12,6 +12,7 @@ mod connections;
 mod creds;
 mod messaging;
 mod proc_stats;
+mod raw;
 mod report;
 mod tls;
 

@@ -29,21 +29,21 @@ use crate::proc_stats;
 use crate::report;
 
 /// Counters and histograms of one client, merged over all clients at the end.
-struct Stats {
-    sent: u64,
-    completed: u64,
-    completed_in_window: u64,
-    received: u64,
-    received_in_window: u64,
-    outstanding: u64,
-    errors: u64,
-    first_error: Option<String>,
-    publish_latency: Histogram<u64>,
-    delivery_latency: Histogram<u64>,
+pub(crate) struct Stats {
+    pub(crate) sent: u64,
+    pub(crate) completed: u64,
+    pub(crate) completed_in_window: u64,
+    pub(crate) received: u64,
+    pub(crate) received_in_window: u64,
+    pub(crate) outstanding: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) publish_latency: Histogram<u64>,
+    pub(crate) delivery_latency: Histogram<u64>,
 }
 
 impl Stats {
-    fn new() -> Stats {
+    pub(crate) fn new() -> Stats {
         Stats {
             sent: 0,
             completed: 0,
@@ -58,14 +58,14 @@ impl Stats {
         }
     }
 
-    fn error(&mut self, e: impl std::fmt::Display) {
+    pub(crate) fn error(&mut self, e: impl std::fmt::Display) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(e.to_string());
         }
     }
 
-    fn merge(&mut self, o: Stats) {
+    pub(crate) fn merge(&mut self, o: Stats) {
         self.sent += o.sent;
         self.completed += o.completed;
         self.completed_in_window += o.completed_in_window;
@@ -84,14 +84,14 @@ impl Stats {
 
 /// When the load runs.
 #[derive(Clone, Copy)]
-struct Window {
-    t0: Instant,
-    end: Instant,
-    hard_end: Instant,
+pub(crate) struct Window {
+    pub(crate) t0: Instant,
+    pub(crate) end: Instant,
+    pub(crate) hard_end: Instant,
 }
 
 impl Window {
-    fn new(duration_secs: u64, drain_secs: u64) -> Window {
+    pub(crate) fn new(duration_secs: u64, drain_secs: u64) -> Window {
         let t0 = Instant::now() + Duration::from_millis(200);
         let end = t0 + Duration::from_secs(duration_secs.max(1));
         Window {
@@ -111,14 +111,14 @@ fn qos_of(q: u8) -> anyhow::Result<QoS> {
     })
 }
 
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A small telemetry document wulian accepts as-is; `t_us` carries the send time.
-fn payload(seq: u64, padding: &str) -> Vec<u8> {
+pub(crate) fn payload(seq: u64, padding: &str) -> Vec<u8> {
     let t = now_micros();
     if padding.is_empty() {
         format!("{{\"seq\":{seq},\"t_us\":{t},\"temp\":21.5}}").into_bytes()
@@ -128,7 +128,7 @@ fn payload(seq: u64, padding: &str) -> Vec<u8> {
 }
 
 /// The `t_us` field of a payload made by [`payload`], without a full JSON parse.
-fn sent_micros(payload: &[u8]) -> Option<u64> {
+pub(crate) fn sent_micros(payload: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"t_us\":";
     let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let digits = payload[at..]
@@ -464,10 +464,10 @@ async fn run_load(
     (pubs, subs, proc_stats::delta(before, after), secs)
 }
 
-fn stats_json(pubs: &Stats, subs: &Stats, secs: f64, qos: QoS) -> Value {
+pub(crate) fn stats_json(pubs: &Stats, subs: &Stats, secs: f64, qos: u8) -> Value {
     json!({
         "window_secs": secs,
-        "qos": qos as u8,
+        "qos": qos,
         "published": {
             "sent": pubs.sent,
             "completed": pubs.completed,
@@ -485,7 +485,7 @@ fn stats_json(pubs: &Stats, subs: &Stats, secs: f64, qos: QoS) -> Value {
     })
 }
 
-fn merge_json(mut base: Value, extra: Value) -> Value {
+pub(crate) fn merge_json(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
         b.extend(e);
     }
@@ -513,6 +513,14 @@ async fn load_scenario(
     subscribe_to: Option<&str>,
     sub: &Subscriber,
 ) -> anyhow::Result<Value> {
+    if load.raw {
+        let qos = match qos {
+            QoS::AtMostOnce => wulian_mqtt::QoS::AtMostOnce,
+            QoS::AtLeastOnce => wulian_mqtt::QoS::AtLeastOnce,
+            QoS::ExactlyOnce => wulian_mqtt::QoS::ExactlyOnce,
+        };
+        return crate::raw::load_scenario(name, common, creds, load, qos, subscribe_to, sub).await;
+    }
     let mut subscribers = Vec::new();
     if let Some(filter) = subscribe_to {
         let (mut c, _, stats) = connect_all(
@@ -560,7 +568,7 @@ async fn load_scenario(
             "connect_first_error": connect_stats.first_error,
             "broker": broker,
         }),
-        stats_json(&pubs, &subs, secs, qos),
+        stats_json(&pubs, &subs, secs, qos as u8),
     ))
 }
 
@@ -658,7 +666,7 @@ pub async fn fan_out(
             "connect_first_error": connect_stats.first_error,
             "broker": broker,
         }),
-        stats_json(&pubs, &subs, secs, qos),
+        stats_json(&pubs, &subs, secs, qos as u8),
     ))
 }
 

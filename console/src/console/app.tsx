@@ -3,7 +3,6 @@ import type { VNode } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { LangSwitch, t, useLang } from "../common/i18n";
 import { Link, useRoute } from "../common/router";
-import { BikeShare, bikeShareIsMap } from "./bikeshare";
 import { currentAuth, restore, signOut, subscribeLogout, type Auth } from "./auth";
 import { DevicePage } from "./device";
 import { DeviceList } from "./devices";
@@ -31,7 +30,8 @@ export function App() {
   const [section, id] = route;
   let page;
   if (section === "map") page = <FleetMap />;
-  else if (section === "bikeshare") page = <BikeShare route={route.slice(1)} />;
+  else if (section === "bikeshare")
+    page = <Lazy key="bikeshare" load={() => import("./bikeshare")} show={(m) => <m.BikeShare route={route.slice(1)} />} />;
   else if (section === "devices" && id) page = <DevicePage id={id} key={id} />;
   else if (section === "alarms") page = <Lazy key="alarms" load={() => import("./alarms")} show={(m) => <m.AlarmList />} />;
   else if (section === "rules" && id)
@@ -85,7 +85,7 @@ export function App() {
           {t("common.signOut")}
         </button>
       </header>
-      <main class={section === "map" || (section === "bikeshare" && bikeShareIsMap(route.slice(1))) ? "main main-map" : "main"}>
+      <main class={section === "map" || (section === "bikeshare" && (!id || id === "zones" || id === "rebalancing")) ? "main main-map" : "main"}>
         {page}
       </main>
     </div>

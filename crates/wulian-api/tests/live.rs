@@ -503,3 +503,78 @@ async fn a_socket_that_falls_behind_is_told_how_many_events_it_missed() {
     assert_eq!(received, capacity, "the newest events are kept");
     assert_eq!(last.unwrap()["values"]["n"], json!((total - 1) as f64));
 }
+
+/// Fan-out cost: 100 sockets watch one device
+/// while telemetry is posted; prints the posting rate with and without them and the delay
+/// from a POST's answer to the last socket's receipt. Run with
+/// `cargo test --release -p wulian-api --test live -- --ignored --nocapture fan_out`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn fan_out_to_100_sockets() {
+    const SOCKETS: usize = 100;
+    const MESSAGES: usize = 500;
+    let live = start().await;
+    let admin = live.p.admin.clone();
+    let token = live.device(&admin, "d1").await;
+
+    let post_all = |n: usize| {
+        let live = &live;
+        let token = token.clone();
+        async move {
+            let started = std::time::Instant::now();
+            for i in 0..n {
+                let body = json!({"n": i as f64});
+                let (s, _) = live
+                    .call("POST", "/api/v1/devices/d1/telemetry", &token, Some(body))
+                    .await;
+                assert_eq!(s, StatusCode::OK);
+            }
+            started.elapsed()
+        }
+    };
+    let alone = post_all(MESSAGES).await;
+
+    let mut sockets = Vec::new();
+    for _ in 0..SOCKETS {
+        sockets.push(live.open_key("?devices=d1", &admin).await.0);
+    }
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut got = 0;
+                let mut lagged = 0;
+                while got < MESSAGES {
+                    match next(&mut ws).await {
+                        Some(msg) if msg["type"] == "telemetry" => got += 1,
+                        Some(msg) if msg["type"] == "lagged" => {
+                            let n = msg["dropped"].as_u64().unwrap() as usize;
+                            lagged += n;
+                            got += n;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                (std::time::Instant::now(), lagged)
+            })
+        })
+        .collect();
+    let watched = post_all(MESSAGES).await;
+    let posted_at = std::time::Instant::now();
+    let mut last = posted_at;
+    let mut dropped = 0;
+    for reader in readers {
+        let (done, lagged) = reader.await.unwrap();
+        last = last.max(done);
+        dropped += lagged;
+    }
+    println!(
+        "{MESSAGES} posts: {:.0}/s without sockets, {:.0}/s with {SOCKETS} sockets watching; \
+         {} events delivered, {dropped} dropped; last socket done {:?} after the last answer",
+        MESSAGES as f64 / alone.as_secs_f64(),
+        MESSAGES as f64 / watched.as_secs_f64(),
+        SOCKETS * MESSAGES - dropped,
+        last.saturating_duration_since(posted_at),
+    );
+}

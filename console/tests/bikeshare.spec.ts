@@ -310,6 +310,27 @@ test.describe.serial("bike share operator screens (en)", () => {
     await expect(page.getByTestId("order-new")).toHaveCount(0);
     await expect(page.getByTestId("order-done")).toHaveCount(0);
   });
+
+  test("a city regulator sees trips but no riders", async ({ page, server }) => {
+    const username = `city${Date.now() % 1_000_000}`;
+    const password = "wulian-city-e2e-Pw7";
+    const made = await call(server, "POST", "/api/v1/users", { username, role: "city_regulator", password });
+    expect(made.status, JSON.stringify(made.body)).toBe(201);
+    await page.goto(`${server.base}/console/`);
+    await page.getByLabel(/User name/).fill(username);
+    await page.getByLabel(/Password/).fill(password);
+    await page.getByTestId("login-submit").click();
+    await expect(page.locator(".who")).toContainText(username);
+    await page.goto(`${server.base}/console/bikeshare/trips/${trip.id}`);
+    await expect(page.getByTestId("trip-title")).toContainText(trip.id);
+    await expect(page.getByTestId("bs-nav-trips")).toBeVisible();
+    await expect(page.getByTestId("bs-nav-riders")).toHaveCount(0);
+    // The rider is an opaque id without a link, and the rider's ledger is not fetched.
+    await expect(page.getByTestId("trip-facts").getByRole("link", { name: rider.id })).toHaveCount(0);
+    await expect(page.getByTestId("trip-postings")).toHaveCount(0);
+    const refused = await page.evaluate(async (id) => (await fetch(`/api/v1/bikeshare/riders/${id}`)).status, rider.id);
+    expect(refused).toBe(403);
+  });
 });
 
 test.describe("bike share operator screens (zh-CN)", () => {

@@ -31,8 +31,9 @@ export function TripList() {
   const [from, setFrom] = useState(toLocalInput(params.get("from") ? Number(params.get("from")) : null));
   const [to, setTo] = useState(toLocalInput(params.get("to") ? Number(params.get("to")) : null));
   const [filter, setFilter] = useState({ state, bike, rider, from, to });
-  // befores[i] is the `to` bound that opens page i (older pages: before the last trip shown).
-  const [befores, setBefores] = useState<(number | undefined)[]>([undefined]);
+  // befores[i] opens page i: trips requested before `to`, less those already shown on the page
+  // before (trips requested in the same millisecond as its last one, which `to` must include).
+  const [befores, setBefores] = useState<({ to: number; seen: string[] } | undefined)[]>([undefined]);
   const [trips, setTrips] = useState<Trip[] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -49,18 +50,19 @@ export function TripList() {
     const before = befores[befores.length - 1];
     const fromMs = fromLocalInput(filter.from);
     const toMs = fromLocalInput(filter.to);
-    const upper = before !== undefined && toMs !== undefined ? Math.min(before, toMs) : (before ?? toMs);
+    const upper = before !== undefined && toMs !== undefined ? Math.min(before.to, toMs) : (before?.to ?? toMs);
+    const seen = new Set(before?.seen ?? []);
     history.replaceState(
       null,
       "",
       location.pathname + qs({ state: filter.state, bike: filter.bike, rider: filter.rider, from: fromMs, to: toMs }),
     );
     api<{ trips: Trip[] }>(
-      `/api/v1/bikeshare/trips${qs({ state: filter.state, bike: filter.bike, rider: filter.rider, from: fromMs, to: upper, limit: PAGE })}`,
+      `/api/v1/bikeshare/trips${qs({ state: filter.state, bike: filter.bike, rider: filter.rider, from: fromMs, to: upper, limit: PAGE + seen.size })}`,
       { signal: ctl.signal },
     )
       .then((r) => {
-        setTrips(r.trips);
+        setTrips(r.trips.filter((x) => !seen.has(x.id)).slice(0, PAGE));
         setError(null);
       })
       .catch((e) => {
@@ -69,7 +71,9 @@ export function TripList() {
     return () => ctl.abort();
   }, [filter, befores]);
 
-  const last = trips && trips.length === PAGE ? trips[trips.length - 1].requested_at : undefined;
+  const lastAt = trips && trips.length === PAGE ? trips[trips.length - 1].requested_at : undefined;
+  const older =
+    lastAt === undefined ? undefined : { to: lastAt + 1, seen: trips!.filter((x) => x.requested_at === lastAt).map((x) => x.id) };
 
   return (
     <section>
@@ -99,7 +103,7 @@ export function TripList() {
           {t("bs.newer")}
         </button>
         <span>{t("devices.page", { page: befores.length })}</span>
-        <button disabled={last === undefined} onClick={() => last !== undefined && setBefores([...befores, last])}>
+        <button disabled={!older} onClick={() => older && setBefores([...befores, older])}>
           {t("bs.older")}
         </button>
       </div>

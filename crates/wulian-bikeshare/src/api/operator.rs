@@ -1298,6 +1298,59 @@ mod tests {
         assert!(err.to_string().contains("2 to 64"), "{err}");
     }
 
+    fn caller(scope: wulian_registry::Scope, role: Option<wulian_registry::Role>) -> Caller {
+        let key = wulian_registry::ApiKey {
+            id: "k-1".into(),
+            tenant: "t1".into(),
+            name: "test".into(),
+            scope,
+            installation_admin: false,
+            created_at: 0,
+            last_used_at: None,
+            revoked: false,
+            mqtt_policy: None,
+        };
+        let session = role.map(|role| wulian_registry::Session {
+            id: "s-1".into(),
+            tenant: "t1".into(),
+            username: "someone".into(),
+            role,
+            csrf_token: "x".into(),
+            created_at: 0,
+            last_seen_at: 0,
+            idle_timeout_ms: 1,
+            expires_at: 1,
+        });
+        Caller { key, session }
+    }
+
+    fn rider() -> Rider {
+        let c = riders_db();
+        crate::riders::get(&c, "r-a").unwrap().unwrap()
+    }
+
+    #[test]
+    fn riders_are_shown_by_role() {
+        use wulian_registry::{Role, Scope};
+        let full = rider_view(&caller(Scope::ReadWrite, Some(Role::Operator)), rider()).unwrap();
+        assert_eq!(full.phone.as_deref(), Some("+8613800138000"));
+        assert_eq!(full.real_name.as_deref(), Some("李雷"));
+        // Read-only: a masked phone and no real-name fields, whether a viewer or a read-only key.
+        for c in [
+            caller(Scope::ReadOnly, Some(Role::Viewer)),
+            caller(Scope::ReadOnly, None),
+        ] {
+            let seen = rider_view(&c, rider()).unwrap();
+            assert_eq!(seen.phone.as_deref(), Some("+86 138****8000"));
+            assert_eq!(seen.real_name, None);
+            assert_eq!(seen.id_number_last4, None);
+            assert_eq!(seen.display_name.as_deref(), Some("Li"));
+        }
+        let city = caller(Scope::ReadOnly, Some(Role::CityRegulator));
+        assert!(rider_view(&city, rider()).is_err());
+        assert!(refuse_regulator(&city).is_err());
+    }
+
     #[test]
     fn candidates_fill_each_donor_cell_up_to_its_moves_skipping_busy_bikes() {
         let wanted = HashMap::from([("c1".to_string(), 2), ("c2".to_string(), 1)]);

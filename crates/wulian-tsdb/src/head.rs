@@ -13,13 +13,23 @@
 //! Later work will move old points into compressed blocks; the head then holds the recent
 //! window only, which is why the latest point is kept apart from the point vector.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::manifest::{Manifest, Tombstone};
 use crate::rollup_store::{FileGens, LoadedRollup};
 use crate::storage::LoadedFile;
 use crate::value::{Point, SeriesKey, Value, ValueKind, coerce};
+
+/// The shared copy of key name `key`.
+fn intern(keys: &mut HashSet<Arc<str>>, key: &str) -> Arc<str> {
+    if let Some(k) = keys.get(key) {
+        return Arc::clone(k);
+    }
+    let k: Arc<str> = Arc::from(key);
+    keys.insert(Arc::clone(&k));
+    k
+}
 
 /// A value whose kind differs from its series' kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,25 +38,74 @@ pub(crate) struct KindConflict {
     pub actual: ValueKind,
 }
 
-/// One series: kind, sorted points, latest point.
+/// The last-value cache of a series in 16 bytes (a [`Value`] takes 32): most series are idle
+/// and hold nothing else, so this is most of their memory. Strings, rare, pay an indirection.
+#[derive(Debug, Clone, PartialEq)]
+enum Latest {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    // A thin pointer: `String` or `Box<str>` would make every variant 24 bytes.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 for every series"
+    )]
+    Str(Box<String>),
+}
+
+impl Latest {
+    fn new(value: Value) -> Latest {
+        match value {
+            Value::F64(v) => Latest::F64(v),
+            Value::I64(v) => Latest::I64(v),
+            Value::Bool(v) => Latest::Bool(v),
+            Value::Str(s) => Latest::Str(Box::new(s)),
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            Latest::F64(v) => Value::F64(*v),
+            Latest::I64(v) => Value::I64(*v),
+            Latest::Bool(v) => Value::Bool(*v),
+            Latest::Str(s) => Value::Str(String::clone(s)),
+        }
+    }
+
+    fn kind(&self) -> ValueKind {
+        match self {
+            Latest::F64(_) => ValueKind::Float,
+            Latest::I64(_) => ValueKind::Integer,
+            Latest::Bool(_) => ValueKind::Bool,
+            Latest::Str(_) => ValueKind::String,
+        }
+    }
+}
+
+/// One series: sorted points not yet flushed, latest point (whose variant is the kind). 40
+/// bytes when idle: the point vector is boxed and absent while there are no points.
 #[derive(Debug)]
 pub(crate) struct Series {
-    kind: ValueKind,
     /// Identifies the series in the block files' in-memory chunk maps.
     id: u32,
-    /// Points not yet flushed to block files.
-    points: Vec<Point>,
-    latest: Point,
+    /// Points not yet flushed to block files; `None` when there are none.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 for every idle series"
+    )]
+    points: Option<Box<Vec<Point>>>,
+    latest_ts: i64,
+    latest: Latest,
 }
 
 impl Series {
     fn new(id: u32, ts: i64, value: Value) -> Series {
         let point = Point { ts, value };
         Series {
-            kind: point.value.kind(),
             id,
-            points: vec![point.clone()],
-            latest: point,
+            latest_ts: ts,
+            latest: Latest::new(point.value.clone()),
+            points: Some(Box::new(vec![point])),
         }
     }
 
@@ -55,16 +114,29 @@ impl Series {
     }
 
     pub(crate) fn kind(&self) -> ValueKind {
-        self.kind
+        self.latest.kind()
     }
 
-    pub(crate) fn latest(&self) -> &Point {
-        &self.latest
+    /// The latest point (the last-value cache).
+    pub(crate) fn latest(&self) -> Point {
+        Point {
+            ts: self.latest_ts,
+            value: self.latest.value(),
+        }
     }
 
     /// All points, ascending by timestamp, unique timestamps.
     pub(crate) fn points(&self) -> &[Point] {
-        &self.points
+        self.points.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn points_mut(&mut self) -> &mut Vec<Point> {
+        self.points.get_or_insert_with(Default::default)
+    }
+
+    /// Takes the points out, leaving none.
+    fn take_points(&mut self) -> Vec<Point> {
+        self.points.take().map(|b| *b).unwrap_or_default()
     }
 
     /// Points with `from <= ts < to`.
@@ -72,37 +144,37 @@ impl Series {
         if from >= to {
             return &[];
         }
-        let start = self.points.partition_point(|p| p.ts < from);
-        let end = self.points.partition_point(|p| p.ts < to);
-        &self.points[start..end.max(start)]
+        let points = self.points();
+        let start = points.partition_point(|p| p.ts < from);
+        let end = points.partition_point(|p| p.ts < to);
+        &points[start..end.max(start)]
     }
 
     /// Inserts or replaces the point at `ts`. Returns whether the point is new. The value must
     /// already have the series' kind.
     fn upsert(&mut self, ts: i64, value: Value) -> bool {
-        if ts >= self.latest.ts {
+        if ts >= self.latest_ts {
             // The newest point so far (or a rewrite of it): the cache follows.
-            self.latest = Point {
-                ts,
-                value: value.clone(),
-            };
+            self.latest_ts = ts;
+            self.latest = Latest::new(value.clone());
         }
-        match self.points.last_mut() {
+        let points = self.points_mut();
+        match points.last_mut() {
             Some(last) if last.ts < ts => {
-                self.points.push(Point { ts, value });
+                points.push(Point { ts, value });
                 true
             }
             Some(last) if last.ts == ts => {
                 last.value = value;
                 false
             }
-            _ => match tail_search(&self.points, ts) {
+            _ => match tail_search(points, ts) {
                 Ok(i) => {
-                    self.points[i].value = value;
+                    points[i].value = value;
                     false
                 }
                 Err(i) => {
-                    self.points.insert(i, Point { ts, value });
+                    points.insert(i, Point { ts, value });
                     true
                 }
             },
@@ -140,13 +212,14 @@ pub(crate) struct Device {
 
 /// A device's series by key: a sorted vector grown one slot at a time. Devices have a handful
 /// of keys; a `BTreeMap` would allocate an 11-slot node (over 1 KB) for them, which was most of
-/// the memory of an idle series.
+/// the memory of an idle series. Keys are interned ([`Head::keys`]): devices of a profile share
+/// one key set, so a series pays 16 bytes for its key instead of a heap string.
 #[derive(Debug, Default)]
-struct SeriesMap(Vec<(String, Series)>);
+struct SeriesMap(Vec<(Arc<str>, Series)>);
 
 impl SeriesMap {
     fn position(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
     }
 
     fn get(&self, key: &str) -> Option<&Series> {
@@ -157,7 +230,7 @@ impl SeriesMap {
         self.position(key).ok().map(|i| &mut self.0[i].1)
     }
 
-    fn insert(&mut self, key: String, series: Series) {
+    fn insert(&mut self, key: Arc<str>, series: Series) {
         match self.position(&key) {
             Ok(i) => self.0[i].1 = series,
             Err(i) => {
@@ -167,12 +240,12 @@ impl SeriesMap {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&String, &Series)> {
-        self.0.iter().map(|(k, s)| (k, s))
+    fn iter(&self) -> impl Iterator<Item = (&str, &Series)> {
+        self.0.iter().map(|(k, s)| (&**k, s))
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Series)> {
-        self.0.iter_mut().map(|(k, s)| (&*k, s))
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Series)> {
+        self.0.iter_mut().map(|(k, s)| (&**k, s))
     }
 
     fn values(&self) -> impl Iterator<Item = &Series> {
@@ -183,7 +256,7 @@ impl SeriesMap {
         self.0.iter_mut().map(|(_, s)| s)
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&String, &mut Series) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&str, &mut Series) -> bool) {
         self.0.retain_mut(|(k, s)| keep(k, s));
     }
 
@@ -198,7 +271,7 @@ impl SeriesMap {
 
 impl Device {
     pub(crate) fn series(&self) -> impl Iterator<Item = (&str, &Series)> {
-        self.series.iter().map(|(k, s)| (k.as_str(), s))
+        self.series.iter()
     }
 }
 
@@ -207,6 +280,9 @@ impl Device {
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     tenants: HashMap<String, HashMap<String, Device>>,
+    /// Every key name in use, shared by the series that have it. Names are never removed (a
+    /// store has few distinct key names; a deleted device's keys are usually another's too).
+    keys: HashSet<Arc<str>>,
     series: usize,
     points: u64,
     next_id: u32,
@@ -300,8 +376,8 @@ impl Head {
         };
         match device.series.get_mut(&key.key) {
             Some(series) => {
-                let value = coerce(series.kind, value).map_err(|actual| KindConflict {
-                    expected: series.kind,
+                let value = coerce(series.kind(), value).map_err(|actual| KindConflict {
+                    expected: series.kind(),
                     actual,
                 })?;
                 if series.upsert(ts, value) {
@@ -311,7 +387,7 @@ impl Head {
             None => {
                 device
                     .series
-                    .insert(key.key.clone(), Series::new(id, ts, value));
+                    .insert(intern(&mut self.keys, &key.key), Series::new(id, ts, value));
                 self.next_id = self.next_id.wrapping_add(1);
                 self.series += 1;
                 self.points += 1;
@@ -325,38 +401,47 @@ impl Head {
     /// newest file wins a tie on the latest timestamp.
     pub(crate) fn ensure_series(
         &mut self,
-        key: &SeriesKey,
+        (tenant, device, key): (&str, &str, &str),
         kind: ValueKind,
         latest: Point,
     ) -> Result<u32, KindConflict> {
         let id = self.next_id;
-        let device = self
-            .tenants
-            .entry(key.tenant.clone())
-            .or_default()
-            .entry(key.device.clone())
-            .or_default();
-        match device.series.get_mut(&key.key) {
+        let devices = match self.tenants.get_mut(tenant) {
+            Some(devices) => devices,
+            None => self.tenants.entry(tenant.to_string()).or_default(),
+        };
+        let device = match devices.get_mut(device) {
+            Some(d) => d,
+            None => devices.entry(device.to_string()).or_default(),
+        };
+        if latest.value.kind() != kind {
+            return Err(KindConflict {
+                expected: kind,
+                actual: latest.value.kind(),
+            });
+        }
+        match device.series.get_mut(key) {
             Some(series) => {
-                if series.kind != kind {
+                if series.kind() != kind {
                     return Err(KindConflict {
-                        expected: series.kind,
+                        expected: series.kind(),
                         actual: kind,
                     });
                 }
-                if latest.ts >= series.latest.ts {
-                    series.latest = latest;
+                if latest.ts >= series.latest_ts {
+                    series.latest_ts = latest.ts;
+                    series.latest = Latest::new(latest.value);
                 }
                 Ok(series.id)
             }
             None => {
                 device.series.insert(
-                    key.key.clone(),
+                    intern(&mut self.keys, key),
                     Series {
-                        kind,
                         id,
-                        points: Vec::new(),
-                        latest,
+                        points: None,
+                        latest_ts: latest.ts,
+                        latest: Latest::new(latest.value),
                     },
                 );
                 self.next_id = self.next_id.wrapping_add(1);
@@ -374,17 +459,16 @@ impl Head {
         for (tenant, devices) in &mut self.tenants {
             for (device, d) in devices.iter_mut() {
                 for (key, series) in d.series.iter_mut() {
-                    if series.points.is_empty() {
+                    if series.points().is_empty() {
+                        series.points = None;
                         continue;
                     }
                     list.push(FrozenSeries {
-                        key: SeriesKey::new(tenant.as_str(), device.as_str(), key.as_str()),
+                        key: SeriesKey::new(tenant.as_str(), device.as_str(), key),
                         id: series.id,
-                        kind: series.kind,
+                        kind: series.kind(),
                     });
-                    frozen
-                        .points
-                        .insert(series.id, std::mem::take(&mut series.points));
+                    frozen.points.insert(series.id, series.take_points());
                 }
             }
         }
@@ -416,17 +500,20 @@ impl Head {
                     };
                     let mut merged: BTreeMap<i64, Value> =
                         old.iter().map(|p| (p.ts, p.value.clone())).collect();
-                    for p in series.points.drain(..) {
+                    for p in series.take_points() {
                         merged.insert(p.ts, p.value);
                     }
-                    series.points = merged
+                    *series.points_mut() = merged
                         .into_iter()
                         .map(|(ts, value)| Point { ts, value })
                         .collect();
                 }
             }
         }
-        self.points = self.iter().map(|(_, _, _, s)| s.points.len() as u64).sum();
+        self.points = self
+            .iter()
+            .map(|(_, _, _, s)| s.points().len() as u64)
+            .sum();
     }
 
     /// Points in memory, frozen ones included.
@@ -459,11 +546,13 @@ impl Head {
             devices.retain(|device, d| {
                 let floor = floor_of(tenant, device);
                 d.series.retain(|_, s| {
-                    let cut = s.points.partition_point(|p| p.ts < floor);
+                    let cut = s.points().partition_point(|p| p.ts < floor);
                     points_removed += cut as u64;
-                    s.points.drain(..cut);
-                    if s.latest.ts < floor {
-                        points_removed += s.points.len() as u64;
+                    if cut > 0 {
+                        s.points_mut().drain(..cut);
+                    }
+                    if s.latest_ts < floor {
+                        points_removed += s.points().len() as u64;
                         series_removed += 1;
                         false
                     } else {
@@ -501,7 +590,11 @@ impl Head {
             self.tenants.remove(tenant);
         }
         let series = removed.series.len();
-        let points: u64 = removed.series.values().map(|s| s.points.len() as u64).sum();
+        let points: u64 = removed
+            .series
+            .values()
+            .map(|s| s.points().len() as u64)
+            .sum();
         self.series -= series;
         self.points -= points;
         (series, points)
@@ -522,7 +615,7 @@ impl Head {
             devices.iter().flat_map(move |(device, d)| {
                 d.series
                     .iter()
-                    .map(move |(key, s)| (tenant.as_str(), device.as_str(), key.as_str(), s))
+                    .map(move |(key, s)| (tenant.as_str(), device.as_str(), key, s))
             })
         })
     }
@@ -582,7 +675,7 @@ mod tests {
         );
         assert_eq!(
             s.latest(),
-            &Point {
+            Point {
                 ts: 30,
                 value: Value::F64(3.5)
             }
@@ -610,6 +703,53 @@ mod tests {
             })
         );
         assert_eq!(head.point_count(), 2);
+    }
+
+    #[test]
+    fn an_idle_series_is_small_and_its_cache_keeps_every_kind() {
+        // The memory goal (under 200 bytes per idle series) rests on these sizes.
+        assert!(std::mem::size_of::<Series>() <= 40);
+        assert_eq!(std::mem::size_of::<Latest>(), 16);
+        let mut head = Head::default();
+        let values = [
+            Value::F64(-0.0),
+            Value::I64(i64::MIN),
+            Value::Bool(true),
+            Value::Str("héllo".into()),
+        ];
+        for (i, v) in values.iter().enumerate() {
+            let k = SeriesKey::new("t", format!("d{i}"), "same");
+            head.ensure_series(
+                ("t", &k.device, "same"),
+                v.kind(),
+                Point {
+                    ts: 5,
+                    value: v.clone(),
+                },
+            )
+            .unwrap();
+            let s = head.series(&k).unwrap();
+            assert_eq!(
+                s.latest(),
+                Point {
+                    ts: 5,
+                    value: v.clone()
+                }
+            );
+            assert_eq!(s.kind(), v.kind());
+            assert!(s.points().is_empty());
+        }
+        // One shared copy of the key name.
+        assert_eq!(head.keys.len(), 1);
+        // A later point replaces the cache, an older one does not.
+        let k = SeriesKey::new("t", "d3", "same");
+        head.upsert(&k, 9, Value::Str("new".into())).unwrap();
+        head.upsert(&k, 7, Value::Str("old".into())).unwrap();
+        assert_eq!(
+            head.series(&k).unwrap().latest().value,
+            Value::Str("new".into())
+        );
+        assert_eq!(head.series(&k).unwrap().points().len(), 2);
     }
 
     #[test]

@@ -590,7 +590,7 @@ impl Tsdb {
         head.device(tenant, device)
             .map(|d| {
                 d.series()
-                    .map(|(k, s)| (k.to_string(), s.latest().clone()))
+                    .map(|(k, s)| (k.to_string(), s.latest()))
                     .collect()
             })
             .unwrap_or_default()

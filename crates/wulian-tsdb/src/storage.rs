@@ -82,6 +82,7 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
     for entry in entries {
         let path = blocks_dir.join(block::file_name(entry.generation));
         let (bf, index) = BlockFile::open(&path, entry.generation)?;
+        let index = index.entries().map_err(|e| bf.corrupt(0, e.0))?;
         if bf.partition != entry.partition {
             return Err(Error::Corrupt {
                 file: path,
@@ -96,14 +97,14 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
         let mut hidden_at_open = 0;
         for e in index {
             let hidden = tombstones
-                .get(&(e.key.tenant.as_str(), e.key.device.as_str()))
+                .get(&(e.tenant, e.device))
                 .is_some_and(|g| *g > entry.generation);
             if hidden || e.meta.max_ts < manifest.floor {
                 continue;
             }
             if manifest
                 .device_floors
-                .hides(&e.key.tenant, &e.key.device, e.meta.max_ts)
+                .hides(e.tenant, e.device, e.meta.max_ts)
             {
                 hidden_at_open += 1;
                 continue;
@@ -113,13 +114,13 @@ pub(crate) fn load(dir: &Path, manifest: Manifest, head: &mut Head) -> Result<()
                 value: e.last,
             };
             let id = head
-                .ensure_series(&e.key, e.kind, latest)
+                .ensure_series((e.tenant, e.device, e.key), e.kind, latest)
                 .map_err(|c| Error::Corrupt {
                     file: path.clone(),
                     offset: e.meta.offset,
                     reason: format!(
-                        "series {} holds {} values here and {} values in an older file",
-                        e.key, c.actual, c.expected
+                        "series {}/{}/{} holds {} values here and {} values in an older file",
+                        e.tenant, e.device, e.key, c.actual, c.expected
                     ),
                 })?;
             chunks.push((id, e.meta));

@@ -28,7 +28,85 @@ pub struct Config {
     /// The rule engine: the action queue and the bounds of windowed aggregates (docs/rules.md).
     pub rules: wulian_rules::EngineConfig,
     pub simulation: SimulationConfig,
+    /// The maps of the console and the rider app: a tile server instead of the GeoJSON basemap.
+    pub map: MapConfig,
     pub log: LogConfig,
+}
+
+/// `[map]`: a deployment's tile server (docs/configuration.md). Empty: the maps draw the
+/// tenant's GeoJSON basemap (`PUT /api/v1/bikeshare/basemap`, filled by `wulian demo`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MapConfig {
+    /// A MapLibre style document URL (vector tiles); wins over `tiles`.
+    pub style_url: String,
+    /// Raster tile URL templates with `{z}`, `{x}` and `{y}`.
+    pub tiles: Vec<String>,
+    /// The raster tiles' size in pixels (256 when unset).
+    pub tile_size: u16,
+    /// The tiles' attribution, shown on the maps.
+    pub attribution: String,
+}
+
+impl MapConfig {
+    fn problems(&self, out: &mut Vec<String>) {
+        if !self.style_url.is_empty() && origin(&self.style_url).is_none() {
+            out.push("map.style_url must be an http:// or https:// URL".into());
+        }
+        for url in &self.tiles {
+            if origin(url).is_none() || !["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p)) {
+                out.push(format!(
+                    "map.tiles: {url:?} must be an http:// or https:// URL with {{z}}, {{x}} and {{y}}"
+                ));
+            }
+        }
+        if self.tile_size != 0 && !(64..=1024).contains(&self.tile_size) {
+            out.push("map.tile_size must be between 64 and 1024".into());
+        }
+    }
+
+    /// What the map routes hand to the console and the rider app.
+    pub fn tiles(&self) -> wulian_bikeshare::api::MapTiles {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        wulian_bikeshare::api::MapTiles {
+            style_url: some(&self.style_url),
+            tiles: self.tiles.clone(),
+            tile_size: if self.tile_size == 0 {
+                256
+            } else {
+                self.tile_size
+            },
+            attribution: some(&self.attribution),
+        }
+    }
+
+    /// The origins the pages must be allowed to load from (their Content-Security-Policy).
+    /// A style document names further tile and glyph URLs of its own: serve them from the
+    /// style's origin, or proxy them there.
+    pub fn origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::iter::once(&self.style_url)
+            .chain(&self.tiles)
+            .filter_map(|u| origin(u))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL, or None. Only characters a URL's authority may
+/// hold, so the origin can go into a header verbatim.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let valid = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    valid.then(|| format!("{scheme}://{authority}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +616,7 @@ impl Config {
         }
         self.coap.problems(&mut problems);
         self.sessions.problems(&mut problems);
+        self.map.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

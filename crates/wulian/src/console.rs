@@ -19,8 +19,10 @@ use axum::routing::get;
 #[folder = "$WULIAN_CONSOLE_DIST"]
 struct Dist;
 
-/// The two apps' routes; merged into the API router's `extra` routes.
-pub fn router() -> Router {
+/// The two apps' routes; merged into the API router's `extra` routes. `map_origins` are the
+/// tile server's origins (`[map]`), which the pages' Content-Security-Policy lets them load.
+pub fn router(map_origins: &[String]) -> Router {
+    let csp = content_security_policy(map_origins);
     Router::new()
         .route(
             "/console",
@@ -43,6 +45,32 @@ pub fn router() -> Router {
             "/rider/{*path}",
             get(|Path(p): Path<String>, h: HeaderMap| async move { app_file("rider", &p, &h) }),
         )
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let csp = csp.clone();
+            async move {
+                // Pages carry the policy; files (scripts, the worker) do not need it.
+                if r.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+                    r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+                }
+                r
+            }
+        }))
+}
+
+/// [`CSP`] with the tile server's origins added where maps load tiles, styles and glyphs.
+fn content_security_policy(map_origins: &[String]) -> HeaderValue {
+    let extra: String = map_origins.iter().map(|o| format!(" {o}")).collect();
+    let csp = CSP
+        .replace(
+            "img-src 'self' data: blob:;",
+            &format!("img-src 'self' data: blob:{extra};"),
+        )
+        .replace(
+            "connect-src 'self' blob:;",
+            &format!("connect-src 'self' blob:{extra};"),
+        );
+    // The origins passed configuration validation (URL authority characters only).
+    HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static(CSP))
 }
 
 /// The file `path` of `app`, or the app's page for a client-side route.
@@ -127,9 +155,10 @@ fn serve(file: &str, headers: &HeaderMap) -> Response {
     response
 }
 
-/// The pages load only their own scripts; MapLibre runs its worker from a `blob:` URL.
+/// The pages load only their own scripts; MapLibre runs its worker from a `blob:` URL, and its
+/// worker fetches the fleet map's bikes from a `blob:` URL (console/src/console/fleetworker.ts).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-    img-src 'self' data: blob:; worker-src 'self' blob:; connect-src 'self'; \
+    img-src 'self' data: blob:; worker-src 'self' blob:; connect-src 'self' blob:; \
     frame-ancestors 'none'; base-uri 'self'; object-src 'none'";
 
 /// Whether `Accept-Encoding` allows `coding` (listed without `q=0`).
@@ -213,6 +242,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_policy_names_the_tile_server() {
+        let plain = content_security_policy(&[]);
+        assert_eq!(plain.to_str().expect("ascii"), CSP);
+        let csp = content_security_policy(&["https://tiles.example.com:8443".into()]);
+        let csp = csp.to_str().expect("ascii");
+        assert!(csp.contains("img-src 'self' data: blob: https://tiles.example.com:8443;"));
+        assert!(csp.contains("connect-src 'self' blob: https://tiles.example.com:8443;"));
+        assert!(
+            csp.contains("script-src 'self';"),
+            "scripts stay the installation's own"
+        );
+    }
+
     #[tokio::test]
     async fn pages_assets_and_client_routes() {
         use tower::ServiceExt;
@@ -222,7 +265,7 @@ mod tests {
                 .body(Body::empty())
                 .expect("request")
         };
-        let app = router();
+        let app = router(&[]);
         let r = app
             .clone()
             .oneshot(get("/console", ""))

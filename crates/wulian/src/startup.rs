@@ -238,8 +238,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_secs(config.http.request_timeout_secs),
     };
-    let bikeshare_routes = wulian_bikeshare::api::router(state.clone(), Arc::clone(&bikeshare));
-    let extra = bikeshare_routes.merge(crate::console::router());
+    // The maps' tile server (`[map]`), for the basemap routes to hand to the front ends.
+    let bikeshare_routes = wulian_bikeshare::api::router(state.clone(), Arc::clone(&bikeshare))
+        .layer(axum::Extension(config.map.tiles()));
+    let extra = bikeshare_routes.merge(crate::console::router(&config.map.origins()));
     let router = wulian_api::routes::session::with_sessions(
         wulian_api::router_with(state, &limits, extra),
         config.sessions.api(),

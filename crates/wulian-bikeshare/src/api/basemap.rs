@@ -1,11 +1,14 @@
 //! The tenant's basemap (districts, streets, water as GeoJSON) for maps drawn without internet
 //! tiles: read by the console and the rider app, set by an admin (the demo sets its city's).
+//! A deployment with a tile server says so in its configuration (`[map]`); the binary hands
+//! that to these routes as a [`MapTiles`] request extension, and the maps use it instead.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Serialize;
 use serde_json::Value;
 use wulian_api::ApiError;
 use wulian_api::error::Problem;
@@ -24,6 +27,46 @@ pub(super) fn routes() -> Router<BikeApi> {
             get(operator_basemap).put(put_basemap),
         )
         .route("/api/v1/rider/basemap", get(rider_basemap))
+        .route("/api/v1/bikeshare/basemap/tiles", get(operator_tiles))
+        .route("/api/v1/rider/basemap/tiles", get(rider_tiles))
+}
+
+/// Where the maps get their tiles. All empty (the default): draw the tenant's GeoJSON basemap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MapTiles {
+    /// A MapLibre style document (vector tiles, with its own glyphs and sprites); wins over
+    /// `tiles`.
+    pub style_url: Option<String>,
+    /// Raster tile URL templates with `{z}`, `{x}` and `{y}`.
+    pub tiles: Vec<String>,
+    /// The raster tiles' size in pixels.
+    pub tile_size: u16,
+    /// Shown on the map, as the tiles' licence asks.
+    pub attribution: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bikeshare/basemap/tiles", tag = "bikeshare",
+    security(("api_key" = [])),
+    responses((status = 200, body = MapTiles, description = "The deployment's tile server, or \
+            nothing (empty `tiles`, no `style_url`): then draw the GeoJSON basemap"),
+        ApiKeyErrors))]
+pub(super) async fn operator_tiles(
+    _caller: Caller,
+    tiles: Option<Extension<MapTiles>>,
+) -> Json<MapTiles> {
+    Json(tiles.map(|Extension(t)| t).unwrap_or_default())
+}
+
+#[utoipa::path(get, path = "/api/v1/rider/basemap/tiles", tag = "rider app",
+    security(("rider_token" = [])),
+    responses((status = 200, body = MapTiles, description = "The deployment's tile server, or \
+            nothing (empty `tiles`, no `style_url`): then draw the GeoJSON basemap"),
+        RiderErrors))]
+pub(super) async fn rider_tiles(
+    _rider: RiderCaller,
+    tiles: Option<Extension<MapTiles>>,
+) -> Json<MapTiles> {
+    Json(tiles.map(|Extension(t)| t).unwrap_or_default())
 }
 
 async fn stored(s: &BikeApi, tenant: &str) -> ApiResult<Response> {

@@ -24,6 +24,7 @@ use axum::http::StatusCode;
 use utoipa::OpenApi;
 use wulian_api::{ApiError, AppState};
 
+pub use basemap::MapTiles;
 pub use openapi::BikeShareApi;
 
 use crate::error::Error;

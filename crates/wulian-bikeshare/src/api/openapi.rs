@@ -27,6 +27,7 @@ use super::{basemap, city, operator, rider};
         operator::demand, operator::rebalancing, operator::list_city, operator::create_city,
         operator::revoke_city,
         basemap::operator_basemap, basemap::put_basemap, basemap::rider_basemap,
+        basemap::operator_tiles, basemap::rider_tiles,
         rider::sign_up, rider::me, rider::erase, rider::consent, rider::export, rider::nearby,
         rider::zones, rider::parking, rider::my_trips, rider::rent, rider::my_trip, rider::resume,
         rider::wallet_view, rider::top_up, rider::buy_pass,

@@ -6,7 +6,7 @@
 #   console/run-e2e.sh tests/rider.spec.ts -g zh-CN
 #
 # Env: WULIAN_BIN (default: builds and uses target/debug/wulian), CHROMIUM (default
-# /usr/bin/chromium), WULIAN_MAP_MIN_FPS (assert an absolute map frame rate; needs a GPU).
+# /usr/bin/chromium), WULIAN_MAP_MIN_FPS (the map's frame-rate floor, default 30).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"

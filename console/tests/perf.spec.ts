@@ -62,7 +62,13 @@ async function panFps(page: import("@playwright/test").Page, base: string, key: 
     return !!m && m.loaded() && m.areTilesLoaded();
   });
   await page.waitForTimeout(500);
-  return page.evaluate(
+  const cdp = await page.context().browser()!.newBrowserCDPSession();
+  const cpu = async (type: string) => {
+    const { processInfo } = (await cdp.send("SystemInfo.getProcessInfo")) as { processInfo: { type: string; cpuTime: number }[] };
+    return processInfo.filter((p) => p.type === type).reduce((s, p) => s + p.cpuTime, 0);
+  };
+  const [g0, r0] = [await cpu("GPU"), await cpu("renderer")];
+  const fps = await page.evaluate(
     () =>
       new Promise<number>((resolve) => {
         const map = (window as unknown as { __wulianMap: import("maplibre-gl").Map }).__wulianMap;
@@ -80,19 +86,24 @@ async function panFps(page: import("@playwright/test").Page, base: string, key: 
         setTimeout(() => map.panBy([0, -300], { duration: 1000, easing: (t) => t }), 2000);
       }),
   );
+  // CPU time a frame: the GPU process is where software WebGL runs; the renderer runs the page.
+  const perFrame = (t0: number, t1: number) => (((t1 - t0) * 1000) / (fps * 3)).toFixed(1);
+  console.log(
+    `pan with ${n} bikes: ${fps.toFixed(1)} fps; CPU ms a frame: GPU process ${perFrame(g0, await cpu("GPU"))}, renderer ${perFrame(r0, await cpu("renderer"))}`,
+  );
+  return fps;
 }
 
-// The frame rate is bounded by the GPU: headless Chromium without one renders WebGL in software
-// (SwiftShader), where even an almost empty map pans at ~10 fps on 2 cores. So the test checks
-// that 100,000 bikes cost (almost) nothing against 1,000, and checks the absolute frame rate
-// only when WULIAN_MAP_MIN_FPS is set (30 on a machine with a GPU).
-test("fleet map pans as fast with 100,000 bikes as with 1,000", async ({ page, server }) => {
+// The issue's goal: above 30 fps with 100,000 bikes, here too, where headless Chromium has no
+// GPU and draws WebGL in software (SwiftShader) on 2 cores; the map is styled for that budget
+// (src/common/mapkit.ts). WULIAN_MAP_MIN_FPS sets another floor. 100,000 bikes must also cost
+// (almost) nothing against 1,000: they are clustered in MapLibre's worker.
+test("fleet map pans above 30 fps with 100,000 bikes", async ({ page, server }) => {
   const few = await panFps(page, server.base, server.key, 1000);
   const many = await panFps(page, server.base, server.key, 100_000);
   results.map_pan_fps_1k = Math.round(few * 10) / 10;
   results.map_pan_fps_100k = Math.round(many * 10) / 10;
   await page.screenshot({ path: join(import.meta.dirname, "../../docs/images/console-map-100k.png") });
   expect(many).toBeGreaterThan(few * 0.75);
-  const min = Number(process.env.WULIAN_MAP_MIN_FPS ?? 0);
-  if (min > 0) expect(many).toBeGreaterThan(min);
+  expect(many).toBeGreaterThan(Number(process.env.WULIAN_MAP_MIN_FPS ?? 30));
 });

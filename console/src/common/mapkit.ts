@@ -1,6 +1,8 @@
 // MapLibre GL without internet tiles: a blank style, then the tenant's basemap (districts,
 // water, streets as GeoJSON) and its fences drawn as layers. Loaded lazily: the map's code
-// is the largest part of the bundle and only map screens need it.
+// is the largest part of the bundle and only map screens need it. Styled for a frame budget
+// on machines without a GPU, where every pass over the screen's pixels counts
+// (docs/console.md, "Size and speed").
 import type { FeatureCollection, Geometry } from "geojson";
 import type { Map as MlMap, StyleSpecification } from "maplibre-gl";
 import "maplibre-gl/dist/maplibre-gl.css";
@@ -30,14 +32,13 @@ export const FENCE_COLORS: Record<string, string> = {
   service_area: "#0f766e",
 };
 
-/** A style with no sources: the background only. A deployment with a tile server passes its
- * style URL instead (see docs/console.md). */
+/** The land colour, painted by the map's container behind a transparent canvas (see createMap). */
+export const LAND_COLOR = "#ece8df";
+
+/** A style with no sources and no layers: the land colour is the container's CSS background.
+ * A deployment with a tile server passes its style URL instead (see docs/console.md). */
 function blankStyle(): StyleSpecification {
-  return {
-    version: 8,
-    sources: {},
-    layers: [{ id: "background", type: "background", paint: { "background-color": "#f3f1ec" } }],
-  };
+  return { version: 8, sources: {}, layers: [] };
 }
 
 export function createMap(
@@ -46,7 +47,11 @@ export function createMap(
   zoom: number,
   styleUrl?: string | null,
 ): MlMap {
-  return new maplibregl.Map({
+  // The canvas is transparent where nothing is drawn and the browser's compositor shows the
+  // container's background there: a full-screen background layer would be one more pass over
+  // every pixel per frame, which is what a software renderer (no GPU: SwiftShader) pays most for.
+  container.style.background = LAND_COLOR;
+  const map = new maplibregl.Map({
     container,
     style: styleUrl || blankStyle(),
     center,
@@ -57,70 +62,93 @@ export function createMap(
     maxPitch: 0,
     dragRotate: false,
   });
+  skipSkyWhenFlat(map);
+  return map;
+}
+
+/**
+ * MapLibre draws the sky, a full-screen quad with a per-pixel shader, on every frame, even on a
+ * flat Mercator map whose horizon is never in view. Measured on a machine without a GPU
+ * (SwiftShader), it was 45 of the 110 ms a panning frame cost; this map never pitches, so the
+ * sky is skipped while the pitch is 0 (`drawFunctions` is the painter's pluggable table).
+ */
+function skipSkyWhenFlat(map: MlMap): void {
+  type Draw = (...args: unknown[]) => void;
+  const painter = (map as unknown as { painter?: { drawFunctions?: Record<string, Draw> } }).painter;
+  const sky = painter?.drawFunctions?.sky;
+  if (!painter || !sky) return;
+  painter.drawFunctions = {
+    ...painter.drawFunctions,
+    sky: (...args: unknown[]) => {
+      if (map.getPitch() > 0) sky(...args);
+    },
+  };
 }
 
 export function whenLoaded(map: MlMap): Promise<void> {
   return map.loaded() ? Promise.resolve() : new Promise((r) => map.once("load", () => r()));
 }
 
-/** Draws a basemap FeatureCollection whose features carry `layer`: district, water or street. */
-export function addBasemap(map: MlMap, basemap: FeatureCollection): void {
-  map.addSource("basemap", { type: "geojson", data: basemap });
+type Filter = maplibregl.ExpressionSpecification;
+
+/** The basemap's layers (features with `layer`: district, water or street) on `source`. */
+function basemapLayers(map: MlMap, source: string): void {
+  const layer = (name: string): Filter => ["==", ["get", "layer"], name];
+  // Districts are filled only when they carry a colour of their own: the land colour behind the
+  // canvas stands for the rest, and a fill over the whole city is a full-screen pass per frame.
   map.addLayer({
     id: "basemap-district",
     type: "fill",
-    source: "basemap",
-    filter: ["==", ["get", "layer"], "district"],
-    paint: {
-      "fill-color": ["coalesce", ["get", "color"], "#e9e5dc"],
-      "fill-outline-color": "#cfc8b8",
-    },
+    source,
+    filter: ["all", layer("district"), ["has", "color"]],
+    paint: { "fill-color": ["get", "color"], "fill-antialias": false },
   });
   map.addLayer({
     id: "basemap-district-line",
     type: "line",
-    source: "basemap",
-    filter: ["==", ["get", "layer"], "district"],
+    source,
+    filter: layer("district"),
     paint: { "line-color": "#b8ae98", "line-width": 1, "line-dasharray": [3, 2] },
   });
+  // A constant, opaque colour: MapLibre draws it in its opaque pass, without blending.
   map.addLayer({
     id: "basemap-water",
     type: "fill",
-    source: "basemap",
-    filter: ["==", ["get", "layer"], "water"],
-    paint: { "fill-color": "#a9cfe8" },
+    source,
+    filter: ["all", layer("water"), ["!=", ["geometry-type"], "LineString"]],
+    paint: { "fill-color": "#a9cfe8", "fill-antialias": false },
   });
   map.addLayer({
     id: "basemap-water-line",
     type: "line",
-    source: "basemap",
-    filter: ["all", ["==", ["get", "layer"], "water"], ["==", ["geometry-type"], "LineString"]],
+    source,
+    filter: ["all", layer("water"), ["==", ["geometry-type"], "LineString"]],
     paint: { "line-color": "#a9cfe8", "line-width": 4 },
   });
+  // Generalised like any city map: the whole city shows its main roads; local streets, a
+  // dense grid that was the basemap's largest cost per frame at city zoom, from zoom 13.5.
+  const major: Filter = ["in", ["get", "class"], ["literal", ["primary", "trunk", "major", "arterial", "ring"]]];
   map.addLayer({
     id: "basemap-street",
     type: "line",
-    source: "basemap",
-    filter: ["==", ["get", "layer"], "street"],
+    source,
+    minzoom: 13.5,
+    filter: ["all", layer("street"), ["!", major]],
     layout: { "line-cap": "round", "line-join": "round" },
-    paint: {
-      "line-color": "#ffffff",
-      "line-width": [
-        "interpolate",
-        ["linear"],
-        ["zoom"],
-        11,
-        ["match", ["get", "class"], ["primary", "trunk", "major"], 2, 0.6],
-        16,
-        ["match", ["get", "class"], ["primary", "trunk", "major"], 10, 5],
-      ],
-    },
+    paint: { "line-color": "#ffffff", "line-width": ["interpolate", ["linear"], ["zoom"], 13.5, 1.5, 16, 5] },
+  });
+  map.addLayer({
+    id: "basemap-street-major",
+    type: "line",
+    source,
+    filter: ["all", layer("street"), major],
+    layout: { "line-cap": "round", "line-join": "round" },
+    paint: { "line-color": "#ffffff", "line-width": ["interpolate", ["linear"], ["zoom"], 11, 1.5, 16, 10] },
   });
 }
 
-/** Fences (a FeatureCollection with `kind` per feature), beneath whatever is added later. */
-export function addFences(map: MlMap, fences: FeatureCollection): void {
-  map.addSource("fences", { type: "geojson", data: fences });
+/** The fences' layers (features with `kind`) on `source`, limited by `only` when given. */
+function fenceLayers(map: MlMap, source: string, only?: Filter): void {
   const color: maplibregl.ExpressionSpecification = [
     "match",
     ["get", "kind"],
@@ -132,23 +160,56 @@ export function addFences(map: MlMap, fences: FeatureCollection): void {
     FENCE_COLORS.no_riding,
     FENCE_COLORS.service_area,
   ];
+  const and = (f: Filter): Filter => (only ? ["all", only, f] : f);
   map.addLayer({
     id: "fences-fill",
     type: "fill",
-    source: "fences",
-    filter: ["!=", ["get", "kind"], "service_area"],
+    source,
+    filter: and(["!=", ["get", "kind"], "service_area"]),
     paint: { "fill-color": color, "fill-opacity": 0.25 },
   });
   map.addLayer({
     id: "fences-line",
     type: "line",
-    source: "fences",
+    source,
+    ...(only ? { filter: only } : {}),
     paint: {
       "line-color": color,
       "line-width": ["case", ["==", ["get", "kind"], "service_area"], 2.5, 1.2],
       "line-dasharray": ["literal", [2, 1]],
     },
   });
+}
+
+/** Draws a basemap FeatureCollection whose features carry `layer`: district, water or street. */
+export function addBasemap(map: MlMap, basemap: FeatureCollection): void {
+  map.addSource("basemap", { type: "geojson", data: basemap });
+  basemapLayers(map, "basemap");
+}
+
+/** Fences (a FeatureCollection with `kind` per feature) in a source `fences` of their own,
+ * beneath whatever is added later; pages that edit fences set that source's data. */
+export function addFences(map: MlMap, fences: FeatureCollection): void {
+  map.addSource("fences", { type: "geojson", data: fences });
+  fenceLayers(map, "fences");
+}
+
+/**
+ * The basemap and the fences in ONE source `city` (the same layers as addBasemap and
+ * addFences), for read-only maps. Each GeoJSON source that has fill or line layers costs a
+ * stencil pass over the screen per frame (MapLibre's tile clipping masks); one source costs one.
+ */
+export function addCity(map: MlMap, basemap: FeatureCollection | null, fences: FeatureCollection): void {
+  const data: FeatureCollection = {
+    type: "FeatureCollection",
+    features: [
+      ...(basemap?.features ?? []).filter((f) => f.properties?.layer !== "fence"),
+      ...fences.features.map((f) => ({ ...f, properties: { ...f.properties, layer: "fence" } })),
+    ],
+  };
+  map.addSource("city", { type: "geojson", data });
+  basemapLayers(map, "city");
+  fenceLayers(map, "city", ["==", ["get", "layer"], "fence"]);
 }
 
 /** Bounds of every coordinate of `fc`, or null when it has none. */

@@ -1,19 +1,13 @@
 // The bike-share fleet on a WebGL map: basemap and fences from GeoJSON, every bike in one
-// clustered GeoJSON source (clustering runs in MapLibre's worker), coloured by status.
-import type { Feature, FeatureCollection, Point } from "geojson";
+// clustered GeoJSON source (clustering runs in MapLibre's worker), coloured by status. The
+// fleet's JSON is parsed in a worker of ours (fleetworker.ts), never on the page's thread.
+import type { FeatureCollection, Point } from "geojson";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, errorText } from "../common/api";
 import { fmtNumber, t, type MsgKey } from "../common/i18n";
-import { api } from "./auth";
+import { api, currentAuth } from "./auth";
+import type { FleetAnswer, FleetRequest } from "./fleetworker";
 
-interface Bike {
-  id: string;
-  lat: number | null;
-  lon: number | null;
-  status: string;
-  battery: number | null;
-  parking_zone: string | null;
-}
 interface Zone {
   name: string;
   kind: string;
@@ -26,23 +20,28 @@ interface Summary {
 
 const STATUSES = ["available", "on_trip", "low_battery", "faulty", "out_of_fence", "unknown"];
 const REFRESH_MS = 15_000;
+/** Fleets above this size refresh every REFRESH_LARGE_MS: each refresh moves the whole fleet
+ * (about 250 bytes a bike) and re-clusters it in the map's worker. */
+const LARGE_FLEET = 20_000;
+const REFRESH_LARGE_MS = 60_000;
 
-export function bikesToGeoJson(bikes: Bike[], hidden: Set<string>): FeatureCollection<Point> {
-  const features: Feature<Point>[] = [];
-  for (const b of bikes) {
-    if (b.lat == null || b.lon == null || hidden.has(b.status)) continue;
-    features.push({
-      type: "Feature",
-      geometry: { type: "Point", coordinates: [b.lon, b.lat] },
-      properties: { id: b.id, status: b.status, battery: b.battery, zone: b.parking_zone },
-    });
+/** The fleet's raw bytes, with the operator's credential (parsed by the worker, not here). */
+async function fleetBytes(): Promise<ArrayBuffer> {
+  const auth = currentAuth();
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (auth?.kind === "key") headers.Authorization = `Bearer ${auth.key}`;
+  const r = await fetch("/api/v1/bikeshare/fleet?limit=100000", { headers, credentials: "same-origin" });
+  if (!r.ok) {
+    const p = (await r.json().catch(() => ({}))) as { code?: string; detail?: string };
+    throw new ApiError(r.status, p.code ?? `http_${r.status}`, p.detail ?? r.statusText);
   }
-  return { type: "FeatureCollection", features };
+  return r.arrayBuffer();
 }
 
 export function FleetMap() {
   const box = useRef<HTMLDivElement>(null);
-  const bikes = useRef<Bike[]>([]);
+  const worker = useRef<Worker | null>(null);
+  const total = useRef(0);
   const [summary, setSummary] = useState<Summary | null>(null);
   const [shown, setShown] = useState<number | null>(null);
   const [hidden, setHidden] = useState<Set<string>>(new Set());
@@ -52,18 +51,34 @@ export function FleetMap() {
   const hiddenRef = useRef(hidden);
   hiddenRef.current = hidden;
 
-  const redraw = () => {
-    const map = mapRef.current;
-    const src = map?.getSource("bikes") as import("maplibre-gl").GeoJSONSource | undefined;
-    if (!src) return;
-    const fc = bikesToGeoJson(bikes.current, hiddenRef.current);
-    src.setData(fc);
-    setShown(fc.features.length);
-  };
+  const post = (m: FleetRequest, transfer: Transferable[] = []) => worker.current?.postMessage(m, transfer);
+  const redraw = () => post({ kind: "hide", hidden: [...hiddenRef.current] });
 
   useEffect(() => {
     let disposed = false;
     let timer: ReturnType<typeof setInterval> | undefined;
+    let blobUrl: string | null = null;
+    const w = new Worker(new URL("./fleetworker.ts", import.meta.url), { type: "module" });
+    worker.current = w;
+    w.onmessage = (e: MessageEvent<FleetAnswer>) => {
+      const m = e.data;
+      if (m.kind === "error") {
+        setError(m.message);
+        return;
+      }
+      const src = mapRef.current?.getSource("bikes") as import("maplibre-gl").GeoJSONSource | undefined;
+      if (disposed || !src) {
+        URL.revokeObjectURL(m.url);
+        return;
+      }
+      // MapLibre's worker fetches the Blob itself; the one before this has been read by now.
+      src.setData(m.url);
+      if (blobUrl) URL.revokeObjectURL(blobUrl);
+      blobUrl = m.url;
+      total.current = m.total;
+      setShown(m.shown);
+      box.current?.setAttribute("data-bikes", String(m.total));
+    };
     (async () => {
       const kit = await import("../common/mapkit");
       if (disposed || !box.current) return;
@@ -81,12 +96,11 @@ export function FleetMap() {
       ]);
       await kit.whenLoaded(map);
       if (disposed) return;
-      if (basemap) kit.addBasemap(map, basemap);
       const fences: FeatureCollection = {
         type: "FeatureCollection",
         features: zones.map((z) => ({ type: "Feature", geometry: z.polygon, properties: { kind: z.kind, name: z.name } })),
       };
-      kit.addFences(map, fences);
+      kit.addCity(map, basemap, fences);
       const b = kit.bounds(basemap ?? fences);
       if (b) map.fitBounds(b, { padding: 20, animate: false });
 
@@ -119,7 +133,8 @@ export function FleetMap() {
           "circle-opacity": 0.85,
           "circle-stroke-color": "#fff",
           "circle-stroke-width": 1.5,
-          "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "point_count"]], 1, 8, 30, 28, 300, 60],
+          // Sized by the cluster's count, kept small: every pixel a circle covers is drawn each frame.
+          "circle-radius": ["interpolate", ["linear"], ["get", "point_count"], 2, 6, 100, 10, 1000, 16, 10000, 24],
         },
       });
       map.addLayer({
@@ -173,26 +188,31 @@ export function FleetMap() {
 
       const load = async () => {
         try {
-          const [fleet, s] = await Promise.all([
-            api<{ bikes: Bike[] }>("/api/v1/bikeshare/fleet?limit=100000"),
-            api<Summary>("/api/v1/bikeshare/fleet/summary"),
-          ]);
+          const [bytes, s] = await Promise.all([fleetBytes(), api<Summary>("/api/v1/bikeshare/fleet/summary")]);
           if (disposed) return;
-          bikes.current = fleet.bikes;
+          post({ kind: "fleet", bytes, hidden: [...hiddenRef.current] }, [bytes]);
           setSummary(s);
-          redraw();
           setError(null);
-          box.current?.setAttribute("data-bikes", String(fleet.bikes.length));
         } catch (e) {
           setError(errorText(e));
         }
       };
       await load();
-      timer = setInterval(load, REFRESH_MS);
+      // A refresh waits while the map moves or the tab is hidden, so a pan never stalls on it.
+      let last = Date.now();
+      timer = setInterval(() => {
+        const every = total.current > LARGE_FLEET ? REFRESH_LARGE_MS : REFRESH_MS;
+        if (Date.now() - last < every || document.hidden || map.isMoving()) return;
+        last = Date.now();
+        void load();
+      }, 1000);
     })().catch((e) => setError(errorText(e)));
     return () => {
       disposed = true;
       clearInterval(timer);
+      w.terminate();
+      worker.current = null;
+      if (blobUrl) URL.revokeObjectURL(blobUrl);
       mapRef.current?.remove();
       mapRef.current = null;
     };
@@ -225,7 +245,7 @@ export function FleetMap() {
             </li>
           ))}
         </ul>
-        {shown != null && <p class="muted small" data-testid="bikes-shown">{fmtNumber(shown)} / {fmtNumber(bikes.current.length)}</p>}
+        {shown != null && <p class="muted small" data-testid="bikes-shown">{fmtNumber(shown)} / {fmtNumber(total.current)}</p>}
         <h3>{t("map.zones")}</h3>
         <ul class="legend">
           {(["parking", "no_parking", "no_riding", "service_area"] as const).map((k) => (

@@ -70,3 +70,48 @@ fn listing_100k_devices_stays_fast() {
     }
     eprintln!("~100 device authentications in {:?}", started.elapsed());
 }
+
+/// Many threads sending commands at once (insert, then the final status): the shape of a busy
+/// bike share's unlocks. Group commit lets their fsyncs be shared. Prints the rate.
+#[test]
+#[ignore = "slow: thousands of durable writes"]
+fn concurrent_command_writes_share_syncs() {
+    use wulian_registry::CommandStatus;
+    use wulian_registry::test_support::{new_command, new_device};
+    // On the project's disk: a tmpfs would make fsync free and the test meaningless.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let registry = std::sync::Arc::new(Registry::open(&dir.path().join("r.db")).unwrap());
+    registry.create_tenant(&new_tenant("acme")).unwrap();
+    for d in 0..32 {
+        registry
+            .create_device("acme", &new_device(&format!("d{d}")))
+            .unwrap();
+    }
+    let (threads, per_thread) = (32, 100);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let registry = std::sync::Arc::clone(&registry);
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let cmd = new_command("acme", &format!("d{t}"), "unlock");
+                    registry.insert_command(&cmd).unwrap();
+                    registry
+                        .update_command("acme", &cmd.id, CommandStatus::Succeeded, None, 1)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let writes = threads * per_thread * 2;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{writes} durable writes from {threads} threads in {elapsed:?}: {:.0} writes/s",
+        writes as f64 / elapsed.as_secs_f64()
+    );
+    let listed = registry.list_commands("acme", "d0", 500, None).unwrap();
+    assert_eq!(listed.len(), per_thread);
+}

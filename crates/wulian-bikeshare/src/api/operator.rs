@@ -988,10 +988,21 @@ pub(super) struct DemandQuery {
     days: Option<u32>,
 }
 
+/// The report with what a heat map needs next to it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DemandView {
+    #[serde(flatten)]
+    pub report: ops::DemandReport,
+    /// The centre (`[lat, lon]`) of every cell the rows name.
+    pub cell_centers: BTreeMap<String, [f64; 2]>,
+    /// The tenant's time zone as an offset from UTC, for grouping rows by local hour of day.
+    pub utc_offset_minutes: i32,
+}
+
 #[utoipa::path(get, path = "/api/v1/bikeshare/demand", tag = "bikeshare", params(DemandQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = ops::DemandReport, description = "Supply and demand per H3 \
-            cell (resolution 9) and hour"),
+    responses((status = 200, body = DemandView, description = "Supply and demand per H3 \
+            cell (resolution 9) and hour, with the cells' centres"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A malformed parameter (`invalid_query`)"),
         (status = 404, body = Problem, content_type = "application/problem+json",
@@ -1001,13 +1012,26 @@ pub(super) async fn demand(
     caller: Caller,
     State(s): State<BikeApi>,
     ApiQuery(q): ApiQuery<DemandQuery>,
-) -> ApiResult<Json<ops::DemandReport>> {
+) -> ApiResult<Json<DemandView>> {
     let (_, report) = s
         .bikes
         .demand(caller.tenant(), q.days.unwrap_or(7))
         .await
         .api()?;
-    Ok(Json(report))
+    let cell_centers = report
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let (lat, lon) = cells::cell_center(&r.cell).ok()?;
+            Some((r.cell.clone(), [lat, lon]))
+        })
+        .collect();
+    let timezone = s.bikes.settings(caller.tenant()).api()?.timezone;
+    Ok(Json(DemandView {
+        report,
+        cell_centers,
+        utc_offset_minutes: wallet::utc_offset_minutes(&timezone),
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -329,3 +329,107 @@ where
         Ok(Caller::from_session(session))
     }
 }
+
+/// Refuses a WebSocket upgrade authenticated by the session cookie whose `Origin` is not this
+/// server (cross-site WebSocket hijacking: browsers send cookies with a WebSocket handshake to
+/// any site and apply no CORS check to it). `Origin`
+/// must name the `Host`, the `X-Forwarded-Host` of a reverse proxy, or the request's authority;
+/// a page can set none of these.
+pub(crate) fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority.trim_end_matches('/'));
+    let Some(origin) = origin else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_mismatch",
+            "a WebSocket authenticated by the session cookie must come from a console page of \
+             this server (Origin header); applications use Authorization: Bearer <api key>",
+        ));
+    };
+    let named = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|host| host.trim().eq_ignore_ascii_case(origin))
+    };
+    let by_uri = uri
+        .authority()
+        .is_some_and(|a| a.as_str().eq_ignore_ascii_case(origin));
+    if named(header::HOST) || named(header::HeaderName::from_static("x-forwarded-host")) || by_uri {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_mismatch",
+            format!(
+                "Origin {origin:?} is not this server; a WebSocket authenticated by the session \
+                 cookie must come from this server's console"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, header};
+
+    fn check(pairs: &[(&str, &str)], uri: &str) -> Result<(), String> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        same_origin(&headers, &uri.parse().unwrap()).map_err(|e| e.code.to_string())
+    }
+
+    #[test]
+    fn a_session_socket_must_come_from_this_server() {
+        let here = ("host", "127.0.0.1:8080");
+        assert_eq!(
+            check(&[here, ("origin", "http://127.0.0.1:8080")], "/ws"),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &[
+                    ("host", "Console.Example"),
+                    ("origin", "https://console.example")
+                ],
+                "/ws"
+            ),
+            Ok(())
+        );
+        // Behind a proxy that rewrites Host.
+        assert_eq!(
+            check(
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("x-forwarded-host", "iot.example.com"),
+                    ("origin", "https://iot.example.com")
+                ],
+                "/ws"
+            ),
+            Ok(())
+        );
+        let refused = Err("origin_mismatch".to_string());
+        // Another port of the same host is the same site for cookies, not the same origin.
+        assert_eq!(
+            check(&[here, ("origin", "http://127.0.0.1:9999")], "/ws"),
+            refused
+        );
+        assert_eq!(
+            check(&[here, ("origin", "http://evil.example")], "/ws"),
+            refused
+        );
+        assert_eq!(check(&[here, ("origin", "null")], "/ws"), refused);
+        assert_eq!(check(&[here], "/ws"), refused);
+    }
+}

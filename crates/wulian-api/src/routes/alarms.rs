@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -183,7 +183,7 @@ pub async fn alarm_websocket(
     mut request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
     if caller.session.is_some() {
-        same_origin(request.headers(), request.uri())?;
+        crate::extract::same_origin(request.headers(), request.uri())?;
     }
     let headers = request.headers();
     let has = |name: &str, token: &str| {
@@ -235,51 +235,6 @@ pub async fn alarm_websocket(
         .body(axum::body::Body::empty())
         .map_err(|e| ApiError::internal("Building the upgrade response failed.", &e))?;
     Ok(response)
-}
-
-/// Refuses a WebSocket upgrade whose `Origin` is not this server. Browsers send cookies with a
-/// WebSocket handshake to any site and apply no CORS check to it, and SameSite does not tell
-/// another port of the same host apart, so without this any page could read a signed-in
-/// operator's alarms (cross-site WebSocket hijacking). Browsers always send `Origin` on a
-/// WebSocket handshake and never let a page set `Host` or `X-Forwarded-Host`, so either naming
-/// the origin's host (the latter behind a reverse proxy) proves the page is this server's.
-fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> ApiResult<()> {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority.trim_end_matches('/'));
-    let Some(origin) = origin else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_mismatch",
-            "a WebSocket authenticated by the session cookie must come from a console page of \
-             this server (Origin header); applications use Authorization: Bearer <api key>",
-        ));
-    };
-    let named = |name: header::HeaderName| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|host| host.trim().eq_ignore_ascii_case(origin))
-    };
-    let by_uri = uri
-        .authority()
-        .is_some_and(|a| a.as_str().eq_ignore_ascii_case(origin));
-    if named(header::HOST) || named(header::HeaderName::from_static("x-forwarded-host")) || by_uri {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_mismatch",
-            format!(
-                "Origin {origin:?} is not this server; a WebSocket authenticated by the session \
-                 cookie must come from this server's console"
-            ),
-        ))
-    }
 }
 
 /// Sends the tenant's alarm changes until the client closes or goes away; pings every 30 s so
@@ -443,63 +398,4 @@ pub async fn delete_dead_letter(
     let tenant = caller.tenant().to_string();
     run_blocking(&state.registry, move |r| r.take_dead_letter(&tenant, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(pairs: &[(&str, &str)], uri: &str) -> Result<(), String> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        same_origin(&headers, &uri.parse().unwrap()).map_err(|e| e.code.to_string())
-    }
-
-    #[test]
-    fn a_session_socket_must_come_from_this_server() {
-        let here = ("host", "127.0.0.1:8080");
-        assert_eq!(
-            check(&[here, ("origin", "http://127.0.0.1:8080")], "/ws"),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                &[
-                    ("host", "Console.Example"),
-                    ("origin", "https://console.example")
-                ],
-                "/ws"
-            ),
-            Ok(())
-        );
-        // Behind a proxy that rewrites Host.
-        assert_eq!(
-            check(
-                &[
-                    ("host", "127.0.0.1:8080"),
-                    ("x-forwarded-host", "iot.example.com"),
-                    ("origin", "https://iot.example.com")
-                ],
-                "/ws"
-            ),
-            Ok(())
-        );
-        let refused = Err("origin_mismatch".to_string());
-        // Another port of the same host is the same site for cookies, not the same origin.
-        assert_eq!(
-            check(&[here, ("origin", "http://127.0.0.1:9999")], "/ws"),
-            refused
-        );
-        assert_eq!(
-            check(&[here, ("origin", "http://evil.example")], "/ws"),
-            refused
-        );
-        assert_eq!(check(&[here, ("origin", "null")], "/ws"), refused);
-        assert_eq!(check(&[here], "/ws"), refused);
-    }
 }

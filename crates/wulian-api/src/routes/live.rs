@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -91,7 +91,7 @@ pub async fn live_websocket(
         Err(error) => return Err(error),
     };
     if caller.session.is_some() {
-        same_origin(request.headers(), request.uri())?;
+        crate::extract::same_origin(request.headers(), request.uri())?;
     }
     let key = websocket_key(request.headers())?;
     let all_status = parse_status(q.status.as_deref())?;
@@ -207,50 +207,6 @@ fn websocket_key(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
                  Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
             )
         })
-}
-
-/// Refuses a WebSocket upgrade authenticated by the session cookie whose `Origin` is not this
-/// server (cross-site WebSocket hijacking: browsers send cookies with a WebSocket handshake to
-/// any site and apply no CORS check to it). The same rule as the alarm WebSocket's: `Origin`
-/// must name the `Host`, the `X-Forwarded-Host` of a reverse proxy, or the request's authority;
-/// a page can set none of these.
-fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> ApiResult<()> {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority.trim_end_matches('/'));
-    let Some(origin) = origin else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_mismatch",
-            "a WebSocket authenticated by the session cookie must come from a console page of \
-             this server (Origin header); applications use Authorization: Bearer <api key>",
-        ));
-    };
-    let named = |name: header::HeaderName| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|host| host.trim().eq_ignore_ascii_case(origin))
-    };
-    let by_uri = uri
-        .authority()
-        .is_some_and(|a| a.as_str().eq_ignore_ascii_case(origin));
-    if named(header::HOST) || named(header::HeaderName::from_static("x-forwarded-host")) || by_uri {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_mismatch",
-            format!(
-                "Origin {origin:?} is not this server; a WebSocket authenticated by the session \
-                 cookie must come from this server's console"
-            ),
-        ))
-    }
 }
 
 fn parse_status(status: Option<&str>) -> ApiResult<bool> {
@@ -504,21 +460,5 @@ mod tests {
             parse_devices(many.split(',')).unwrap_err().code,
             "too_many_devices"
         );
-    }
-
-    #[test]
-    fn a_session_socket_must_come_from_this_server() {
-        let check = |origin: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
-            if let Some(origin) = origin {
-                headers.insert(header::ORIGIN, origin.parse().unwrap());
-            }
-            same_origin(&headers, &"/api/v1/live".parse().unwrap()).map_err(|e| e.code)
-        };
-        assert_eq!(check(Some("http://127.0.0.1:8080")), Ok(()));
-        assert_eq!(check(Some("http://127.0.0.1:9999")), Err("origin_mismatch"));
-        assert_eq!(check(Some("https://evil.example")), Err("origin_mismatch"));
-        assert_eq!(check(None), Err("origin_mismatch"));
     }
 }

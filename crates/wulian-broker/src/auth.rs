@@ -195,6 +195,19 @@ pub trait Authenticator: Send + Sync + 'static {
     }
 }
 
+/// Results of [`MessageSink::stage_publish_batch`].
+pub struct Staged<'a> {
+    /// One per message: accepted (routed to subscribers now) or refused.
+    pub accepted: Vec<Result<(), SinkError>>,
+    /// Resolves once the accepted messages are durable; one result per message (entries of
+    /// refused messages are ignored). `None`: the accepted ones are durable already.
+    pub durable: Option<Durable<'a>>,
+}
+
+/// The second step of [`MessageSink::stage_publish_batch`].
+pub type Durable<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<(), SinkError>>> + Send + 'a>>;
+
 /// Where client messages go (storage, rules...).
 #[async_trait::async_trait]
 pub trait MessageSink: Send + Sync + 'static {
@@ -216,6 +229,23 @@ pub trait MessageSink: Send + Sync + 'static {
             results.push(self.on_publish(identity, msg).await);
         }
         results
+    }
+    /// [`MessageSink::on_publish_batch`] in two steps, so that subscribers need not wait for
+    /// the disk: the call resolves once the messages are checked (one result per message;
+    /// the broker routes the accepted ones to subscribers at once), and
+    /// [`Staged::durable`], when present, resolves once the accepted ones are durable, with
+    /// one result per message (a later failure of an accepted one; refused ones are
+    /// reported by the first step). The broker acknowledges a message only after both.
+    /// The default is the one-step [`MessageSink::on_publish_batch`], routed after it.
+    async fn stage_publish_batch<'a>(
+        &'a self,
+        identity: &Identity,
+        msgs: &[InboundMessage],
+    ) -> Staged<'a> {
+        Staged {
+            accepted: self.on_publish_batch(identity, msgs).await,
+            durable: None,
+        }
     }
     /// A client finished CONNECT successfully.
     async fn on_connect(&self, _identity: &Identity, _info: &ConnectionInfo) {}

@@ -35,8 +35,8 @@ use wulian_mqtt::{
 use crate::Shared;
 use crate::alias::{AliasError, Aliases};
 use crate::auth::{
-    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, SinkError, TransportInfo,
-    TransportKind, rewrite_me,
+    ConnectRequest, ConnectionInfo, Identity, InboundMessage, Principal, SinkError, Staged,
+    TransportInfo, TransportKind, rewrite_me,
 };
 use crate::error::{Close, ConnectionError, truncate_reason};
 use crate::housekeeping::end_session;
@@ -258,15 +258,31 @@ impl<S> Transport<S> {
         }
     }
 
-    /// Gives the buffers back once both are empty.
+    /// Gives the buffers back once both are empty, unless the write buffer is a large one
+    /// kept for a stream of deliveries (see [`Transport::release_write_buffer`]).
     fn release_idle(&mut self) {
-        if self
-            .bufs
-            .as_ref()
-            .is_some_and(|b| b.rbuf.is_empty() && b.wbuf.is_empty())
-        {
+        if self.bufs.as_ref().is_some_and(|b| {
+            b.rbuf.is_empty() && b.wbuf.is_empty() && b.wbuf.capacity() <= KEEP_WRITE_BUFFER
+        }) {
             self.bufs = None;
         }
+    }
+
+    /// Whether a large write buffer is kept between flushes.
+    fn holds_large_write_buffer(&self) -> bool {
+        self.bufs
+            .as_ref()
+            .is_some_and(|b| b.wbuf.capacity() > KEEP_WRITE_BUFFER)
+    }
+
+    /// Drops a large, empty write buffer (the deliveries it was kept for have stopped).
+    fn release_write_buffer(&mut self) {
+        if let Some(b) = &mut self.bufs
+            && b.wbuf.is_empty()
+        {
+            b.wbuf = BytesMut::new();
+        }
+        self.release_idle();
     }
 }
 
@@ -371,8 +387,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Counts what was sent and empties the write buffer.
     fn flushed(&mut self) {
         Metrics::add(&self.shared.metrics.bytes_sent_total, self.wlen() as u64);
+        // A subscriber taking a stream of deliveries fills batches of up to MAX_WRITE_BATCH:
+        // its buffer is kept while deliveries keep coming (the session loop releases it when
+        // its queue is empty) rather than freed and regrown, copy by copy, for every batch.
         if let Some(b) = &mut self.bufs {
-            if b.wbuf.capacity() > KEEP_WRITE_BUFFER {
+            if b.wbuf.capacity() > 2 * MAX_WRITE_BATCH {
                 b.wbuf = BytesMut::new();
             } else {
                 b.wbuf.clear();
@@ -1027,6 +1046,9 @@ where
                     return e.into();
                 }
             }
+            if self.t.holds_large_write_buffer() && self.deliveries.is_empty() {
+                self.t.release_write_buffer();
+            }
             // The pending queue goes first; only then the routed deliveries.
             let window_open = self.session.outgoing.has_room() && self.pending.is_empty();
             // Unbiased: a busy socket must not starve deliveries, nor the other way round.
@@ -1299,17 +1321,32 @@ where
         match result {
             Ok(()) => {
                 self.route_accepted(msg).await;
-                match qos {
-                    QoS::AtMostOnce => Ok(()),
-                    QoS::AtLeastOnce => {
-                        self.queue(&Packet::PubAck(ack(packet_id, ReasonCode::Success, None)))
-                    }
-                    QoS::ExactlyOnce => {
-                        self.session.inbound_qos2.make_mut().insert(packet_id);
-                        self.queue(&Packet::PubRec(ack(packet_id, ReasonCode::Success, None)))
-                    }
-                }
+                self.acknowledge(qos, packet_id, None, Ok(()))
             }
+            Err(e) => self.acknowledge(qos, packet_id, Some(&msg.topic), Err(e)),
+        }
+    }
+
+    /// Queues the PUBACK/PUBREC for a message the sink accepted, or refuses it: a negative
+    /// acknowledgement (5.0) or closing the connection (3.1.1, which has no negative PUBACK).
+    fn acknowledge(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        topic: Option<&str>,
+        result: Result<(), SinkError>,
+    ) -> Result<(), Close> {
+        match result {
+            Ok(()) => match qos {
+                QoS::AtMostOnce => Ok(()),
+                QoS::AtLeastOnce => {
+                    self.queue(&Packet::PubAck(ack(packet_id, ReasonCode::Success, None)))
+                }
+                QoS::ExactlyOnce => {
+                    self.session.inbound_qos2.make_mut().insert(packet_id);
+                    self.queue(&Packet::PubRec(ack(packet_id, ReasonCode::Success, None)))
+                }
+            },
             Err(e) => {
                 Metrics::inc(&self.metrics().publish_rejected_total);
                 let code = if e.code.is_error() {
@@ -1317,7 +1354,7 @@ where
                 } else {
                     ReasonCode::UnspecifiedError
                 };
-                warn!(client_id = %self.client_id, tenant = %self.identity.tenant, topic = %msg.topic, ?code, reason = %e.reason, "message sink rejected publish");
+                warn!(client_id = %self.client_id, tenant = %self.identity.tenant, topic = topic.unwrap_or("(already routed)"), packet_id, ?code, reason = %e.reason, "message sink rejected publish");
                 match (self.v5(), qos) {
                     (true, QoS::AtMostOnce) => Ok(()),
                     (true, qos) => {
@@ -1334,34 +1371,55 @@ where
     /// Hands a read batch of prepared QoS 0/1 PUBLISHes to the sink at once, then routes and
     /// acknowledges (or refuses) each in order. On a refusal that closes the connection
     /// (3.1.1), the messages after it are neither routed nor acknowledged.
+    ///
+    /// With a two-step sink ([`MessageSink::stage_publish_batch`]) the accepted messages are
+    /// routed as soon as they are checked and acknowledged once they are durable: subscribers
+    /// do not wait for the disk, the publisher's PUBACK still does.
     async fn publish_batch(&mut self, batch: &mut PublishBatch) -> Result<(), Close> {
+        if batch.msgs.is_empty() {
+            return Ok(());
+        }
         let sink = Arc::clone(&self.t.shared.sink);
-        match batch.msgs.len() {
-            0 => Ok(()),
-            1 => {
-                let msg = batch.msgs.pop().expect("one message");
-                let packet_id = batch.ids.pop().expect("one packet id");
-                let result = sink.on_publish(&self.identity, &msg).await;
-                self.finish_publish(msg, packet_id, result).await
+        let Staged { accepted, durable } =
+            sink.stage_publish_batch(&self.identity, &batch.msgs).await;
+        let msgs = std::mem::take(&mut batch.msgs);
+        let ids = std::mem::take(&mut batch.ids);
+        let mut accepted = accepted.into_iter();
+        let Some(durable) = durable else {
+            for (msg, packet_id) in msgs.into_iter().zip(ids) {
+                let result = accepted.next().unwrap_or_else(too_few_results);
+                self.finish_publish(msg, packet_id, result).await?;
             }
-            _ => {
-                let mut results = sink
-                    .on_publish_batch(&self.identity, &batch.msgs)
-                    .await
-                    .into_iter();
-                let ids = std::mem::take(&mut batch.ids);
-                for (msg, packet_id) in batch.msgs.drain(..).zip(ids) {
-                    let result = results.next().unwrap_or_else(|| {
-                        Err(SinkError {
-                            code: ReasonCode::ImplementationSpecificError,
-                            reason: "message sink returned too few results".to_string(),
-                        })
-                    });
-                    self.finish_publish(msg, packet_id, result).await?;
+            return Ok(());
+        };
+        // Route now, in order; a 3.1.1 refusal ends the connection, so nothing after it is
+        // routed or acknowledged (the durable step still completes for the ones before).
+        let mut answers = Vec::with_capacity(msgs.len());
+        for (msg, packet_id) in msgs.into_iter().zip(ids) {
+            let qos = msg.qos;
+            match accepted.next().unwrap_or_else(too_few_results) {
+                Ok(()) => {
+                    self.route_accepted(msg).await;
+                    answers.push((qos, packet_id, None));
                 }
-                Ok(())
+                Err(e) => {
+                    let closes = !self.v5();
+                    answers.push((qos, packet_id, Some((msg.topic, e))));
+                    if closes {
+                        break;
+                    }
+                }
             }
         }
+        let mut durable = durable.await.into_iter();
+        for (qos, packet_id, refusal) in answers {
+            let stored = durable.next().unwrap_or_else(too_few_results);
+            match refusal {
+                Some((topic, e)) => self.acknowledge(qos, packet_id, Some(&topic), Err(e))?,
+                None => self.acknowledge(qos, packet_id, None, stored)?,
+            }
+        }
+        Ok(())
     }
 
     fn on_pubrec(&mut self, a: Ack) -> Result<(), Close> {
@@ -1957,6 +2015,14 @@ fn ack(packet_id: u16, code: ReasonCode, reason: Option<String>) -> Ack {
 }
 
 /// PUBACK (QoS 1) or PUBREC (QoS 2) for an inbound publish.
+/// A sink answered for fewer messages than it was given: the rest are refused.
+fn too_few_results() -> Result<(), SinkError> {
+    Err(SinkError {
+        code: ReasonCode::ImplementationSpecificError,
+        reason: "message sink returned too few results".to_string(),
+    })
+}
+
 fn publish_ack(qos: QoS, packet_id: u16, code: ReasonCode, reason: Option<String>) -> Packet {
     publish_packet_ack(qos, ack(packet_id, code, reason))
 }

@@ -51,8 +51,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{
-    Authenticator, ConnectRequest, ConnectionInfo, Identity, InboundMessage, MessageSink,
-    Principal, SinkError, TopicPolicy, TransportInfo, TransportKind,
+    Authenticator, ConnectRequest, ConnectionInfo, Durable, Identity, InboundMessage, MessageSink,
+    Principal, SinkError, Staged, TopicPolicy, TransportInfo, TransportKind,
 };
 pub use config::{BrokerConfig, QueueOverflow};
 pub use listener::{DEFAULT_WS_PATH, ListenerConfig, Transport};

@@ -186,6 +186,11 @@ impl Mailbox {
         }
     }
 
+    /// Whether no delivery is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inner.state.lock().queue.is_empty()
+    }
+
     /// A delivery if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
         let mut st = self.inner.state.lock();

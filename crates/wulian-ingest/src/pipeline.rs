@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use wulian_broker::{ConnectionInfo, Identity, InboundMessage, MessageSink, Principal, SinkError};
+use wulian_broker::{
+    ConnectionInfo, Identity, InboundMessage, MessageSink, Principal, SinkError, Staged,
+};
 use wulian_common::time::now_ms;
 use wulian_common::topics::{DeviceTopic, parse_device_topic};
 use wulian_mqtt::ReasonCode;
@@ -318,6 +320,73 @@ impl Pipeline {
         results
     }
 
+    /// [`Pipeline::ingest_telemetry_batch`] in two steps: every payload is parsed and checked
+    /// now (one result each, refusals counted), and the returned future writes the accepted
+    /// ones and resolves, once they are durable, to one result per payload (those refused
+    /// in the first step answer `Ok(0)` there and are ignored). `None`: nothing to write.
+    async fn stage_telemetry_batch(
+        &self,
+        tenant: &str,
+        device: &str,
+        payloads: Vec<bytes::Bytes>,
+    ) -> (
+        Vec<Result<usize, IngestError>>,
+        Option<impl Future<Output = Vec<Result<usize, IngestError>>> + Send + '_>,
+    ) {
+        let mut checked: Vec<Result<usize, IngestError>> = Vec::with_capacity(payloads.len());
+        let mut all = Vec::new();
+        for payload in &payloads {
+            match self.checked_entries(tenant, device, payload).await {
+                Ok(entries) => {
+                    checked.push(Ok(entries.len()));
+                    all.extend(entries);
+                }
+                Err(error) => {
+                    let refused = Err(error);
+                    self.count(tenant, device, &refused);
+                    checked.push(refused);
+                }
+            }
+        }
+        if all.is_empty() {
+            for result in checked.iter().filter(|r| r.is_ok()) {
+                self.count(tenant, device, result);
+            }
+            return (checked, None);
+        }
+        let points: Vec<Option<usize>> = checked.iter().map(|r| r.as_ref().ok().copied()).collect();
+        let (tenant, device) = (tenant.to_string(), device.to_string());
+        let for_rules = self.rule_messages(&tenant, &device, &all);
+        let observed = self.observed(&tenant, &device).then(|| all.clone());
+        let live = self.live.telemetry_events(&tenant, &device, &all);
+        let durable = async move {
+            let mut results: Vec<Result<usize, IngestError>> = Vec::with_capacity(points.len());
+            if self.tsdb.write(all).await.is_ok() {
+                self.run_rules(for_rules);
+                self.observe_stored(&tenant, &device, observed.as_deref());
+                if let Some(events) = live {
+                    self.live.publish(&tenant, events);
+                }
+                results.extend(points.iter().map(|p| Ok(p.unwrap_or(0))));
+            } else {
+                // Nothing of a refused write is stored: retry one by one for each its own answer.
+                for (payload, p) in payloads.iter().zip(&points) {
+                    results.push(match p {
+                        Some(_) => self.store(&tenant, &device, payload).await,
+                        None => Ok(0),
+                    });
+                }
+            }
+            for (result, p) in results.iter().zip(&points) {
+                if p.is_some() {
+                    self.count(&tenant, &device, result);
+                }
+            }
+            results
+        };
+        (checked, Some(durable))
+    }
+
     fn command_answer(&self, tenant: &str, device: &str, msg: &InboundMessage) {
         let correlation = msg.properties.correlation_data.as_deref();
         let resolved = self
@@ -470,6 +539,66 @@ impl MessageSink for Pipeline {
             }
         }
         results
+    }
+
+    /// Telemetry is checked (parsed, thing model, rate) before the broker routes it and
+    /// written while subscribers already have it; the PUBACK still waits for the write.
+    async fn stage_publish_batch<'a>(
+        &'a self,
+        identity: &Identity,
+        msgs: &[InboundMessage],
+    ) -> Staged<'a> {
+        self.seen_mqtt(identity, msgs);
+        let mut accepted = Vec::with_capacity(msgs.len());
+        let mut telemetry = Vec::new();
+        let mut payloads = Vec::new();
+        let mut device = None;
+        for (i, msg) in msgs.iter().enumerate() {
+            if let Some(result) = self.twin_message(identity, msg).await {
+                accepted.push(result);
+                continue;
+            }
+            match self.route(identity, msg) {
+                Ok(Some(device_id)) => {
+                    device = Some(device_id);
+                    telemetry.push(i);
+                    payloads.push(msg.payload.clone());
+                    accepted.push(Ok(()));
+                }
+                Ok(None) => accepted.push(Ok(())),
+                Err(error) => accepted.push(Err(error)),
+            }
+        }
+        let Some(device_id) = device else {
+            return Staged {
+                accepted,
+                durable: None,
+            };
+        };
+        let (checked, write) = self
+            .stage_telemetry_batch(&identity.tenant, device_id, payloads)
+            .await;
+        for (&i, result) in telemetry.iter().zip(checked) {
+            accepted[i] = result.map(|_| ()).map_err(sink_error);
+        }
+        let Some(write) = write else {
+            return Staged {
+                accepted,
+                durable: None,
+            };
+        };
+        let n = msgs.len();
+        let durable = async move {
+            let mut results: Vec<Result<(), SinkError>> = vec![Ok(()); n];
+            for (i, result) in telemetry.into_iter().zip(write.await) {
+                results[i] = result.map(|_| ()).map_err(sink_error);
+            }
+            results
+        };
+        Staged {
+            accepted,
+            durable: Some(Box::pin(durable)),
+        }
     }
 
     async fn on_connect(&self, identity: &Identity, info: &ConnectionInfo) {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wulian_broker::{
     Authenticator, Broker, BrokerConfig, ConnectRequest, ConnectionInfo, Identity, InboundMessage,
-    MessageSink, Principal, Properties, Protocol, ReasonCode, SinkError, TopicPolicy,
+    MessageSink, Principal, Properties, Protocol, ReasonCode, SinkError, Staged, TopicPolicy,
 };
 use wulian_mqtt::{Connect, LastWill, Packet};
 
@@ -70,6 +70,12 @@ pub struct TestSink {
     pub reject: AtomicBool,
     pub connects: Mutex<Vec<String>>,
     pub disconnects: Mutex<Vec<(String, String)>>,
+    /// Two steps (`stage_publish_batch`): QoS 0/1 batches are accepted at once and made
+    /// "durable" (recorded) when `durable_gate` is notified, once per batch.
+    pub two_step: AtomicBool,
+    pub durable_gate: tokio::sync::Notify,
+    /// The durable step of a two-step batch fails.
+    pub fail_durable: AtomicBool,
 }
 
 impl TestSink {
@@ -99,6 +105,53 @@ impl MessageSink for TestSink {
             .lock()
             .push((identity.tenant.clone(), msg.clone()));
         Ok(())
+    }
+
+    async fn stage_publish_batch<'a>(
+        &'a self,
+        identity: &Identity,
+        msgs: &[InboundMessage],
+    ) -> Staged<'a> {
+        if !self.two_step.load(Ordering::SeqCst) {
+            return Staged {
+                accepted: self.on_publish_batch(identity, msgs).await,
+                durable: None,
+            };
+        }
+        let refused = |m: &InboundMessage| m.payload.as_ref() == b"reject";
+        let accepted = msgs
+            .iter()
+            .map(|m| {
+                if refused(m) {
+                    Err(SinkError {
+                        code: ReasonCode::QuotaExceeded,
+                        reason: "test sink says no".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        let tenant = identity.tenant.clone();
+        let kept: Vec<InboundMessage> = msgs.iter().filter(|m| !refused(m)).cloned().collect();
+        let n = msgs.len();
+        let durable = async move {
+            self.durable_gate.notified().await;
+            if self.fail_durable.load(Ordering::SeqCst) {
+                let failed = Err(SinkError {
+                    code: ReasonCode::ImplementationSpecificError,
+                    reason: "test sink could not store it".into(),
+                });
+                return vec![failed; n];
+            }
+            let mut messages = self.messages.lock();
+            messages.extend(kept.into_iter().map(|m| (tenant.clone(), m)));
+            vec![Ok(()); n]
+        };
+        Staged {
+            accepted,
+            durable: Some(Box::pin(durable)),
+        }
     }
 
     async fn on_connect(&self, _identity: &Identity, info: &ConnectionInfo) {

@@ -493,3 +493,67 @@ async fn read_batch_refusal_closes_after_earlier_acks_v311() {
         .collect();
     assert_eq!(&payloads[..3], ["one", "two", "three"].map(Bytes::from));
 }
+
+/// A two-step sink (`MessageSink::stage_publish_batch`): subscribers get an accepted message
+/// at once, the publisher's PUBACK waits for the durable step, and a failure there reaches
+/// the publisher as a negative PUBACK (5.0) although the message was already routed.
+#[tokio::test]
+async fn two_step_sink_routes_before_durable_and_acks_after() {
+    let b = start_default().await;
+    b.sink
+        .two_step
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let topic = "devices/dev1/telemetry";
+    let mut sub = Raw::connect(b.addr, connect_packet(Protocol::V311, "sub", "dev1", 30)).await;
+    sub.send(&subscribe(topic, QoS::AtMostOnce)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publisher = Raw::connect(b.addr, connect_packet(Protocol::V5, "pub", "dev1", 30)).await;
+
+    publisher
+        .send(&publish(topic, QoS::AtLeastOnce, 7, b"hello"))
+        .await;
+    assert_eq!(sub.next_publish().await.payload, Bytes::from("hello"));
+    // Not durable yet: no PUBACK.
+    assert_eq!(
+        publisher.recv_within(Duration::from_millis(300)).await,
+        Err(()),
+        "PUBACK before the durable step"
+    );
+    b.sink.durable_gate.notify_one();
+    match publisher.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!((a.packet_id, a.code), (7, ReasonCode::Success)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert_eq!(b.sink.count(), 1);
+
+    // Refused when checked: never routed, refused at once.
+    publisher
+        .send(&publish(topic, QoS::AtLeastOnce, 8, b"reject"))
+        .await;
+    assert!(sub.no_publish_within(Duration::from_millis(200)).await);
+    b.sink.durable_gate.notify_one();
+    match publisher.recv().await {
+        Some(Packet::PubAck(a)) => {
+            assert_eq!((a.packet_id, a.code), (8, ReasonCode::QuotaExceeded))
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+
+    // Accepted, routed, then the durable step fails: a negative PUBACK.
+    b.sink
+        .fail_durable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    publisher
+        .send(&publish(topic, QoS::AtLeastOnce, 9, b"lost"))
+        .await;
+    assert_eq!(sub.next_publish().await.payload, Bytes::from("lost"));
+    b.sink.durable_gate.notify_one();
+    match publisher.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(
+            (a.packet_id, a.code),
+            (9, ReasonCode::ImplementationSpecificError)
+        ),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert_eq!(b.sink.count(), 1);
+}

@@ -366,33 +366,53 @@ impl Running {
         reply: Reply<WriteSummary>,
     ) {
         let mut new_kinds: HashMap<SeriesKey, ValueKind> = HashMap::new();
-        let checked = {
+        let checked = (|| {
             let head = self.shared.head.read();
-            entries.iter_mut().try_for_each(|e| {
-                let known = new_kinds
-                    .get(&e.series)
-                    .copied()
-                    .or_else(|| group.kind(&head, &e.series));
+            // The device of the previous entry: a run of one device's entries looks it up once.
+            let mut cached: Option<(usize, Option<&crate::head::Device>)> = None;
+            for i in 0..entries.len() {
+                let known =
+                    if new_kinds.is_empty() && group.kinds.is_empty() && group.deleted.is_empty() {
+                        // Nothing in this group changes kinds: the head alone decides.
+                        let (t, d) = (&entries[i].series.tenant, &entries[i].series.device);
+                        let same = cached.is_some_and(|(j, _)| {
+                            entries[j].series.device == *d && entries[j].series.tenant == *t
+                        });
+                        if !same {
+                            cached = Some((i, head.device(t, d)));
+                        }
+                        cached
+                            .and_then(|(_, dev)| dev)
+                            .and_then(|dev| dev.kind_of(&entries[i].series.key))
+                    } else {
+                        new_kinds
+                            .get(&entries[i].series)
+                            .copied()
+                            .or_else(|| group.kind(&head, &entries[i].series))
+                    };
+                let e = &mut entries[i];
                 match known {
                     None => {
                         new_kinds.insert(e.series.clone(), e.value.kind());
-                        Ok(())
+                        cached = None;
                     }
-                    Some(kind) if kind == e.value.kind() => Ok(()),
+                    Some(kind) if kind == e.value.kind() => {}
                     Some(ValueKind::Float) if e.value.kind() == ValueKind::Integer => {
                         if let Value::I64(v) = e.value {
                             e.value = Value::F64(v as f64);
                         }
-                        Ok(())
                     }
-                    Some(kind) => Err(Error::TypeMismatch {
-                        key: e.series.key.clone(),
-                        expected: kind,
-                        actual: e.value.kind(),
-                    }),
+                    Some(kind) => {
+                        return Err(Error::TypeMismatch {
+                            key: e.series.key.clone(),
+                            expected: kind,
+                            actual: e.value.kind(),
+                        });
+                    }
                 }
-            })
-        };
+            }
+            Ok(())
+        })();
         if let Err(error) = checked {
             return answer(reply, Err(error));
         }
@@ -461,12 +481,10 @@ impl Running {
                 match op {
                     Op::Write { entries, reply } => {
                         let points = entries.len();
-                        for e in entries {
-                            if let Err(conflict) = head.upsert(&e.series, e.ts, e.value) {
-                                // Unreachable: the write was validated against these kinds.
-                                tracing::error!(series = %e.series, ?conflict, "Validated write conflicts with the head.");
-                            }
-                        }
+                        head.upsert_batch(entries, |series, conflict| {
+                            // Unreachable: the write was validated against these kinds.
+                            tracing::error!(%series, ?conflict, "Validated write conflicts with the head.");
+                        });
                         done.push(Ok((reply, points)));
                     }
                     Op::Delete {

@@ -25,6 +25,50 @@ const REFRESH_MS = 15_000;
 const LARGE_FLEET = 20_000;
 const REFRESH_LARGE_MS = 60_000;
 
+interface Demand {
+  days: number;
+  rows: { cell: string; hour_start_ms: number; demand: number }[];
+  cell_centers: Record<string, [number, number]>;
+  utc_offset_minutes: number;
+}
+
+/** Colours of the heat map by density; the legend's gradient (style.css `.heat-ramp`) matches. */
+const HEAT_RAMP: [number, string][] = [
+  [0, "rgba(37, 99, 235, 0)"],
+  [0.2, "rgba(37, 99, 235, 0.55)"],
+  [0.45, "#22c55e"],
+  [0.7, "#facc15"],
+  [1, "#dc2626"],
+];
+
+/**
+ * Trip starts a day per cell at the tenant's local hour `hour` (null: the whole day), as points
+ * at the cells' centres weighted 0–1 against the busiest cell, which `max` is.
+ */
+export function demandPoints(d: Demand, hour: number | null): { fc: FeatureCollection<Point>; max: number } {
+  const per = new Map<string, number>();
+  for (const r of d.rows) {
+    if (!r.demand) continue;
+    const local = Math.floor((r.hour_start_ms + d.utc_offset_minutes * 60_000) / 3_600_000);
+    if (hour != null && ((local % 24) + 24) % 24 !== hour) continue;
+    per.set(r.cell, (per.get(r.cell) ?? 0) + r.demand);
+  }
+  const days = Math.max(1, d.days);
+  const max = Math.max(0, ...per.values()) / days;
+  const features: FeatureCollection<Point>["features"] = [];
+  for (const [cell, n] of per) {
+    const c = d.cell_centers[cell];
+    if (!c) continue;
+    const perDay = n / days;
+    features.push({
+      type: "Feature",
+      geometry: { type: "Point", coordinates: [c[1], c[0]] },
+      properties: { cell, per_day: perDay, w: max > 0 ? perDay / max : 0 },
+    });
+  }
+  return { fc: { type: "FeatureCollection", features }, max };
+}
+
 /** The fleet's raw bytes, with the operator's credential (parsed by the worker, not here). */
 async function fleetBytes(): Promise<ArrayBuffer> {
   const auth = currentAuth();
@@ -46,6 +90,11 @@ export function FleetMap() {
   const [shown, setShown] = useState<number | null>(null);
   const [hidden, setHidden] = useState<Set<string>>(new Set());
   const [note, setNote] = useState<string | null>(null);
+  const [ready, setReady] = useState(false);
+  const [heatOn, setHeatOn] = useState(false);
+  const [heatHour, setHeatHour] = useState<number | null>(null);
+  const [demand, setDemand] = useState<Demand | null>(null);
+  const [heatMax, setHeatMax] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
   const mapRef = useRef<import("maplibre-gl").Map | null>(null);
   const hiddenRef = useRef(hidden);
@@ -149,6 +198,25 @@ export function FleetMap() {
           "circle-stroke-width": 1,
         },
       });
+      // The demand heat map, beneath the bikes; hidden until the operator turns it on.
+      map.addSource("demand", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+      map.addLayer(
+        {
+          id: "demand-heat",
+          type: "heatmap",
+          source: "demand",
+          layout: { visibility: "none" },
+          paint: {
+            "heatmap-weight": ["get", "w"],
+            // About two H3 cells (resolution 9) at any zoom.
+            "heatmap-radius": ["interpolate", ["exponential", 2], ["zoom"], 12, 22, 16, 350],
+            "heatmap-color": ["interpolate", ["linear"], ["heatmap-density"], ...HEAT_RAMP.flat()] as never,
+            "heatmap-opacity": 0.8,
+          },
+        },
+        "bike-clusters",
+      );
+      setReady(true);
       map.on("click", "bike-clusters", async (e) => {
         const f = e.features?.[0];
         if (!f) return;
@@ -220,6 +288,23 @@ export function FleetMap() {
 
   useEffect(redraw, [hidden]);
 
+  // The heat map: demand is asked for once, when first shown; the hour only regroups it.
+  useEffect(() => {
+    if (heatOn && !demand) {
+      api<Demand>("/api/v1/bikeshare/demand?days=7").then(setDemand, (e) => setError(errorText(e)));
+    }
+  }, [heatOn, demand]);
+  useEffect(() => {
+    const map = mapRef.current;
+    if (!ready || !map) return;
+    map.setLayoutProperty("demand-heat", "visibility", heatOn && demand ? "visible" : "none");
+    if (!heatOn || !demand) return;
+    const { fc, max } = demandPoints(demand, heatHour);
+    (map.getSource("demand") as import("maplibre-gl").GeoJSONSource).setData(fc);
+    setHeatMax(max);
+    box.current?.setAttribute("data-heat-cells", String(fc.features.length));
+  }, [ready, heatOn, heatHour, demand]);
+
   const toggle = (s: string) => {
     const next = new Set(hidden);
     if (next.has(s)) next.delete(s);
@@ -254,6 +339,45 @@ export function FleetMap() {
             </li>
           ))}
         </ul>
+        <h3>{t("map.heat.title")}</h3>
+        <label class="heat-toggle">
+          <input type="checkbox" data-testid="heat-toggle" checked={heatOn} onChange={() => setHeatOn(!heatOn)} />
+          {t("map.heat.toggle")}
+        </label>
+        {heatOn && (
+          <div class="heat-legend" data-testid="heat-legend">
+            <label class="heat-hour">
+              {t("map.heat.hour")}
+              <select
+                data-testid="heat-hour"
+                value={heatHour == null ? "" : String(heatHour)}
+                onChange={(e) => {
+                  const v = (e.target as HTMLSelectElement).value;
+                  setHeatHour(v === "" ? null : Number(v));
+                }}
+              >
+                <option value="">{t("map.heat.allDay")}</option>
+                {Array.from({ length: 24 }, (_, h) => (
+                  <option value={String(h)}>{`${String(h).padStart(2, "0")}:00–${String((h + 1) % 24).padStart(2, "0")}:00`}</option>
+                ))}
+              </select>
+            </label>
+            {!demand ? (
+              <p class="muted small">{t("map.heat.loading")}</p>
+            ) : heatMax ? (
+              <>
+                <div class="heat-ramp" />
+                <div class="heat-scale small">
+                  <span>0</span>
+                  <span data-testid="heat-max">{fmtNumber(heatMax, heatMax < 10 ? 1 : 0)}</span>
+                </div>
+                <p class="muted small">{t("map.heat.scale", { days: String(demand.days) })}</p>
+              </>
+            ) : (
+              <p class="muted small">{t("map.heat.none", { days: String(demand.days) })}</p>
+            )}
+          </div>
+        )}
         {note && <p class="muted small">{note}</p>}
         {error && <p class="error">{error}</p>}
       </aside>

@@ -140,6 +140,13 @@ export const en = {
   "map.zones": "Fences",
   "map.noBasemap": "No basemap set: fences and bikes only.",
   "map.cluster": "{count} bikes here; zoom in",
+  "map.heat.title": "Demand",
+  "map.heat.toggle": "Heat map of trip starts",
+  "map.heat.hour": "Hour",
+  "map.heat.allDay": "All day",
+  "map.heat.scale": "trip starts a day per cell (H3, ~0.1 km²), mean of {days} days",
+  "map.heat.none": "No trip started in the last {days} days at this hour.",
+  "map.heat.loading": "Loading demand…",
 
   "alarms.title": "Alarms",
   "alarms.state": "State",

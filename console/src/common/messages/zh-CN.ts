@@ -141,6 +141,13 @@ export const zhCN: Record<keyof typeof en, string> = {
   "map.zones": "电子围栏",
   "map.noBasemap": "未设置底图：仅显示围栏和单车。",
   "map.cluster": "此处有 {count} 辆单车，请放大查看",
+  "map.heat.title": "需求",
+  "map.heat.toggle": "行程起点热力图",
+  "map.heat.hour": "时段",
+  "map.heat.allDay": "全天",
+  "map.heat.scale": "每格（H3，约 0.1 平方公里）每日行程起点数，{days} 天平均",
+  "map.heat.none": "最近 {days} 天此时段没有行程开始。",
+  "map.heat.loading": "正在加载需求…",
 
   "alarms.title": "告警",
   "alarms.state": "状态",

@@ -339,10 +339,32 @@ pub struct TripQuery {
     pub limit: Option<u32>,
 }
 
+/// The trips matching `q`, newest first, without their routes (a list of a thousand long trips
+/// would carry megabytes of points nobody looks at; [`get`] has the route).
 pub fn list(conn: &Connection, tenant: &str, q: &TripQuery) -> rusqlite::Result<Vec<Trip>> {
+    let columns = COLUMNS.replacen("total, route,", "total, NULL,", 1);
+    debug_assert_ne!(columns, COLUMNS, "the route column moved");
+    query(conn, tenant, q, &columns)
+}
+
+/// [`list`] with each trip's route (a rider's data export).
+pub fn list_with_routes(
+    conn: &Connection,
+    tenant: &str,
+    q: &TripQuery,
+) -> rusqlite::Result<Vec<Trip>> {
+    query(conn, tenant, q, COLUMNS)
+}
+
+fn query(
+    conn: &Connection,
+    tenant: &str,
+    q: &TripQuery,
+    columns: &str,
+) -> rusqlite::Result<Vec<Trip>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM trips WHERE tenant = ?1
+        "SELECT {columns} FROM trips WHERE tenant = ?1
            AND (?2 IS NULL OR rider = ?2) AND (?3 IS NULL OR bike = ?3) AND (?4 IS NULL OR state = ?4)
            AND (?5 IS NULL OR requested_at >= ?5) AND (?6 IS NULL OR requested_at < ?6)
          ORDER BY requested_at DESC LIMIT ?7"
@@ -475,4 +497,42 @@ pub fn deidentify_rider(
          WHERE tenant = ?1 AND rider = ?2",
         params![tenant, rider, alias],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_leave_routes_to_the_trip_and_the_export() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let new = NewTrip {
+            id: "trip-1",
+            tenant: "acme",
+            rider: "r1",
+            bike: "bike-1",
+            plan_id: "standard",
+            idempotency_key: None,
+            token_hash: "h",
+            token_expires_at: 0,
+            start: Some((30.25, 120.1)),
+            now: 1_000,
+        };
+        insert(&conn, &new).unwrap();
+        conn.execute(
+            "UPDATE trips SET route = '[[30.25,120.1,1000],[30.26,120.11,2000]]' WHERE id = 'trip-1'",
+            [],
+        )
+        .unwrap();
+        let q = TripQuery::default();
+        let listed = list(&conn, "acme", &q).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].route, None);
+        assert_eq!(listed[0].start, Some([30.25, 120.1]));
+        let exported = list_with_routes(&conn, "acme", &q).unwrap();
+        assert!(exported[0].route.as_ref().is_some_and(|r| r.is_array()));
+        let one = get(&conn, "acme", "trip-1").unwrap().unwrap();
+        assert_eq!(one.route, exported[0].route);
+    }
 }

@@ -362,7 +362,7 @@ pub(super) struct TripList {
 
 #[utoipa::path(get, path = "/api/v1/bikeshare/trips", tag = "bikeshare", params(trips::TripQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = TripList, description = "Newest first"),
+    responses((status = 200, body = TripList, description = "Newest first, without routes (a trip's route comes with `GET /api/v1/bikeshare/trips/{trip_id}`)"),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "A malformed parameter (`invalid_query`)"),
         ApiKeyErrors))]

@@ -251,7 +251,7 @@ pub(super) async fn export(
         .db
         .run(move |c| {
             let account = riders::export(c, &id)?;
-            let trips = trips::list(
+            let trips = trips::list_with_routes(
                 c,
                 &t,
                 &trips::TripQuery {

@@ -11,7 +11,9 @@
 //! - Floats: mode 2 "decimal" when every value is exactly `m / 10^d` (checked bit for bit,
 //!   `d` <= 9, `|m|` < 2^53): the zigzag deltas of `m` in the classes code, about
 //!   `log2(step range) + 0.3` bits for a random walk; otherwise mode 0, Gorilla XOR. Lossless
-//!   always: NaN payloads, -0.0, infinities and subnormals fall back to Gorilla.
+//!   always: NaN payloads, -0.0, infinities and subnormals fall back to another mode. Mode 3
+//!   "near decimal" for numbers computed from decimals (rollup sums): `round(v · 10^d)` as in
+//!   mode 2 plus the difference in bits to `v`, usually zero or a few units in the last place.
 //! - Integers: zigzag deltas in the classes code.
 //! - Booleans: bit-packed, 8 per byte. Strings: a dictionary (`[n varint]` × `[len
 //!   varint][utf-8]`, first-seen order) and one index varint per value.
@@ -486,6 +488,69 @@ fn decimal_deltas(values: &[f64]) -> Option<(usize, Vec<u64>)> {
     Some((d, z))
 }
 
+/// Mode 3, "near decimal": `[d u8]`, the classes code of the zigzag deltas of
+/// `m = round(v · 10^d)`, then the classes code of the zigzag difference between the bits of
+/// `v` and of `m / 10^d`. For numbers computed from decimals — the sums in rollups, averages —
+/// the difference is a few units in the last place or zero; for anything else (NaN, ±inf,
+/// -0.0, huge values: `m` is 0 there) it is whatever it takes, so the mode is lossless for
+/// every bit pattern. `d` is chosen on a sample to minimise the size.
+fn encode_near_decimal(values: &[f64]) -> Vec<u8> {
+    let columns = |vals: &[f64], d: usize| -> (Vec<u64>, Vec<u64>) {
+        let mut prev = 0i64;
+        let (mut ms, mut corrs) = (
+            Vec::with_capacity(vals.len()),
+            Vec::with_capacity(vals.len()),
+        );
+        for &v in vals {
+            let m = (v * POW10[d]).round();
+            let m = if m.is_finite() && m.abs() < 9_007_199_254_740_992.0 {
+                m as i64
+            } else {
+                0
+            };
+            let base = (m as f64 / POW10[d]).to_bits() as i64;
+            ms.push(zigzag(m.wrapping_sub(prev)));
+            corrs.push(zigzag((v.to_bits() as i64).wrapping_sub(base)));
+            prev = m;
+        }
+        (ms, corrs)
+    };
+    let sample = &values[..values.len().min(256)];
+    let d = (0..POW10.len())
+        .min_by_key(|&d| {
+            let (ms, corrs) = columns(sample, d);
+            classes::encoded_len(&ms) + classes::encoded_len(&corrs)
+        })
+        .unwrap_or(0);
+    let (ms, corrs) = columns(values, d);
+    let mut out = vec![d as u8];
+    classes::encode(&mut out, &ms);
+    classes::encode(&mut out, &corrs);
+    out
+}
+
+fn decode_near_decimal(buf: &[u8], n: usize, out: &mut Vec<f64>) -> DecodeResult<usize> {
+    let d = *buf
+        .first()
+        .ok_or_else(|| DecodeError::new("near-decimal column is empty"))? as usize;
+    let scale = *POW10
+        .get(d)
+        .ok_or_else(|| DecodeError(format!("decimal scale {d}")))?;
+    let mut bases = Vec::with_capacity(n);
+    let mut prev = 0i64;
+    let used = classes::decode(&buf[1..], n, |z| {
+        prev = prev.wrapping_add(unzigzag(z));
+        bases.push((prev as f64 / scale).to_bits() as i64);
+    })?;
+    let mut i = 0;
+    let used2 = classes::decode(&buf[1 + used..], n, |z| {
+        let base = bases.get(i).copied().unwrap_or(0);
+        out.push(f64::from_bits(base.wrapping_add(unzigzag(z)) as u64));
+        i += 1;
+    })?;
+    Ok(1 + used + used2)
+}
+
 /// A float column in version 2: a mode byte, then mode 0 (Gorilla XOR) or mode 2 (decimal:
 /// `[d u8]` and the zigzag deltas of `m` in the classes code), whichever is smaller.
 /// Integers: zigzag deltas in the classes code. Booleans and strings as in version 1.
@@ -500,24 +565,31 @@ pub(crate) fn encode_values(out: &mut Vec<u8>, kind: ValueKind, points: &[Point]
                     _ => 0.0,
                 })
                 .collect();
-            // Gorilla is computed only when the decimal mode is absent or costs more than a
-            // byte per value (Gorilla rarely does better than that on decimal data).
+            // Exact decimals at under a byte per value: done. Otherwise the smallest of the
+            // exact decimal mode, the near-decimal mode and Gorilla.
             let decimal = decimal_deltas(&values).map(|(d, z)| (d, classes::encoded_len(&z), z));
-            let gorilla = match &decimal {
-                Some((_, len, _)) if *len <= values.len() => None,
-                _ => Some(encode_gorilla(&values)),
-            };
-            match (decimal, gorilla) {
-                (Some((d, len, z)), g) if g.as_ref().is_none_or(|g| 1 + len < g.len()) => {
-                    out.push(2);
-                    out.push(d as u8);
-                    classes::encode(out, &z);
-                }
-                (_, g) => {
-                    out.push(0);
-                    out.extend_from_slice(&g.unwrap_or_else(|| encode_gorilla(&values)));
-                }
+            if let Some((d, len, z)) = &decimal
+                && *len <= values.len()
+            {
+                out.push(2);
+                out.push(*d as u8);
+                classes::encode(out, z);
+                return;
             }
+            let mut best: (usize, Vec<u8>) = (0, encode_gorilla(&values));
+            if let Some((d, len, z)) = decimal
+                && 1 + len < best.1.len()
+            {
+                let mut col = vec![d as u8];
+                classes::encode(&mut col, &z);
+                best = (2, col);
+            }
+            let near = encode_near_decimal(&values);
+            if near.len() < best.1.len() {
+                best = (3, near);
+            }
+            out.push(best.0 as u8);
+            out.extend_from_slice(&best.1);
         }
         ValueKind::Integer => {
             let mut prev = 0i64;
@@ -611,6 +683,7 @@ fn decode_values_into(
                         v.push(prev as f64 / scale);
                     })?
                 }
+                (3, false) => decode_near_decimal(r.rest(), n, &mut v)?,
                 (other, _) => return Err(DecodeError(format!("unknown float mode {other}"))),
             };
             r.advance(used);
@@ -1094,6 +1167,47 @@ mod tests {
             let back = decode_chunk(&bytes, ValueKind::Float, 2).unwrap();
             assert_eq!(bits_of(&back), bits_of(&points));
         }
+    }
+
+    #[test]
+    fn sums_of_decimals_use_the_near_decimal_mode_losslessly() {
+        let mut rng = Rng(5);
+        let mut walk = 5000i64;
+        let points: Vec<Point> = (0..3000i64)
+            .map(|i| {
+                // A rollup's sum: six readings of two decimals added in f64.
+                let mut sum = 0.0f64;
+                for _ in 0..6 {
+                    walk += rng.below(401) as i64 - 200;
+                    sum += walk as f64 / 100.0;
+                }
+                Point {
+                    ts: i * 60_000,
+                    value: Value::F64(sum),
+                }
+            })
+            .collect();
+        let bytes = encode_chunk(ValueKind::Float, &points);
+        let back = decode_chunk(&bytes, ValueKind::Float, 2).unwrap();
+        assert_eq!(bits_of(&back), bits_of(&points));
+        // Gorilla needs about 7 bytes for such values.
+        assert!(bytes.len() < points.len() * 3, "{} bytes", bytes.len());
+        // Every awkward bit pattern survives the mode too.
+        let mut awkward: Vec<f64> = (0..300).map(|i| i as f64 * 0.3).collect();
+        for (i, v) in [f64::NAN, -0.0, f64::INFINITY, 5e-324, 1e300, -1e-300]
+            .into_iter()
+            .enumerate()
+        {
+            awkward[i * 37] = v;
+        }
+        let near = encode_near_decimal(&awkward);
+        let mut back = Vec::new();
+        assert_eq!(
+            decode_near_decimal(&near, awkward.len(), &mut back).unwrap(),
+            near.len()
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&awkward));
     }
 
     #[test]

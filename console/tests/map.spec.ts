@@ -12,7 +12,8 @@ interface Demand {
   utc_offset_minutes: number;
 }
 
-test.beforeEach(async ({ page, server }) => {
+test.beforeEach(async ({ page, server }, info) => {
+  if (info.title.startsWith("a tile server")) return;
   await page.goto(`${server.base}/console/`);
   await page.evaluate((k) => sessionStorage.setItem("wulian.apiKey", k), server.key);
   await page.goto(`${server.base}/console/map`);
@@ -73,6 +74,23 @@ test("the demand heat map toggles, shows a legend and follows the hour", async (
   expect(await heatVisible()).toBe("none");
 });
 
+test("districts and lakes are labelled in the page's language", async ({ page, server }) => {
+  const basemap = await server.api<{ features: { properties: Record<string, string>; geometry: { type: string } }[] }>(
+    "/api/v1/bikeshare/basemap",
+  );
+  const named = basemap.features.filter(
+    (f) => f.geometry.type === "Polygon" && (f.properties.layer === "district" || (f.properties.layer === "water" && f.properties.kind !== "river")),
+  );
+  expect(named.length).toBeGreaterThan(0);
+  const labels = page.locator(".map-label");
+  await expect(labels).toHaveCount(named.length);
+  await expect(labels.first()).toBeVisible();
+  expect((await labels.allTextContents()).sort()).toEqual(named.map((f) => f.properties.name_en).sort());
+  // Zoomed in past the labels' zoom they give way to the streets.
+  await page.evaluate(() => (window as unknown as { __wulianMap: MapHandle }).__wulianMap.jumpTo({ zoom: 16 }));
+  await expect(labels).toHaveCount(0);
+});
+
 test("zoomed in, each bike is a dot with its status and battery", async ({ page, server }) => {
   const { bikes } = await server.api<{ bikes: { id: string; lat: number; lon: number; status: string }[] }>(
     "/api/v1/bikeshare/fleet?limit=1000",
@@ -105,4 +123,43 @@ test("zoomed in, each bike is a dot with its status and battery", async ({ page,
   await expect(popup.locator("a")).toHaveAttribute("href", /\/console\/devices\/bike-/);
   await expect(popup).toContainText(/Battery: (\d+%|—)/);
   await expect(popup).toContainText(/Available|On a trip|Low battery|Faulty|Out of fence|Unknown/);
+});
+
+test("a tile server replaces the GeoJSON basemap", async ({ page, server }) => {
+  // As a deployment with `[map] tiles = [...]` answers (crates/wulian/tests/map_tiles.rs checks
+  // the server's side); the tiles come from the page's own origin, which its CSP allows.
+  const png = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  const tileRequests: string[] = [];
+  let basemapAsked = false;
+  await page.route("**/api/v1/bikeshare/basemap/tiles", (r) =>
+    r.fulfill({
+      json: { style_url: null, tiles: [`${server.base}/test-tiles/{z}/{x}/{y}.png`], tile_size: 256, attribution: "© Test tiles" },
+    }),
+  );
+  await page.route("**/api/v1/bikeshare/basemap", (r) => {
+    basemapAsked = true;
+    return r.continue();
+  });
+  await page.route("**/test-tiles/**", (r) => {
+    tileRequests.push(r.request().url());
+    return r.fulfill({ status: 200, contentType: "image/png", body: png });
+  });
+  await page.goto(`${server.base}/console/`);
+  await page.evaluate((k) => sessionStorage.setItem("wulian.apiKey", k), server.key);
+  await page.goto(`${server.base}/console/map`);
+  await expect(page.getByTestId("fleet-map")).toHaveAttribute("data-bikes", /^[1-9]/, { timeout: 30_000 });
+  const layers = await page.evaluate(() =>
+    (window as unknown as { __wulianMap: MapHandle }).__wulianMap.getStyle().layers.map((l) => l.id),
+  );
+  expect(layers[0]).toBe("tiles");
+  expect(layers).not.toContain("basemap-street");
+  expect(layers).toContain("fences-line");
+  expect(layers).toContain("bike-clusters");
+  await expect.poll(() => tileRequests.length).toBeGreaterThan(0);
+  expect(tileRequests[0]).toMatch(/\/test-tiles\/\d+\/\d+\/\d+\.png$/);
+  expect(basemapAsked).toBe(false);
+  await expect(page.locator(".maplibregl-ctrl-attrib")).toContainText("© Test tiles");
 });

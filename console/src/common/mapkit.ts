@@ -41,11 +41,39 @@ function blankStyle(): StyleSpecification {
   return { version: 8, sources: {}, layers: [] };
 }
 
+/** A deployment's tile server (`GET /api/v1/bikeshare/basemap/tiles`, `[map]` in its config). */
+export interface MapTiles {
+  style_url: string | null;
+  tiles: string[];
+  tile_size: number;
+  attribution: string | null;
+}
+
+/** The style for a deployment's tile server: its own style document, or one raster layer of
+ * its tiles; null when it has none (then draw the GeoJSON basemap). */
+export function tileStyle(t: MapTiles | null): string | StyleSpecification | null {
+  if (t?.style_url) return t.style_url;
+  if (!t || t.tiles.length === 0) return null;
+  return {
+    version: 8,
+    sources: {
+      tiles: {
+        type: "raster",
+        tiles: t.tiles,
+        tileSize: t.tile_size || 256,
+        ...(t.attribution ? { attribution: t.attribution } : {}),
+      },
+    },
+    layers: [{ id: "tiles", type: "raster", source: "tiles" }],
+  };
+}
+
 export function createMap(
   container: HTMLElement,
   center: [number, number],
   zoom: number,
-  styleUrl?: string | null,
+  style?: string | StyleSpecification | null,
+  attribution?: string | null,
 ): MlMap {
   // The canvas is transparent where nothing is drawn and the browser's compositor shows the
   // container's background there: a full-screen background layer would be one more pass over
@@ -53,10 +81,11 @@ export function createMap(
   container.style.background = LAND_COLOR;
   const map = new maplibregl.Map({
     container,
-    style: styleUrl || blankStyle(),
+    style: style || blankStyle(),
     center,
     zoom,
-    attributionControl: false,
+    // A tile server's licence usually asks for its attribution on the map.
+    attributionControl: attribution ? { compact: true, customAttribution: attribution } : false,
     fadeDuration: 0,
     // Keep the GPU work per frame small on weak devices.
     maxPitch: 0,
@@ -208,8 +237,46 @@ export function addCity(map: MlMap, basemap: FeatureCollection | null, fences: F
     ],
   };
   map.addSource("city", { type: "geojson", data });
-  basemapLayers(map, "city");
+  if (basemap) basemapLayers(map, "city");
   fenceLayers(map, "city", ["==", ["get", "layer"], "fence"]);
+}
+
+/**
+ * Names of districts and lakes as HTML labels at the middle of their outlines, in the page's
+ * language (`name_en` / `name_zh`). Labels need no glyph files this way: MapLibre's own text
+ * needs SDF glyph PBFs from a server, and there is none without internet. Shown below
+ * `maxZoom`. Returns a function that removes them.
+ */
+export function addAreaLabels(map: MlMap, basemap: FeatureCollection, zh: boolean, maxZoom = 15): () => void {
+  const markers: maplibregl.Marker[] = [];
+  for (const f of basemap.features) {
+    const p = f.properties ?? {};
+    const isLake = p.layer === "water" && p.kind !== "river";
+    if ((p.layer !== "district" && !isLake) || f.geometry?.type !== "Polygon") continue;
+    const name = (zh ? p.name_zh : p.name_en) ?? p.name;
+    const ring = f.geometry.coordinates[0] ?? [];
+    if (typeof name !== "string" || ring.length < 3) continue;
+    // The vertices' average: inside the convex districts and the round lakes the demo draws.
+    const n = ring.length - 1;
+    const at = ring.slice(0, n).reduce(([x, y], c) => [x + c[0] / n, y + c[1] / n], [0, 0]) as [number, number];
+    const el = document.createElement("div");
+    el.className = isLake ? "map-label water" : "map-label";
+    el.textContent = name;
+    markers.push(new maplibregl.Marker({ element: el }).setLngLat(at));
+  }
+  const sync = () => {
+    const show = map.getZoom() < maxZoom;
+    for (const m of markers) {
+      if (show && !m.getElement().isConnected) m.addTo(map);
+      else if (!show && m.getElement().isConnected) m.remove();
+    }
+  };
+  sync();
+  map.on("zoomend", sync);
+  return () => {
+    map.off("zoomend", sync);
+    markers.forEach((m) => m.remove());
+  };
 }
 
 /** Bounds of every coordinate of `fc`, or null when it has none. */

@@ -4,7 +4,7 @@
 import type { FeatureCollection, Point } from "geojson";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, errorText } from "../common/api";
-import { fmtNumber, t, type MsgKey } from "../common/i18n";
+import { fmtNumber, t, useLang, type MsgKey } from "../common/i18n";
 import { api, currentAuth } from "./auth";
 import type { FleetAnswer, FleetRequest } from "./fleetworker";
 
@@ -91,6 +91,8 @@ export function FleetMap() {
   const [hidden, setHidden] = useState<Set<string>>(new Set());
   const [note, setNote] = useState<string | null>(null);
   const [ready, setReady] = useState(false);
+  const basemapRef = useRef<FeatureCollection | null>(null);
+  const language = useLang();
   const [heatOn, setHeatOn] = useState(false);
   const [heatHour, setHeatHour] = useState<number | null>(null);
   const [demand, setDemand] = useState<Demand | null>(null);
@@ -129,18 +131,25 @@ export function FleetMap() {
       box.current?.setAttribute("data-bikes", String(m.total));
     };
     (async () => {
-      const kit = await import("../common/mapkit");
+      const [kit, tiles] = await Promise.all([
+        import("../common/mapkit"),
+        api<import("../common/mapkit").MapTiles>("/api/v1/bikeshare/basemap/tiles").catch(() => null),
+      ]);
       if (disposed || !box.current) return;
-      const map = kit.createMap(box.current, [120.155, 30.274], 12);
+      // A deployment's tile server replaces the GeoJSON basemap (docs/configuration.md, [map]).
+      const style = kit.tileStyle(tiles);
+      const map = kit.createMap(box.current, [120.155, 30.274], 12, style, tiles?.attribution);
       mapRef.current = map;
       (window as unknown as { __wulianMap: unknown }).__wulianMap = map;
       map.addControl(new kit.maplibregl.NavigationControl({ showCompass: false }), "top-right");
       map.addControl(new kit.maplibregl.ScaleControl({}), "bottom-left");
       const [basemap, zones] = await Promise.all([
-        api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
-          if (e instanceof ApiError && e.status === 404) setNote(t("map.noBasemap"));
-          return null;
-        }),
+        style
+          ? null
+          : api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
+              if (e instanceof ApiError && e.status === 404) setNote(t("map.noBasemap"));
+              return null;
+            }),
         api<Zone[]>("/api/v1/zones").catch(() => [] as Zone[]),
       ]);
       await kit.whenLoaded(map);
@@ -150,6 +159,7 @@ export function FleetMap() {
         features: zones.map((z) => ({ type: "Feature", geometry: z.polygon, properties: { kind: z.kind, name: z.name } })),
       };
       kit.addCity(map, basemap, fences);
+      basemapRef.current = basemap;
       const b = kit.bounds(basemap ?? fences);
       if (b) map.fitBounds(b, { padding: 20, animate: false });
 
@@ -287,6 +297,22 @@ export function FleetMap() {
   }, []);
 
   useEffect(redraw, [hidden]);
+
+  // District and lake names, in the page's language.
+  useEffect(() => {
+    const map = mapRef.current;
+    const basemap = basemapRef.current;
+    if (!ready || !map || !basemap) return;
+    let remove: (() => void) | undefined;
+    let gone = false;
+    void import("../common/mapkit").then((kit) => {
+      if (!gone && mapRef.current === map) remove = kit.addAreaLabels(map, basemap, language === "zh-CN");
+    });
+    return () => {
+      gone = true;
+      remove?.();
+    };
+  }, [ready, language]);
 
   // The heat map: demand is asked for once, when first shown; the hour only regroups it.
   useEffect(() => {

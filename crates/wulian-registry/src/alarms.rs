@@ -54,8 +54,14 @@ pub struct AlarmQuery {
     pub alarm_type: Option<String>,
     /// `open` (active or acknowledged), `active`, `acknowledged`, `cleared`.
     pub status: Option<String>,
+    /// One of [`SEVERITIES`].
+    pub severity: Option<String>,
     /// Alarms created before this (ms), for paging back.
     pub before: Option<i64>,
+    /// With `before`: the id of the last alarm of the previous page. Alarms created in that
+    /// same millisecond with a greater id follow it (the list's order is `created_at` newest
+    /// first, then `id`), so a page boundary inside one millisecond neither skips nor repeats.
+    pub before_id: Option<String>,
     pub limit: u32,
 }
 
@@ -280,9 +286,34 @@ impl Registry {
                 ));
             }
         }
-        if let Some(before) = q.before {
-            sql.push_str(" AND created_at < ?");
-            args.push(SqlValue::Integer(before));
+        if let Some(severity) = &q.severity {
+            if !SEVERITIES.contains(&severity.as_str()) {
+                return Err(Error::invalid(
+                    "severity",
+                    format!("{severity:?}: one of {}", SEVERITIES.join(", ")),
+                ));
+            }
+            sql.push_str(" AND severity = ?");
+            args.push(SqlValue::Text(severity.clone()));
+        }
+        match (q.before, &q.before_id) {
+            (Some(before), None) => {
+                sql.push_str(" AND created_at < ?");
+                args.push(SqlValue::Integer(before));
+            }
+            (Some(before), Some(id)) => {
+                sql.push_str(" AND (created_at < ? OR (created_at = ? AND id > ?))");
+                args.push(SqlValue::Integer(before));
+                args.push(SqlValue::Integer(before));
+                args.push(SqlValue::Text(id.clone()));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "before_id",
+                    "only with before (the created_at of the alarm it names)",
+                ));
+            }
+            (None, None) => {}
         }
         sql.push_str(" ORDER BY created_at DESC, id LIMIT ?");
         args.push(SqlValue::Integer(i64::from(q.limit)));
@@ -393,5 +424,132 @@ mod tests {
             reg.get_alarm("other", &d.id),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// Raises `n` alarms (types `t0`..) on `device` with `severity`, all created at `at` ms.
+    fn raise_at(reg: &Registry, t: &str, device: &str, severity: &str, n: usize, at: i64) {
+        for i in 0..n {
+            let (a, _) = reg
+                .raise_alarm(t, device, &format!("t{i}"), severity, "x", &json!({}))
+                .unwrap();
+            reg.write(|tx| {
+                tx.execute(
+                    "UPDATE alarms SET created_at = ?1 WHERE id = ?2",
+                    params![at, a.id],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn pages_split_inside_one_millisecond_neither_skip_nor_repeat() {
+        let (reg, tenant) = registry_with_tenant("acme").unwrap();
+        let t = tenant.id;
+        reg.create_device(&t, &new_device("d1")).unwrap();
+        reg.create_device(&t, &new_device("d2")).unwrap();
+        // Five alarms in one millisecond, two older ones in another: pages of two split both.
+        raise_at(&reg, &t, "d1", "major", 5, 2_000);
+        raise_at(&reg, &t, "d2", "major", 2, 1_000);
+        let all = reg
+            .list_alarms(
+                &t,
+                &AlarmQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(all.len(), 7);
+        let mut paged = Vec::new();
+        let mut q = AlarmQuery {
+            limit: 2,
+            ..Default::default()
+        };
+        loop {
+            let page = reg.list_alarms(&t, &q).unwrap();
+            let Some(last) = page.last() else { break };
+            q.before = Some(last.created_at);
+            q.before_id = Some(last.id.clone());
+            paged.extend(page.into_iter().map(|a| a.id));
+        }
+        let expected: Vec<String> = all.into_iter().map(|a| a.id).collect();
+        assert_eq!(paged, expected);
+        // `before` alone is "created before": it skips the rest of a millisecond.
+        let older = reg
+            .list_alarms(
+                &t,
+                &AlarmQuery {
+                    before: Some(2_000),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(older.len(), 2);
+        let lone = reg.list_alarms(
+            &t,
+            &AlarmQuery {
+                before_id: Some(expected[0].clone()),
+                limit: 2,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(lone, Err(Error::Invalid { .. })), "{lone:?}");
+    }
+
+    #[test]
+    fn severity_type_and_device_filter_in_the_query() {
+        let (reg, tenant) = registry_with_tenant("acme").unwrap();
+        let t = tenant.id;
+        reg.create_device(&t, &new_device("d1")).unwrap();
+        reg.create_device(&t, &new_device("d2")).unwrap();
+        raise_at(&reg, &t, "d1", "minor", 30, 1_000);
+        raise_at(&reg, &t, "d2", "critical", 2, 500);
+        let q =
+            |severity: Option<&str>, device: Option<&str>, alarm_type: Option<&str>| AlarmQuery {
+                severity: severity.map(str::to_string),
+                device_id: device.map(str::to_string),
+                alarm_type: alarm_type.map(str::to_string),
+                limit: 10,
+                ..Default::default()
+            };
+        // The two critical alarms are older than 30 minor ones, yet one page of 10 has them.
+        let critical = reg
+            .list_alarms(&t, &q(Some("critical"), None, None))
+            .unwrap();
+        assert_eq!(critical.len(), 2);
+        assert!(
+            critical
+                .iter()
+                .all(|a| a.severity == "critical" && a.device_id == "d2")
+        );
+        assert!(
+            reg.list_alarms(&t, &q(Some("critical"), Some("d1"), None))
+                .unwrap()
+                .is_empty()
+        );
+        let one = reg
+            .list_alarms(&t, &q(Some("minor"), Some("d1"), Some("t7")))
+            .unwrap();
+        assert_eq!((one.len(), one[0].alarm_type.as_str()), (1, "t7"));
+        assert_eq!(
+            reg.list_alarms(&t, &q(None, None, Some("t1")))
+                .unwrap()
+                .len(),
+            2
+        );
+        let bad = reg.list_alarms(&t, &q(Some("loud"), None, None));
+        assert!(matches!(bad, Err(Error::Invalid { .. })), "{bad:?}");
+        // Another tenant sees none of them.
+        let other = reg
+            .create_tenant(&crate::test_support::new_tenant("other"))
+            .unwrap();
+        assert!(
+            reg.list_alarms(&other.id, &q(Some("critical"), None, None))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -987,6 +987,56 @@ async fn alarms_dedup_lifecycle_stream_and_webhooks_with_dead_letters() {
     )
     .await;
     assert_eq!(history.body.as_array().unwrap().len(), 1);
+    // Severity is filtered by the server; a page continues after the last alarm's id.
+    for (query, expected) in [
+        ("severity=major", 1),
+        ("severity=critical", 0),
+        ("severity=major&type=overpressure&device_id=pump-1", 1),
+        ("severity=major&type=other", 0),
+    ] {
+        let r = send(
+            &p,
+            "GET",
+            &format!("/api/v1/alarms?{query}"),
+            &p.admin,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(
+            r.body.as_array().map(Vec::len),
+            Some(expected),
+            "{query}: {}",
+            r.body
+        );
+    }
+    let created = cleared.body["created_at"].as_i64().unwrap();
+    let after = send(
+        &p,
+        "GET",
+        &format!("/api/v1/alarms?before={created}&before_id={id}"),
+        &p.admin,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        after.body,
+        json!([]),
+        "the page after the only alarm is empty"
+    );
+    for query in ["severity=apocalyptic", "before_id=al-1"] {
+        let r = send(
+            &p,
+            "GET",
+            &format!("/api/v1/alarms?{query}"),
+            &p.admin,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+    }
     let bad = send(
         &p,
         "POST",

@@ -82,6 +82,22 @@ impl Live {
         (status, value)
     }
 
+    /// `/api/v1/metrics` as the installation admin.
+    async fn metrics(&self) -> String {
+        let req = Request::builder()
+            .uri("/api/v1/metrics")
+            .header("authorization", format!("Bearer {}", self.p.admin))
+            .body(Body::empty())
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, self.p.router.clone().oneshot(req))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
     /// A device of the tenant `key` administers; returns its token.
     async fn device(&self, key: &str, id: &str) -> String {
         let (s, d) = self
@@ -502,6 +518,32 @@ async fn a_socket_that_falls_behind_is_told_how_many_events_it_missed() {
     }
     assert_eq!(received, capacity, "the newest events are kept");
     assert_eq!(last.unwrap()["values"]["n"], json!((total - 1) as f64));
+
+    // The hub's counters are on /api/v1/metrics: one stream open, every event published once,
+    // the ones this socket missed counted as dropped.
+    let metrics = live.metrics().await;
+    assert!(metrics.contains("\nwulian_live_streams 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("\nwulian_live_events_total {total}\n")),
+        "{metrics}"
+    );
+    let dropped = total - capacity;
+    assert!(
+        metrics.contains(&format!("\nwulian_live_events_dropped_total {dropped}\n")),
+        "{metrics}"
+    );
+    drop(ws);
+    // The server notices the closed socket on its own time.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            if live.metrics().await.contains("\nwulian_live_streams 0\n") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stream count falls back to 0");
 }
 
 /// Fan-out cost: 100 sockets watch one device

@@ -30,14 +30,21 @@ pub struct ListAlarms {
     pub alarm_type: Option<String>,
     /// `open` (active or acknowledged), `active`, `acknowledged` or `cleared`.
     pub status: Option<String>,
+    /// `critical`, `major`, `minor`, `warning` or `indeterminate`.
+    pub severity: Option<String>,
     /// Alarms created before this time (ms), for paging back.
     pub before: Option<i64>,
+    /// With `before`: the id of the previous page's last alarm, whose `created_at` is
+    /// `before`; the page then continues with the alarms of that same millisecond after it
+    /// (the order is `created_at` newest first, then `id`), so no alarm is skipped or repeated.
+    pub before_id: Option<String>,
     /// 1–1000, default 100.
     pub limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(ListAlarms), security(("api_key" = [])),
-    responses((status = 200, body = Vec<Object>, description = "Newest first"), (status = 422, body = Problem)))]
+    responses((status = 200, body = Vec<Object>, description = "Newest first (then by id); the next page: `before` = the last alarm's `created_at`, `before_id` = its `id`"),
+        (status = 422, body = Problem, description = "An unknown `status` or `severity`, a `limit` out of range, or `before_id` without `before`")))]
 pub async fn list_alarms(
     State(state): State<AppState>,
     caller: Caller,
@@ -48,7 +55,9 @@ pub async fn list_alarms(
         device_id: q.device_id,
         alarm_type: q.alarm_type,
         status: q.status,
+        severity: q.severity,
         before: q.before,
+        before_id: q.before_id,
         limit: q.limit.unwrap_or(100),
     };
     Ok(Json(

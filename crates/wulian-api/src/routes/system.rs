@@ -270,6 +270,25 @@ pub async fn metrics(
         "Telemetry messages stored although they broke their thing model (validation flag).",
         i.messages_flagged.load(Ordering::Relaxed),
     );
+    let live = state.pipeline.live();
+    metric(
+        "wulian_live_streams",
+        "gauge",
+        "Live-update streams (console WebSockets on /api/v1/live) open now.",
+        live.streams() as u64,
+    );
+    metric(
+        "wulian_live_events_total",
+        "counter",
+        "Live events published to a tenant's channel (once, however many streams read them).",
+        live.metrics.events.load(Ordering::Relaxed),
+    );
+    metric(
+        "wulian_live_events_dropped_total",
+        "counter",
+        "Live events streams missed because they fell behind (counted per stream).",
+        live.metrics.dropped.load(Ordering::Relaxed),
+    );
     if let Some(l) = state.pipeline.lifecycle() {
         let counters = [
             (

@@ -214,8 +214,9 @@ pub trait MessageSink: Send + Sync + 'static {
     /// Called for every authorised PUBLISH before it is acknowledged (PUBACK is sent only
     /// after Ok — the sink makes it durable).
     async fn on_publish(&self, identity: &Identity, msg: &InboundMessage) -> Result<(), SinkError>;
-    /// Several authorised QoS 0/1 PUBLISHes of one client that arrived in one socket read, in
-    /// order; returns one result per message, in the same order. Each `Ok` carries the same
+    /// Several authorised PUBLISHes of one client that arrived in one socket read (QoS 0, 1,
+    /// and 2 seen for the first time), in order; returns one result per message, in the same
+    /// order. Each `Ok` carries the same
     /// promise as [`MessageSink::on_publish`] (durable before the broker acknowledges it), and
     /// a refusal applies to its own message only. The default handles them one by one; a sink
     /// overrides it to make the batch durable at once.

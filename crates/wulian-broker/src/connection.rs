@@ -633,7 +633,7 @@ enum Prepared {
     Sink(InboundMessage, u16),
 }
 
-/// QoS 0/1 PUBLISHes of one socket read, prepared and waiting for the sink together.
+/// PUBLISHes of one socket read (QoS 2 see `Active::batchable`), prepared and waiting for the sink together.
 #[derive(Default)]
 struct PublishBatch {
     msgs: Vec<InboundMessage>,
@@ -1079,8 +1079,9 @@ where
 
     /// Handles every complete packet in the read buffer.
     async fn drain_inbound(&mut self) -> Result<(), Close> {
-        // Consecutive QoS 0/1 PUBLISHes go to the sink as one batch (one durable write for all
-        // of them); anything else first completes the batch, so answers keep the packets' order.
+        // Consecutive PUBLISHes go to the sink as one batch (one durable write for all of them;
+        // see `batchable` for QoS 2); anything else first completes the batch, so answers keep
+        // the packets' order.
         let mut batch = PublishBatch::default();
         let result = self.drain_packets(&mut batch).await;
         // Messages prepared before a closing packet are still handled and answered first.
@@ -1097,7 +1098,7 @@ where
                 Ok(Some(packet)) => {
                     self.touch();
                     match packet {
-                        Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
+                        Packet::Publish(p) if self.batchable(&p, batch) => {
                             match self.prepare_publish(p)? {
                                 Prepared::Sink(msg, packet_id) => {
                                     batch.msgs.push(msg);
@@ -1125,6 +1126,27 @@ where
                 }
             }
         }
+    }
+
+    /// Whether a PUBLISH may join the read batch. QoS 0/1 always; QoS 2 unless the batch
+    /// already holds its packet id (a retransmission must see the first one recorded, to be
+    /// answered without the sink: exactly once) or it would pass the window counting the
+    /// batch's QoS 2 messages. Otherwise it is handled on its own, after the batch.
+    fn batchable(&self, p: &Publish, batch: &PublishBatch) -> bool {
+        if p.qos != QoS::ExactlyOnce {
+            return true;
+        }
+        let mut in_batch = 0;
+        for (m, &id) in batch.msgs.iter().zip(&batch.ids) {
+            if m.qos == QoS::ExactlyOnce {
+                if id == p.packet_id {
+                    return false;
+                }
+                in_batch += 1;
+            }
+        }
+        self.session.inbound_qos2.len() + in_batch
+            < usize::from(self.t.shared.config.max_inflight.max(1))
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
@@ -1368,7 +1390,7 @@ where
         }
     }
 
-    /// Hands a read batch of prepared QoS 0/1 PUBLISHes to the sink at once, then routes and
+    /// Hands a read batch of prepared PUBLISHes to the sink at once, then routes and
     /// acknowledges (or refuses) each in order. On a refusal that closes the connection
     /// (3.1.1), the messages after it are neither routed nor acknowledged.
     ///

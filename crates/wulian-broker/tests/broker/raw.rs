@@ -557,3 +557,65 @@ async fn two_step_sink_routes_before_durable_and_acks_after() {
     }
     assert_eq!(b.sink.count(), 1);
 }
+
+/// QoS 2 PUBLISHes of one read go to the sink as one batch, except a retransmission of a
+/// packet id the batch already holds: it is answered after the batch, without the sink
+/// (exactly once, MQTT-4.3.3-2), and every PUBREC keeps the order of its PUBLISH.
+#[tokio::test]
+async fn qos2_read_batch_keeps_exactly_once_and_order() {
+    let b = start_default().await;
+    let mut raw = Raw::connect(b.addr, connect_packet(Protocol::V5, "c", "dev1", 0)).await;
+    let topic = "devices/dev1/telemetry";
+    let mut dup = publish(topic, QoS::ExactlyOnce, 1, b"a");
+    if let Packet::Publish(p) = &mut dup {
+        p.dup = true;
+    }
+    raw.send_bytes(&one_write(
+        Protocol::V5,
+        &[
+            publish(topic, QoS::ExactlyOnce, 1, b"a"),
+            publish(topic, QoS::AtLeastOnce, 2, b"b"),
+            publish(topic, QoS::ExactlyOnce, 3, b"c"),
+            dup,
+            publish(topic, QoS::ExactlyOnce, 4, b"reject"),
+        ],
+    ))
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        match raw.recv().await {
+            Some(Packet::PubRec(a)) => answers.push(("PUBREC", a.packet_id, a.code)),
+            Some(Packet::PubAck(a)) => answers.push(("PUBACK", a.packet_id, a.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [
+            ("PUBREC", 1, ReasonCode::Success),
+            ("PUBACK", 2, ReasonCode::Success),
+            ("PUBREC", 3, ReasonCode::Success),
+            ("PUBREC", 1, ReasonCode::Success),
+            ("PUBREC", 4, ReasonCode::QuotaExceeded),
+        ]
+    );
+    let payloads: Vec<Bytes> = b
+        .sink
+        .messages
+        .lock()
+        .iter()
+        .map(|(_, m)| m.payload.clone())
+        .collect();
+    assert_eq!(payloads, ["a", "b", "c"].map(Bytes::from));
+    for id in [1, 3] {
+        raw.send(&Packet::PubRel(Ack {
+            packet_id: id,
+            code: ReasonCode::Success,
+            properties: Properties::default(),
+        }))
+        .await;
+        assert!(
+            matches!(raw.recv().await, Some(Packet::PubComp(a)) if a.packet_id == id && a.code == ReasonCode::Success)
+        );
+    }
+}

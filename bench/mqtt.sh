@@ -21,6 +21,15 @@ QOS2_CLIENTS=${QOS2_CLIENTS:-200}
 QOS2_RATE=${QOS2_RATE:-5000}
 CONNECTIONS=${CONNECTIONS:-5000}
 TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000} # idle connections over mutual TLS (0: skip)
+# The raw-client scenarios (`wulian-bench fan-in --raw`: the codec, one task per connection,
+# publishes pipelined up to the in-flight window): cheap enough that the broker, not the load
+# generator, is the ceiling. RAW_MAX_RATE is offered to find the acknowledgement ceiling; the
+# sweep offers each rate with a subscriber on devices/+/telemetry and the report keeps each
+# broker's highest delivered rate.
+RAW_MAX_RATE=${RAW_MAX_RATE:-100000}
+RAW_SWEEP=${RAW_SWEEP:-"20000 40000 60000 80000 100000"}
+SWEEP_DURATION=${SWEEP_DURATION:-5}
+QOS2_RAW_RATE=${QOS2_RAW_RATE:-50000}
 SOURCE_ADDRS=${SOURCE_ADDRS:-4}     # 127.0.0.1 .. 127.0.0.N as client source addresses
 OUT=${OUT:-docs/benchmarks.md}
 # wulian's wildcard and fan-out subscribers log in as an application (docs/mqtt.md): any
@@ -83,15 +92,19 @@ fi
 #     requires a client certificate from the same CA and takes the CN as the username.
 MQ_PORT=$(free_port)
 MQ_TLS_PORT=$(free_port)
-cat >"$WORK/mosquitto.conf" <<CONF
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-listener $MQ_TLS_PORT 127.0.0.1
+MQ_TLS_LISTENER=""
+if [ "$TLS_CONNECTIONS" -gt 0 ]; then
+  MQ_TLS_LISTENER="listener $MQ_TLS_PORT 127.0.0.1
 cafile $CERTS/ca.pem
 certfile $CERTS/server.pem
 keyfile $CERTS/server.key
 require_certificate true
-use_identity_as_username true
+use_identity_as_username true"
+fi
+cat >"$WORK/mosquitto.conf" <<CONF
+listener $MQ_PORT 127.0.0.1
+allow_anonymous true
+$MQ_TLS_LISTENER
 max_inflight_messages 64
 max_queued_messages 1000
 set_tcp_nodelay true
@@ -212,6 +225,33 @@ done
 for target in mosquitto wulian; do
   run qos2 "$target" qos2 --clients "$QOS2_CLIENTS" --rate "$QOS2_RATE" "${LOAD[@]}"
 done
+# Raw client: latency with a subscriber at the fixed rate, QoS 1 and QoS 0.
+for qos in 1 0; do
+  for target in mosquitto wulian; do
+    # shellcheck disable=SC2046
+    run "fan-in-raw-sub-q$qos" "$target" fan-in --raw --clients "$FANIN_CLIENTS" --rate "$FANIN_RATE" \
+      --qos "$qos" --subscribe 'devices/+/telemetry' $(sub_args $target) "${LOAD[@]}"
+  done
+done
+# Raw client: the acknowledgement ceiling (QoS 1, no subscriber) and QoS 2's.
+for target in mosquitto wulian; do
+  run fan-in-raw-max "$target" fan-in --raw --clients "$FANIN_CLIENTS" --rate "$RAW_MAX_RATE" \
+    --qos 1 "${LOAD[@]}"
+done
+for target in mosquitto wulian; do
+  run qos2-raw "$target" qos2 --raw --clients "$FANIN_CLIENTS" --rate "$QOS2_RAW_RATE" "${LOAD[@]}"
+done
+# Raw client: delivered to the subscriber per second, offered rate by offered rate.
+for qos in 1 0; do
+  for rate in $RAW_SWEEP; do
+    for target in mosquitto wulian; do
+      # shellcheck disable=SC2046
+      run "fan-in-raw-sweep-q$qos-$rate" "$target" fan-in --raw --clients "$FANIN_CLIENTS" \
+        --rate "$rate" --qos "$qos" --subscribe 'devices/+/telemetry' $(sub_args $target) \
+        --duration-secs "$SWEEP_DURATION" --drain-secs 3
+    done
+  done
+done
 # Connection memory is measured on fresh processes: a broker that ran the message scenarios
 # hands the new connections memory those freed, and its RSS hardly grows (an earlier version
 # of this script reported 4.0 KiB per wulian connection that way, against 7.2 KiB fresh).
@@ -253,6 +293,8 @@ fi
   echo "rustc=$(rustc --version)"
   echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
   echo "duration=$DURATION"
+  echo "sweep_duration=$SWEEP_DURATION"
+  echo "raw_sweep=$RAW_SWEEP"
 } >"$WORK/results/machine.txt"
 
 python3 bench/mqtt_report.py "$WORK/results" "$OUT"

@@ -95,6 +95,32 @@ def rows(results, notes):
             ("publish→PUBCOMP p99", ("published", "latency", "p99_ms"), " ms"),
             ("broker CPU per message", "cpu:published", " µs"),
         ]),
+        ("fan-in-raw-sub-q1", "fan-in, QoS 1, one subscriber on devices/+/telemetry, raw client", [
+            ("delivered to subscriber/s", ("delivered", "per_sec"), ""),
+            ("acknowledged publishes/s", ("published", "completed_per_sec"), ""),
+            ("delivery latency p50", ("delivered", "latency", "p50_ms"), " ms"),
+            ("delivery latency p99", ("delivered", "latency", "p99_ms"), " ms"),
+            ("publish→PUBACK p99", ("published", "latency", "p99_ms"), " ms"),
+            ("broker CPU per message", "cpu:published", " µs"),
+        ]),
+        ("fan-in-raw-sub-q0", "fan-in, QoS 0, one subscriber on devices/+/telemetry, raw client", [
+            ("delivered to subscriber/s", ("delivered", "per_sec"), ""),
+            ("delivery latency p50", ("delivered", "latency", "p50_ms"), " ms"),
+            ("delivery latency p99", ("delivered", "latency", "p99_ms"), " ms"),
+            ("broker CPU per message", "cpu:published", " µs"),
+        ]),
+        ("fan-in-raw-max", "fan-in at saturation, QoS 1, no subscriber, raw client", [
+            ("acknowledged publishes/s", ("published", "completed_per_sec"), ""),
+            ("publish→PUBACK p50", ("published", "latency", "p50_ms"), " ms"),
+            ("publish→PUBACK p99", ("published", "latency", "p99_ms"), " ms"),
+            ("broker CPU per message", "cpu:published", " µs"),
+        ]),
+        ("qos2-raw", "QoS 2 at saturation, raw client", [
+            ("completed publishes/s", ("published", "completed_per_sec"), ""),
+            ("publish→PUBCOMP p50", ("published", "latency", "p50_ms"), " ms"),
+            ("publish→PUBCOMP p99", ("published", "latency", "p99_ms"), " ms"),
+            ("broker CPU per message", "cpu:published", " µs"),
+        ]),
         ("connections", "idle authenticated connections", [
             ("connections held", ("connected",), ""),
             ("connects/s", ("connects_per_sec",), ""),
@@ -148,6 +174,45 @@ def rows(results, notes):
     return out
 
 
+def sweep(results, machine):
+    """Delivered to the subscriber per second at each offered rate (raw client), and each
+    broker's highest, per QoS."""
+    rates = machine.get("raw_sweep", "").split()
+    if not rates:
+        return []
+    out = ["", f"Delivered to the subscriber on `devices/+/telemetry` per second, raw client, "
+                f"1000 publishers, {machine.get('sweep_duration', '?')} s per rate "
+                f"(acknowledged publishes/s in parentheses; QoS 0 has no acknowledgements):", "",
+           "| offered msg/s | QoS | Mosquitto | wulian | wulian ÷ Mosquitto |",
+           "| ---: | ---: | ---: | ---: | ---: |"]
+    best_rows = []
+    for qos in ("1", "0"):
+        best = {"mosquitto": None, "wulian": None}
+        for rate in rates:
+            cells = {}
+            for target in best:
+                doc, _ = load(results, f"fan-in-raw-sweep-q{qos}-{rate}", target)
+                d = dig(doc, "delivered", "per_sec")
+                a = dig(doc, "published", "completed_per_sec")
+                cells[target] = d
+                if d is not None and (best[target] is None or d > best[target][0]):
+                    best[target] = (d, rate)
+                text = fmt(d) if d is not None else "n/a"
+                if qos == "1" and a is not None:
+                    text += f" ({fmt(a)})"
+                cells[target + "_text"] = text
+            out.append(f"| {int(rate):,} | {qos} | {cells['mosquitto_text']} | {cells['wulian_text']} "
+                       f"| {ratio(cells['wulian'], cells['mosquitto'])} |")
+        m, w = best["mosquitto"], best["wulian"]
+        best_rows.append(
+            f"| **highest delivered to the subscriber/s, QoS {qos}, raw client** (sweep below) "
+            f"| delivered/s (at offered msg/s) "
+            f"| {fmt(m[0]) + f' (at {int(m[1]):,})' if m else 'n/a'} "
+            f"| {fmt(w[0]) + f' (at {int(w[1]):,})' if w else 'n/a'} "
+            f"| {ratio(w[0] if w else None, m[0] if m else None)} |")
+    return best_rows, out
+
+
 def main():
     results = pathlib.Path(sys.argv[1])
     target = pathlib.Path(sys.argv[2])
@@ -167,9 +232,14 @@ def main():
     ]
     notes = []
     block += rows(results, notes)
+    swept = sweep(results, machine)
+    if swept:
+        block += swept[0]
     if notes:
         block += ["", "Runs that could not be made:", ""]
         block += [f"{n}. {text}" for n, text in enumerate(notes, 1)]
+    if swept:
+        block += swept[1]
     server = results / "fan-in.wulian.server.json"
     if server.exists():
         block += ["", f"wulian's own counter `wulian_mqtt_publish_received_total` grew by "

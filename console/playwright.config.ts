@@ -18,6 +18,9 @@ export default defineConfig({
     navigationTimeout: 30_000,
     launchOptions: {
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      // No GPU here: WebGL runs on SwiftShader (ANGLE over Vulkan, Chromium's default). Measured
+      // against these, `--use-gl=angle --use-angle=swiftshader` and `--disable-gpu-vsync
+      // --disable-frame-rate-limit` made the map pan slower (docs/console.md, Size and speed).
       args: ["--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"],
     },
     trace: "off",

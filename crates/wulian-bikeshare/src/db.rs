@@ -148,6 +148,7 @@ fn init(conn: &Connection) -> Result<()> {
     for schema in schemas() {
         conn.execute_batch(schema)?;
     }
+    crate::workorders::migrate(conn)?;
     Ok(())
 }
 

@@ -62,6 +62,7 @@ impl BikeShare {
                             kind,
                             &format!("lock reported {other}"),
                             "system",
+                            None,
                         )
                         .await?;
                     }
@@ -78,6 +79,7 @@ impl BikeShare {
         kind: workorders::Kind,
         reason: &str,
         by: &str,
+        assignee: Option<&str>,
     ) -> Result<workorders::WorkOrder> {
         let (t, b, r, by_) = (
             tenant.to_string(),
@@ -85,6 +87,7 @@ impl BikeShare {
             reason.to_string(),
             by.to_string(),
         );
+        let assignee = workorders::check_assignee(assignee)?;
         let position = self.snapshot(tenant, bike).and_then(|s| s.position());
         // A bike on a trip stays `on_trip` for the city; the settlement records it leaving
         // service right after the trip ends (MDS allows no maintenance during a trip).
@@ -104,6 +107,7 @@ impl BikeShare {
                         reason: &r,
                         target_cell: None,
                         created_by: &by_,
+                        assignee: assignee.as_deref(),
                     },
                     now,
                 )?;
@@ -139,8 +143,7 @@ impl BikeShare {
         &self,
         tenant: &str,
         id: &str,
-        next: workorders::State,
-        note: Option<String>,
+        change: workorders::Change,
     ) -> Result<workorders::WorkOrder> {
         let (t, i) = (tenant.to_string(), id.to_string());
         let position_of = |bike: &str| self.snapshot(tenant, bike).and_then(|s| s.position());
@@ -157,9 +160,11 @@ impl BikeShare {
             .db
             .tx(move |tx| {
                 let now = now_ms();
-                let order = workorders::update(tx, &t, &i, next, note.as_deref(), now)?;
-                let finished =
-                    matches!(next, workorders::State::Done | workorders::State::Cancelled);
+                let order = workorders::update(tx, &t, &i, &change, now)?;
+                let finished = matches!(
+                    change.state,
+                    Some(workorders::State::Done | workorders::State::Cancelled)
+                );
                 let still_out = workorders::out_of_service_kind(tx, &t, &order.bike)?;
                 if finished && still_out.is_none() {
                     system::set_flag(tx, &t, &order.bike, None)?;

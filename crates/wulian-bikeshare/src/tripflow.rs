@@ -283,6 +283,7 @@ impl BikeShare {
                             reason: &flag,
                             target_cell: None,
                             created_by: "system",
+                            assignee: None,
                         },
                         now,
                     )?;

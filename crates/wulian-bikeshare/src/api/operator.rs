@@ -792,6 +792,8 @@ pub(super) struct OrderQuery {
     /// `rebalance`, `repair`, `battery` or `inspect`; looks among the newest 1,000 orders
     /// that match the other filters.
     kind: Option<String>,
+    /// Orders assigned to exactly this crew or person; empty: the unassigned ones.
+    assignee: Option<String>,
     /// At most this many (default 100).
     limit: Option<u32>,
 }
@@ -830,7 +832,12 @@ pub(super) async fn list_work_orders(
         .db
         .run(move |c| {
             let fetch = if kind.is_some() { 1000 } else { limit as u32 };
-            let mut orders = workorders::list(c, &t, q.state.as_deref(), q.bike.as_deref(), fetch)?;
+            let filter = workorders::Filter {
+                state: q.state.as_deref(),
+                bike: q.bike.as_deref(),
+                assignee: q.assignee.as_deref(),
+            };
+            let mut orders = workorders::list(c, &t, &filter, fetch)?;
             if let Some(kind) = kind {
                 orders.retain(|o| o.kind == kind);
                 orders.truncate(limit);
@@ -851,6 +858,10 @@ pub(super) struct NewWorkOrder {
     kind: workorders::Kind,
     /// 1 to 500 characters.
     reason: String,
+    /// Who works on it: a crew or a person, free text up to 100 characters (optional). An
+    /// order already open keeps its own; PATCH changes it.
+    #[serde(default)]
+    assignee: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/bikeshare/work-orders", tag = "bikeshare",
@@ -862,8 +873,9 @@ pub(super) struct NewWorkOrder {
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "No such bike (`bike_not_found`)"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "An empty or too long reason (`invalid_reason`), or the body has an \
-                unknown field or a wrong type (`invalid_body`)"),
+            description = "An empty or too long reason (`invalid_reason`), a too long assignee \
+                or one with control characters (`invalid_assignee`), or the body has an unknown \
+                field or a wrong type (`invalid_body`)"),
         JsonBodyErrors, ApiKeyErrors))]
 pub(super) async fn create_work_order(
     caller: Caller,
@@ -891,6 +903,7 @@ pub(super) async fn create_work_order(
             body.kind,
             &body.reason,
             &format!("key:{}", caller.key.id),
+            body.assignee.as_deref(),
         )
         .await
         .api()?;
@@ -900,9 +913,21 @@ pub(super) async fn create_work_order(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WorkOrderUpdate {
-    state: workorders::State,
+    /// The next state; absent: the state stays (to change only the assignee or the note).
+    #[serde(default)]
+    state: Option<workorders::State>,
     #[serde(default)]
     note: Option<String>,
+    /// A crew or a person (up to 100 characters); `null` or `""` unassigns; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    assignee: Option<Option<String>>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`, so PATCH tells "unassign" from
+/// "leave as is".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[utoipa::path(patch, path = "/api/v1/bikeshare/work-orders/{order_id}", tag = "bikeshare",
@@ -915,9 +940,12 @@ pub(super) struct WorkOrderUpdate {
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "No such work order (`work_order_not_found`)"),
         (status = 409, body = Problem, content_type = "application/problem+json",
-            description = "The order cannot go to that state (`invalid_transition`)"),
+            description = "The order cannot go to that state (`invalid_transition`), or it is \
+                done or cancelled and the PATCH only reassigns it (`order_closed`)"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "The body has an unknown field or a wrong type (`invalid_body`)"),
+            description = "Nothing to change (`empty_update`), a too long assignee or one with \
+                control characters (`invalid_assignee`), or the body has an unknown field or a \
+                wrong type (`invalid_body`)"),
         JsonBodyErrors, ApiKeyErrors))]
 pub(super) async fn update_work_order(
     caller: Caller,
@@ -926,9 +954,24 @@ pub(super) async fn update_work_order(
     ApiJson(body): ApiJson<WorkOrderUpdate>,
 ) -> ApiResult<Json<workorders::WorkOrder>> {
     caller.require_write()?;
+    if body.state.is_none() && body.note.is_none() && body.assignee.is_none() {
+        return Err(super::api_error(Error::invalid(
+            "empty_update",
+            "send at least one of state, note, assignee",
+        )));
+    }
+    let assignee = match body.assignee {
+        Some(a) => Some(workorders::check_assignee(a.as_deref()).map_err(super::api_error)?),
+        None => None,
+    };
+    let change = workorders::Change {
+        state: body.state,
+        note: body.note,
+        assignee,
+    };
     Ok(Json(
         s.bikes
-            .update_work_order(caller.tenant(), &id, body.state, body.note)
+            .update_work_order(caller.tenant(), &id, change)
             .await
             .api()?,
     ))
@@ -1120,7 +1163,11 @@ pub(super) async fn rebalancing(
             .run(move |c| {
                 let mut busy = HashSet::new();
                 for state in ["open", "in_progress"] {
-                    for o in workorders::list(c, &t, Some(state), None, 1000)? {
+                    let filter = workorders::Filter {
+                        state: Some(state),
+                        ..Default::default()
+                    };
+                    for o in workorders::list(c, &t, &filter, 1000)? {
                         if o.kind == workorders::Kind::Rebalance {
                             busy.insert(o.bike);
                         }

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+mod websocket;
 
 use std::time::Duration;
 

@@ -1421,6 +1421,27 @@ async fn alarms_stream_over_a_websocket() {
             .await
             .is_err()
     );
+
+    // A browser cannot set Authorization on a WebSocket: it offers the key as a subprotocol,
+    // and the server picks the alarm protocol it offered beside it.
+    let mut request = format!("ws://{addr}/api/v1/alarms/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("wulian.alarms, wulian.bearer.{}", p.admin)
+            .parse()
+            .unwrap(),
+    );
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "wulian.alarms"
+    );
     shutdown.cancel();
 }
 

@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use utoipa::{IntoParams, ToSchema};
 use wulian_common::blocking::run_blocking;
 use wulian_ingest::WebhookRequest;
@@ -20,6 +21,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::routes::twins::lifecycle;
 use crate::state::AppState;
+use crate::websocket::{Credential, Socket, accept, authenticate};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -185,76 +187,39 @@ pub async fn alarm_stream(
 #[utoipa::path(get, path = "/api/v1/alarms/ws", tag = "alarms", security(("api_key" = []), ("session_cookie" = [])),
     responses((status = 101, description = "WebSocket: one text message per alarm change (`{\"change\", \"alarm\"}`), `{\"lagged\": n}` when the socket fell behind"),
         (status = 400, body = Problem, description = "Not a WebSocket upgrade request"),
+        (status = 401, body = Problem, description = "No credential (Authorization, session cookie, or a `wulian.bearer.<API key>` subprotocol), or an unknown one"),
         (status = 403, body = Problem, description = "`origin_mismatch`: a session cookie from a page of another origin")))]
 pub async fn alarm_websocket(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     mut request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
-    if caller.session.is_some() {
-        crate::extract::same_origin(request.headers(), request.uri())?;
-    }
-    let headers = request.headers();
-    let has = |name: &str, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case(token))
-    };
-    let key = headers
-        .get("sec-websocket-key")
-        .map(|k| k.as_bytes().to_vec())
-        .filter(|_| has("upgrade", "websocket") && has("connection", "upgrade"))
-        .filter(|_| has("sec-websocket-version", "13"))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "not_a_websocket",
-                "this endpoint speaks WebSocket (RFC 6455): send Upgrade: websocket, \
-                 Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
-            )
-        })?;
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-    let upgrade = hyper::upgrade::on(&mut request);
-    let mut rx = lifecycle(&state)?.alarms.subscribe();
+    let (caller, credential) =
+        authenticate(&state.registry, caller, request.headers(), request.uri()).await?;
+    let rx = lifecycle(&state)?.alarms.subscribe();
     let tenant = caller.tenant().to_string();
-    tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(error = %error, "Alarm WebSocket upgrade failed.");
-                return;
-            }
-        };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            io,
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            None,
-        )
-        .await;
-        stream_alarms(ws, &mut rx, &tenant).await;
-    });
-    let response = axum::http::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", accept)
-        .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::internal("Building the upgrade response failed.", &e))?;
-    Ok(response)
+    let registry = std::sync::Arc::clone(&state.registry);
+    accept(
+        &mut request,
+        PROTOCOL,
+        WebSocketConfig::default(),
+        move |ws| async move { stream_alarms(ws, rx, &tenant, &registry, &credential).await },
+    )
 }
 
+/// The subprotocol a browser offers (and the server picks) beside `wulian.bearer.<key>`.
+const PROTOCOL: &str = "wulian.alarms";
+
 /// Sends the tenant's alarm changes until the client closes or goes away; pings every 30 s so
-/// idle proxies keep the connection.
-async fn stream_alarms<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
-    rx: &mut tokio::sync::broadcast::Receiver<wulian_ingest::AlarmEvent>,
+/// idle proxies keep the connection, and ends the socket when its credential no longer
+/// authenticates (a revoked key, a signed-out session), checked as often.
+async fn stream_alarms(
+    ws: Socket,
+    mut rx: tokio::sync::broadcast::Receiver<wulian_ingest::AlarmEvent>,
     tenant: &str,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+    registry: &std::sync::Arc<wulian_registry::Registry>,
+    credential: &Credential,
+) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (mut tx, mut incoming) = ws.split();
@@ -270,7 +235,12 @@ async fn stream_alarms<S>(
                 Err(RecvError::Lagged(n)) => Message::text(format!("{{\"lagged\": {n}}}")),
                 Err(RecvError::Closed) => break,
             },
-            _ = ping.tick() => Message::Ping(Vec::new().into()),
+            _ = ping.tick() => {
+                if credential.still_valid(registry, tenant).await == Some(false) {
+                    break;
+                }
+                Message::Ping(Vec::new().into())
+            }
             msg = incoming.next() => match msg {
                 // Pongs and anything the client sends are ignored; a close or an error ends it.
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,

@@ -12,13 +12,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use utoipa::IntoParams;
 use wulian_common::blocking::run_blocking;
 use wulian_ingest::live::MAX_DEVICES_PER_STREAM;
@@ -26,8 +26,9 @@ use wulian_ingest::{LiveEvents, LiveRecv, LiveSubscription};
 use wulian_registry::Registry;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiQuery, Caller, bearer, session_cookie};
+use crate::extract::{ApiQuery, Caller};
 use crate::state::AppState;
+use crate::websocket::{Credential, accept, authenticate};
 
 /// How often the socket's credential is checked again: a revoked key, a logout, an expired
 /// session or a disabled user ends the stream within this time.
@@ -82,45 +83,18 @@ pub async fn live_websocket(
     ApiQuery(q): ApiQuery<LiveQuery>,
     mut request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
-    let offered = offered_protocols(request.headers());
-    let (caller, credential) = match caller {
-        Ok(caller) => (caller, Credential::of(request.headers())?),
-        Err(error) if error.code == "missing_credentials" => {
-            protocol_caller(&state.registry, &offered, error).await?
-        }
-        Err(error) => return Err(error),
-    };
-    if caller.session.is_some() {
-        crate::extract::same_origin(request.headers(), request.uri())?;
-    }
-    let key = websocket_key(request.headers())?;
+    let (caller, credential) =
+        authenticate(&state.registry, caller, request.headers(), request.uri()).await?;
     let all_status = parse_status(q.status.as_deref())?;
     let devices = parse_devices(q.devices.as_deref().unwrap_or("").split(','))?;
     let tenant = caller.tenant().to_string();
     check_devices(&state.registry, &tenant, &devices).await?;
     let subscription = subscribe(state.pipeline.live(), &tenant, devices, all_status)?;
-
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-    let upgrade = hyper::upgrade::on(&mut request);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let registry = std::sync::Arc::clone(&state.registry);
-    tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(error = %error, "Live WebSocket upgrade failed.");
-                return;
-            }
-        };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(MAX_CLIENT_MESSAGE))
-            .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            io,
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            Some(config),
-        )
-        .await;
+    accept(&mut request, PROTOCOL, config, move |ws| async move {
         let stream = Stream {
             registry,
             tenant,
@@ -128,87 +102,11 @@ pub async fn live_websocket(
             subscription,
         };
         stream.run(ws).await;
-    });
-    let mut response = axum::http::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", accept);
-    // A browser fails the connection unless the server picks one of the protocols it offered.
-    if offered.iter().any(|p| p == PROTOCOL) {
-        response = response.header("sec-websocket-protocol", PROTOCOL);
-    }
-    response
-        .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::internal("Building the upgrade response failed.", &e))
+    })
 }
 
 /// The subprotocol a browser offers (and the server picks) when it also offers its API key.
 const PROTOCOL: &str = "wulian.live";
-/// Prefix of the offered subprotocol that carries an API key: browsers cannot set
-/// `Authorization` on a WebSocket, but can offer subprotocols (`new WebSocket(url,
-/// ["wulian.live", "wulian.bearer." + key])`). Other sites cannot use it without the key, so it
-/// needs no Origin check.
-const BEARER_PROTOCOL_PREFIX: &str = "wulian.bearer.";
-
-fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// The caller named by an API key offered as a subprotocol; `missing` when none is offered.
-async fn protocol_caller(
-    registry: &std::sync::Arc<Registry>,
-    offered: &[String],
-    missing: ApiError,
-) -> ApiResult<(Caller, Credential)> {
-    let Some(secret) = offered
-        .iter()
-        .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
-        .map(str::to_string)
-    else {
-        return Err(missing);
-    };
-    let lookup = secret.clone();
-    let key = run_blocking(registry, move |r| r.authenticate_api_key(&lookup))
-        .await
-        .map_err(|e| ApiError::internal("API key lookup failed.", &e))?
-        .ok_or_else(|| {
-            ApiError::unauthorized("invalid_credentials", "unknown or revoked API key")
-        })?;
-    Ok((Caller::from_api_key(key), Credential::ApiKey(secret)))
-}
-
-/// The handshake's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade (RFC 6455).
-fn websocket_key(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
-    let has = |name: &str, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case(token))
-    };
-    headers
-        .get("sec-websocket-key")
-        .map(|k| k.as_bytes().to_vec())
-        .filter(|_| has("upgrade", "websocket") && has("connection", "upgrade"))
-        .filter(|_| has("sec-websocket-version", "13"))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "not_a_websocket",
-                "this endpoint speaks WebSocket (RFC 6455): send Upgrade: websocket, \
-                 Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
-            )
-        })
-}
-
 fn parse_status(status: Option<&str>) -> ApiResult<bool> {
     match status {
         None | Some("devices") => Ok(false),
@@ -267,56 +165,6 @@ fn subscribe(
             e.to_string(),
         )
     })
-}
-
-/// What authenticated the handshake, kept to check it again while the socket is open.
-enum Credential {
-    ApiKey(String),
-    Session(String),
-}
-
-impl Credential {
-    fn of(headers: &HeaderMap) -> ApiResult<Credential> {
-        if let Some(secret) = bearer(headers)? {
-            return Ok(Credential::ApiKey(secret.to_string()));
-        }
-        session_cookie(headers)
-            .map(|token| Credential::Session(token.to_string()))
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing_credentials", "no API key or session cookie")
-            })
-    }
-
-    /// Whether the credential still authenticates someone of `tenant`. `None`: the registry
-    /// could not tell (the stream goes on and the next check decides).
-    async fn still_valid(&self, registry: &std::sync::Arc<Registry>, tenant: &str) -> Option<bool> {
-        let tenant = tenant.to_string();
-        let result = match self {
-            Credential::ApiKey(secret) => {
-                let secret = secret.clone();
-                run_blocking(registry, move |r| {
-                    r.authenticate_api_key(&secret)
-                        .map(|key| key.is_some_and(|k| k.tenant == tenant))
-                })
-                .await
-            }
-            Credential::Session(token) => {
-                let token = token.clone();
-                run_blocking(registry, move |r| {
-                    r.authenticate_session(&token)
-                        .map(|s| s.is_some_and(|s| s.tenant == tenant))
-                })
-                .await
-            }
-        };
-        match result {
-            Ok(valid) => Some(valid),
-            Err(error) => {
-                tracing::warn!(error = %error, "Re-checking a live stream's credential failed.");
-                None
-            }
-        }
-    }
 }
 
 struct Stream {

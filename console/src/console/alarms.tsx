@@ -1,5 +1,6 @@
-// Alarms: newest first, filtered by state, severity, device and type, paged with the API's
-// `before` time; acknowledge and clear for roles that may write; live over the alarm WebSocket.
+// Alarms: newest first, filtered by state, severity, device and type (all in the API's query),
+// paged with the API's `before` time and `before_id`; acknowledge and clear for roles that may
+// write; live over the alarm WebSocket.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { errorText, qs } from "../common/api";
 import { fmtTime, t, type MsgKey } from "../common/i18n";
@@ -30,17 +31,15 @@ interface Filters {
   type: string;
 }
 
-/** Where a page starts: alarms created before `before`, less those already shown that were
- * created in the same millisecond (`before` alone would skip or repeat such ties). */
+/** Where a page starts: after the alarm created at `before` with id `beforeId` (the API's order
+ * is newest first, then by id, so alarms of one millisecond split across pages are neither
+ * skipped nor repeated). The first page has neither. */
 interface Cursor {
   before?: number;
-  skip: string[];
+  beforeId?: string;
 }
 
 const PAGE = 50;
-/** The API has no severity filter: pages are filled by scanning up to this many alarms. */
-const SCAN_BATCH = 500;
-const SCAN_ROUNDS = 10;
 const STATUSES = ["open", "active", "acknowledged", "cleared", ""] as const;
 export const SEVERITIES = ["critical", "major", "minor", "warning", "indeterminate"] as const;
 const POLL_MS = 10_000;
@@ -54,50 +53,33 @@ function matches(a: Alarm, f: Filters): boolean {
   return true;
 }
 
-/** The cursor that continues after the last of `shown` (in the API's order). */
-function cursorAfter(shown: Alarm[]): Cursor {
-  const last = shown[shown.length - 1];
-  return {
-    before: last.created_at + 1,
-    skip: shown.filter((a) => a.created_at === last.created_at).map((a) => a.id),
-  };
+/** The API's order: newest first, then by id. */
+function byApiOrder(x: Alarm, y: Alarm): number {
+  return y.created_at - x.created_at || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0);
 }
 
-async function loadPage(
-  f: Filters,
-  cursor: Cursor,
-  signal: AbortSignal,
-): Promise<{ alarms: Alarm[]; next: Cursor | null; scanned: number }> {
-  const out: Alarm[] = [];
-  let scanned = 0;
-  // The newest time passed so far and the ids passed at that time: where the next page starts.
-  let tieAt = cursor.before === undefined ? undefined : cursor.before - 1;
-  let ties = [...cursor.skip];
-  const here = (): Cursor => ({ before: tieAt === undefined ? undefined : tieAt + 1, skip: ties });
-  for (let round = 0; round < SCAN_ROUNDS; round++) {
-    const limit = Math.min(1000, (f.severity ? SCAN_BATCH : PAGE + 1) + ties.length);
-    const skipping = new Set(ties);
-    const batch = await api<Alarm[]>(
-      `/api/v1/alarms${qs({ status: f.status, device_id: f.device, type: f.type, before: here().before, limit })}`,
-      { signal },
-    );
-    for (const a of batch) {
-      if (skipping.has(a.id)) continue;
-      const keep = matches(a, f);
-      // One more than a page: there is a next page, and it starts here.
-      if (keep && out.length === PAGE) return { alarms: out, next: here(), scanned };
-      if (a.created_at !== tieAt) {
-        tieAt = a.created_at;
-        ties = [];
-      }
-      ties.push(a.id);
-      scanned++;
-      if (keep) out.push(a);
-    }
-    if (batch.length < limit) return { alarms: out, next: null, scanned };
-  }
-  // A rare severity: stop scanning; the next page carries on from here.
-  return { alarms: out, next: here(), scanned };
+/** The cursor that continues after the last of `shown`. */
+function cursorAfter(shown: Alarm[]): Cursor {
+  const last = shown[shown.length - 1];
+  return { before: last.created_at, beforeId: last.id };
+}
+
+/** One page, filtered by the server; one alarm more than a page tells whether another follows. */
+async function loadPage(f: Filters, cursor: Cursor, signal: AbortSignal): Promise<{ alarms: Alarm[]; next: Cursor | null }> {
+  const batch = await api<Alarm[]>(
+    `/api/v1/alarms${qs({
+      status: f.status,
+      severity: f.severity,
+      device_id: f.device,
+      type: f.type,
+      before: cursor.before,
+      before_id: cursor.beforeId,
+      limit: PAGE + 1,
+    })}`,
+    { signal },
+  );
+  const alarms = batch.slice(0, PAGE);
+  return { alarms, next: batch.length > PAGE ? cursorAfter(alarms) : null };
 }
 
 /** `list` with the change `a` applied: updated in place, dropped when it left the filter
@@ -117,7 +99,7 @@ function merge(
   }
   if (!matches(a, f)) return { list };
   if (!first) return { list, newer: true };
-  const grown = [a, ...list].sort((x, y) => y.created_at - x.created_at);
+  const grown = [a, ...list].sort(byApiOrder);
   if (grown.length <= PAGE) return { list: grown };
   const kept = grown.slice(0, PAGE);
   return { list: kept, next: cursorAfter(kept) };
@@ -136,10 +118,9 @@ export function AlarmList() {
   });
   const [draft, setDraft] = useState({ device: filters.device, type: filters.type });
   // cursors[i] opens page i; page 0 is the newest.
-  const [cursors, setCursors] = useState<Cursor[]>([{ skip: [] }]);
+  const [cursors, setCursors] = useState<Cursor[]>([{}]);
   const [alarms, setAlarms] = useState<Alarm[] | null>(null);
   const [next, setNext] = useState<Cursor | null>(null);
-  const [scanned, setScanned] = useState(0);
   const [error, setError] = useState<string | null>(null);
   const [live, setLive] = useState<Live>("connecting");
   const [newer, setNewer] = useState(0);
@@ -156,7 +137,7 @@ export function AlarmList() {
     const h = setTimeout(() => {
       if (draft.device.trim() !== filters.device || draft.type.trim() !== filters.type) {
         setFilters({ ...filters, device: draft.device.trim(), type: draft.type.trim() });
-        setCursors([{ skip: [] }]);
+        setCursors([{}]);
       }
     }, 300);
     return () => clearTimeout(h);
@@ -177,7 +158,6 @@ export function AlarmList() {
         pending.current = null;
         setAlarms(list);
         setNext(next);
-        setScanned(p.scanned);
         setError(null);
         if (firstPage) setNewer(0);
       })
@@ -275,7 +255,7 @@ export function AlarmList() {
 
   const setFilter = (patch: Partial<Filters>) => {
     setFilters({ ...filters, ...patch });
-    setCursors([{ skip: [] }]);
+    setCursors([{}]);
   };
 
   return (
@@ -333,7 +313,7 @@ export function AlarmList() {
       {newer > 0 && (
         <p class="notice-bar">
           {t("alarms.newer", { count: newer })}{" "}
-          <button class="link" onClick={() => setCursors([{ skip: [] }])}>
+          <button class="link" onClick={() => setCursors([{}])}>
             {t("alarms.toNewest")}
           </button>
         </p>
@@ -435,7 +415,6 @@ export function AlarmList() {
         </tbody>
       </table>
       <div class="pager">
-        {filters.severity && <span class="muted small">{t("alarms.scanned", { count: scanned })}</span>}
         <button disabled={firstPage} onClick={() => setCursors(cursors.slice(0, -1))}>
           {t("devices.prev")}
         </button>

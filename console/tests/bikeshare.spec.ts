@@ -275,13 +275,25 @@ test.describe.serial("bike share operator screens (en)", () => {
     await page.getByTestId("orders-bike").fill(bike);
     const order = page.locator("tr[data-order]").filter({ hasText: bike }).first();
     await expect(order).toHaveAttribute("data-state", "open");
+    // Assigned to a crew from its row, and found again by its assignee.
+    const crew = `North crew ${Date.now() % 100_000}`;
+    await order.getByTestId("order-assignee-input").fill(crew);
+    await order.getByTestId("order-assign").click();
+    await expect(order.getByTestId("order-assign")).toHaveCount(0);
+    await page.getByTestId("orders-assignee").fill(crew);
+    await expect(page).toHaveURL(/assignee=North/);
+    await expect(page.locator("tr[data-order]")).toHaveCount(1);
+    await expect(order.getByTestId("order-assignee-input")).toHaveValue(crew);
     await page.screenshot({ path: join(IMAGES, "console-bs-orders.png") });
     await order.getByTestId("order-done").click();
     await expect(page.locator("tr[data-order]").filter({ hasText: bike }).first()).toHaveAttribute("data-state", "done");
-    const orders = await server.api<{ work_orders: { bike: string; kind: string; state: string }[] }>(
-      `/api/v1/bikeshare/work-orders?kind=rebalance&bike=${bike}`,
+    // A closed order shows its assignee as text.
+    await expect(order.getByTestId("order-assignee")).toHaveText(crew);
+    const orders = await server.api<{ work_orders: { bike: string; kind: string; state: string; assignee: string | null }[] }>(
+      `/api/v1/bikeshare/work-orders?kind=rebalance&bike=${bike}&assignee=${encodeURIComponent(crew)}`,
     );
-    expect(orders.work_orders[0]).toMatchObject({ bike, kind: "rebalance", state: "done" });
+    expect(orders.work_orders).toHaveLength(1);
+    expect(orders.work_orders[0]).toMatchObject({ bike, kind: "rebalance", state: "done", assignee: crew });
   });
 
   test("a viewer reads without actions and sees riders without their real-name fields", async ({ page, server }) => {

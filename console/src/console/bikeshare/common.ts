@@ -84,6 +84,8 @@ export interface WorkOrder {
   created_at: number;
   updated_at: number;
   note: string | null;
+  /** A crew or a person, free text; null while unassigned. */
+  assignee: string | null;
 }
 
 /** Whether the caller may change things: admins and operators. An API key's scope is not

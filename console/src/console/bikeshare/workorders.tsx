@@ -1,5 +1,6 @@
-// Work orders for the field team: filter by kind and state, open one for a bike, and move it
-// through the transitions the API allows (open → in progress → done, or cancelled).
+// Work orders for the field team: filter by kind, state, bike and assignee, open one for a bike
+// (optionally assigned to a crew or a person), reassign it, and move it through the transitions
+// the API allows (open → in progress → done, or cancelled).
 import { useEffect, useState } from "preact/hooks";
 import { errorText, qs } from "../../common/api";
 import { fmtTime, t, type MsgKey } from "../../common/i18n";
@@ -20,6 +21,8 @@ export function WorkOrderList() {
   const [state, setState] = useState(params.get("state") ?? "");
   const [bike, setBike] = useState(params.get("bike") ?? "");
   const [bikeQuery, setBikeQuery] = useState(bike);
+  const [assignee, setAssignee] = useState(params.get("assignee") ?? "");
+  const [assigneeQuery, setAssigneeQuery] = useState(assignee);
   const [orders, setOrders] = useState<WorkOrder[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reload, setReload] = useState(0);
@@ -31,9 +34,15 @@ export function WorkOrderList() {
   }, [bike]);
 
   useEffect(() => {
+    const h = setTimeout(() => setAssigneeQuery(assignee.trim()), 250);
+    return () => clearTimeout(h);
+  }, [assignee]);
+
+  useEffect(() => {
     const ctl = new AbortController();
-    history.replaceState(null, "", location.pathname + qs({ kind, state, bike: bikeQuery }));
-    api<{ work_orders: WorkOrder[] }>(`/api/v1/bikeshare/work-orders${qs({ kind, state, bike: bikeQuery, limit: 200 })}`, {
+    const filter = { kind, state, bike: bikeQuery, assignee: assigneeQuery };
+    history.replaceState(null, "", location.pathname + qs(filter));
+    api<{ work_orders: WorkOrder[] }>(`/api/v1/bikeshare/work-orders${qs({ ...filter, limit: 200 })}`, {
       signal: ctl.signal,
     })
       .then((r) => {
@@ -44,7 +53,7 @@ export function WorkOrderList() {
         if (e.name !== "AbortError") setError(errorText(e));
       });
     return () => ctl.abort();
-  }, [kind, state, bikeQuery, reload]);
+  }, [kind, state, bikeQuery, assigneeQuery, reload]);
 
   return (
     <section>
@@ -63,6 +72,14 @@ export function WorkOrderList() {
           ))}
         </select>
         <input type="search" placeholder={t("bs.orders.bike")} value={bike} onInput={(e) => setBike(e.currentTarget.value)} data-testid="orders-bike" />
+        <input
+          type="search"
+          aria-label={t("bs.orders.assigneeFilter")}
+          placeholder={t("bs.orders.assigneeFilter")}
+          value={assignee}
+          onInput={(e) => setAssignee(e.currentTarget.value)}
+          data-testid="orders-assignee"
+        />
       </div>
       {write && <NewOrder onDone={() => setReload(reload + 1)} />}
       {error && <p class="error" role="alert">{t("common.error", { detail: error })}</p>}
@@ -74,6 +91,7 @@ export function WorkOrderList() {
             <th>{t("bs.orders.bike")}</th>
             <th>{t("bs.orders.reason")}</th>
             <th>{t("bs.orders.state")}</th>
+            <th>{t("bs.orders.assignee")}</th>
             <th>{t("bs.orders.createdBy")}</th>
             {write && <th />}
           </tr>
@@ -84,7 +102,7 @@ export function WorkOrderList() {
           ))}
           {orders && orders.length === 0 && (
             <tr>
-              <td colSpan={7} class="muted">
+              <td colSpan={8} class="muted">
                 {t("bs.orders.empty")}
               </td>
             </tr>
@@ -97,7 +115,21 @@ export function WorkOrderList() {
 
 function OrderRow({ order: o, write, onChange }: { order: WorkOrder; write: boolean; onChange: () => void }) {
   const [note, setNote] = useState("");
+  const [assignee, setAssignee] = useState(o.assignee ?? "");
   const [error, setError] = useState<string | null>(null);
+  const assign = async (e: Event) => {
+    e.preventDefault();
+    try {
+      // An empty assignee unassigns the order.
+      await api(`/api/v1/bikeshare/work-orders/${encodeURIComponent(o.id)}`, {
+        method: "PATCH",
+        body: { assignee: assignee.trim() || null },
+      });
+      onChange();
+    } catch (err) {
+      setError(errorText(err));
+    }
+  };
   const go = async (state: string) => {
     try {
       await api(`/api/v1/bikeshare/work-orders/${encodeURIComponent(o.id)}`, {
@@ -124,6 +156,28 @@ function OrderRow({ order: o, write, onChange }: { order: WorkOrder; write: bool
       <td>
         <span class={`badge order-${o.state}`}>{t(`bs.orderState.${o.state}` as MsgKey) ?? o.state}</span>
       </td>
+      <td class="small" data-testid="order-assignee">
+        {write && next.length > 0 ? (
+          <form class="row" onSubmit={assign}>
+            <input
+              class="bs-assignee"
+              aria-label={t("bs.orders.assignee")}
+              placeholder={t("bs.orders.unassigned")}
+              maxLength={100}
+              value={assignee}
+              onInput={(e) => setAssignee(e.currentTarget.value)}
+              data-testid="order-assignee-input"
+            />
+            {assignee.trim() !== (o.assignee ?? "") && (
+              <button type="submit" data-testid="order-assign">
+                {t("bs.orders.assign")}
+              </button>
+            )}
+          </form>
+        ) : (
+          (o.assignee ?? <span class="muted">{t("bs.orders.unassigned")}</span>)
+        )}
+      </td>
       <td class="small muted">{o.created_by}</td>
       {write && (
         <td>
@@ -149,6 +203,7 @@ function NewOrder({ onDone }: { onDone: () => void }) {
   const [bike, setBike] = useState("");
   const [kind, setKind] = useState("repair");
   const [reason, setReason] = useState("");
+  const [assignee, setAssignee] = useState("");
   const [error, setError] = useState<string | null>(null);
   if (!open)
     return (
@@ -161,10 +216,11 @@ function NewOrder({ onDone }: { onDone: () => void }) {
   const submit = async (e: Event) => {
     e.preventDefault();
     try {
-      await createOrder(bike.trim(), kind, reason.trim());
+      await createOrder(bike.trim(), kind, reason.trim(), assignee.trim() || undefined);
       setOpen(false);
       setBike("");
       setReason("");
+      setAssignee("");
       setError(null);
       onDone();
     } catch (err) {
@@ -189,6 +245,16 @@ function NewOrder({ onDone }: { onDone: () => void }) {
         {t("bs.orders.reason")}
         <input required maxLength={500} value={reason} onInput={(e) => setReason(e.currentTarget.value)} data-testid="order-reason" />
       </label>
+      <label>
+        {t("bs.orders.assignee")}
+        <input
+          maxLength={100}
+          placeholder={t("bs.orders.unassigned")}
+          value={assignee}
+          onInput={(e) => setAssignee(e.currentTarget.value)}
+          data-testid="order-assignee-new"
+        />
+      </label>
       <button class="primary" type="submit" data-testid="order-create">
         {t("bs.orders.create")}
       </button>
@@ -204,6 +270,6 @@ function NewOrder({ onDone }: { onDone: () => void }) {
   );
 }
 
-export function createOrder(bike: string, kind: string, reason: string): Promise<WorkOrder> {
-  return api<WorkOrder>("/api/v1/bikeshare/work-orders", { method: "POST", body: { bike, kind, reason } });
+export function createOrder(bike: string, kind: string, reason: string, assignee?: string): Promise<WorkOrder> {
+  return api<WorkOrder>("/api/v1/bikeshare/work-orders", { method: "POST", body: { bike, kind, reason, assignee } });
 }

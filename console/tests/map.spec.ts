@@ -74,7 +74,7 @@ test("the demand heat map toggles, shows a legend and follows the hour", async (
   expect(await heatVisible()).toBe("none");
 });
 
-test("districts and lakes are labelled in the page's language", async ({ page, server }) => {
+test("districts, lakes and streets are labelled in the page's language", async ({ page, server }) => {
   const basemap = await server.api<{ features: { properties: Record<string, string>; geometry: { type: string } }[] }>(
     "/api/v1/bikeshare/basemap",
   );
@@ -82,13 +82,21 @@ test("districts and lakes are labelled in the page's language", async ({ page, s
     (f) => f.geometry.type === "Polygon" && (f.properties.layer === "district" || (f.properties.layer === "water" && f.properties.kind !== "river")),
   );
   expect(named.length).toBeGreaterThan(0);
-  const labels = page.locator(".map-label");
+  const labels = page.locator(".map-label:not(.street)");
+  const streetLabels = page.locator(".map-label.street");
   await expect(labels).toHaveCount(named.length);
   await expect(labels.first()).toBeVisible();
   expect((await labels.allTextContents()).sort()).toEqual(named.map((f) => f.properties.name_en).sort());
-  // Zoomed in past the labels' zoom they give way to the streets.
+  await expect(streetLabels).toHaveCount(0);
+  // Zoomed in past the area labels' zoom they give way to street names, those in view only.
   await page.evaluate(() => (window as unknown as { __wulianMap: MapHandle }).__wulianMap.jumpTo({ zoom: 16 }));
   await expect(labels).toHaveCount(0);
+  await expect(streetLabels.first()).toBeVisible();
+  const streetNames = new Set(basemap.features.filter((f) => f.properties.layer === "street").map((f) => f.properties.name_en));
+  for (const name of await streetLabels.allTextContents()) expect(streetNames).toContain(name);
+  expect(await streetLabels.count()).toBeLessThan(streetNames.size + 1);
+  await page.waitForFunction(() => (window as unknown as { __wulianMap: MapHandle }).__wulianMap.loaded());
+  await page.screenshot({ path: join(IMAGES, "console-map-streets.png") });
 });
 
 test("zoomed in, each bike is a dot with its status and battery", async ({ page, server }) => {

@@ -279,6 +279,71 @@ export function addAreaLabels(map: MlMap, basemap: FeatureCollection, zh: boolea
   };
 }
 
+/**
+ * Street names as HTML labels along their streets: main roads from `majorZoom`, every street
+ * from `allZoom`. When the map stops moving each street in view gets its label on its segment
+ * nearest the view's centre, turned along it; streets out of view have no element, so a pan
+ * moves a few dozen labels at most. Returns a function that removes them.
+ */
+export function addStreetLabels(map: MlMap, basemap: FeatureCollection, zh: boolean, majorZoom = 14, allZoom = 15.5): () => void {
+  const MAJOR = new Set(["primary", "trunk", "major", "arterial", "ring"]);
+  type Spot = { at: [number, number]; angle: number };
+  const streets: { spots: Spot[]; major: boolean; el: HTMLElement; marker?: maplibregl.Marker }[] = [];
+  for (const f of basemap.features) {
+    const p = f.properties ?? {};
+    if (p.layer !== "street" || f.geometry?.type !== "LineString") continue;
+    const name = (zh ? p.name_zh : p.name_en) ?? p.name;
+    const line = f.geometry.coordinates;
+    if (typeof name !== "string" || line.length < 2) continue;
+    const spots: Spot[] = [];
+    for (let i = 1; i < line.length; i++) {
+      const [a, b] = [line[i - 1], line[i]];
+      const at: [number, number] = [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
+      // The segment's direction on screen (Mercator keeps angles), turned to read left to right.
+      const dx = (b[0] - a[0]) * Math.cos((at[1] * Math.PI) / 180);
+      let angle = (-Math.atan2(b[1] - a[1], dx) * 180) / Math.PI;
+      if (angle > 90) angle -= 180;
+      if (angle < -90) angle += 180;
+      spots.push({ at, angle });
+    }
+    const el = document.createElement("div");
+    el.className = "map-label street";
+    el.textContent = name;
+    streets.push({ spots, major: MAJOR.has(p.class), el });
+  }
+  const sync = () => {
+    const z = map.getZoom();
+    const view = map.getBounds();
+    const c = map.getCenter();
+    const k = Math.cos((c.lat * Math.PI) / 180);
+    for (const s of streets) {
+      let best: Spot | null = null;
+      let bestD = Infinity;
+      if (z >= allZoom || (s.major && z >= majorZoom)) {
+        for (const spot of s.spots) {
+          if (!view.contains(spot.at)) continue;
+          const d = ((spot.at[0] - c.lng) * k) ** 2 + (spot.at[1] - c.lat) ** 2;
+          if (d < bestD) [best, bestD] = [spot, d];
+        }
+      }
+      if (best) {
+        s.marker ??= new maplibregl.Marker({ element: s.el, rotationAlignment: "map" });
+        s.marker.setLngLat(best.at).setRotation(best.angle);
+        if (!s.el.isConnected) s.marker.addTo(map);
+      } else if (s.marker) {
+        s.marker.remove();
+        s.marker = undefined;
+      }
+    }
+  };
+  sync();
+  map.on("moveend", sync);
+  return () => {
+    map.off("moveend", sync);
+    for (const s of streets) s.marker?.remove();
+  };
+}
+
 /** Bounds of every coordinate of `fc`, or null when it has none. */
 export function bounds(fc: FeatureCollection): [[number, number], [number, number]] | null {
   let [w, s, e, n] = [Infinity, Infinity, -Infinity, -Infinity];

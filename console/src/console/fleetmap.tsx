@@ -298,7 +298,7 @@ export function FleetMap() {
 
   useEffect(redraw, [hidden]);
 
-  // District and lake names, in the page's language.
+  // District, lake and street names, in the page's language.
   useEffect(() => {
     const map = mapRef.current;
     const basemap = basemapRef.current;
@@ -306,7 +306,10 @@ export function FleetMap() {
     let remove: (() => void) | undefined;
     let gone = false;
     void import("../common/mapkit").then((kit) => {
-      if (!gone && mapRef.current === map) remove = kit.addAreaLabels(map, basemap, language === "zh-CN");
+      if (gone || mapRef.current !== map) return;
+      const zh = language === "zh-CN";
+      const removers = [kit.addAreaLabels(map, basemap, zh), kit.addStreetLabels(map, basemap, zh)];
+      remove = () => removers.forEach((r) => r());
     });
     return () => {
       gone = true;

@@ -99,6 +99,21 @@ test("districts, lakes and streets are labelled in the page's language", async (
   await page.screenshot({ path: join(IMAGES, "console-map-streets.png") });
 });
 
+test("a cluster tells its count on hover", async ({ page }) => {
+  const spot = await page.waitForFunction(() => {
+    const map = (window as unknown as { __wulianMap: MapHandle }).__wulianMap;
+    if (!map.loaded()) return null;
+    const hit = map.queryRenderedFeatures({ layers: ["bike-clusters"] })[0];
+    if (!hit) return null;
+    const p = map.project((hit.geometry as GeoJSON.Point).coordinates as [number, number]);
+    const r = map.getCanvas().getBoundingClientRect();
+    return { x: r.left + p.x, y: r.top + p.y, count: hit.properties.point_count as number };
+  });
+  const { x, y, count } = (await spot.jsonValue())!;
+  await page.mouse.move(x, y);
+  await expect(page.locator(".cluster-count")).toContainText(`${count} bikes here`);
+});
+
 test("zoomed in, each bike is a dot with its status and battery", async ({ page, server }) => {
   const { bikes } = await server.api<{ bikes: { id: string; lat: number; lon: number; status: string }[] }>(
     "/api/v1/bikeshare/fleet?limit=1000",

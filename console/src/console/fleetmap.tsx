@@ -263,6 +263,17 @@ export function FleetMap() {
         map.on("mouseenter", layer, () => (map.getCanvas().style.cursor = "pointer"));
         map.on("mouseleave", layer, () => (map.getCanvas().style.cursor = ""));
       }
+      // A cluster's count on hover: circles carry no text (MapLibre text needs a glyph server).
+      const hover = new kit.maplibregl.Popup({ closeButton: false, closeOnClick: false, className: "cluster-count" });
+      map.on("mousemove", "bike-clusters", (e) => {
+        const f = e.features?.[0];
+        if (!f) return;
+        hover
+          .setLngLat((f.geometry as Point).coordinates as [number, number])
+          .setText(t("map.cluster", { count: fmtNumber(f.properties.point_count as number) }))
+          .addTo(map);
+      });
+      map.on("mouseleave", "bike-clusters", () => hover.remove());
 
       const load = async () => {
         try {

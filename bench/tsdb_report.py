@@ -136,8 +136,9 @@ rollup_bpv = [r["rollup_bytes_per_value"] for n, _, r in engines if n == "wulian
 out.append("⁴ wulian: the raw points after compaction (block files, WAL, manifest). Its 1-minute and "
            "1-hour rollups — summaries kept longer than raw data for long-range charts — take "
            + (f"another {rollup_bpv[0]:.2f} bytes per raw value" if rollup_bpv else "extra space")
-           + " on this data set (ten readings every 10 s per truck make a 1-minute summary nearly "
-           "as large as the raw points it covers); peers keep no such summaries.")
+           + " on this data set (a 1-minute summary of six 10 s readings keeps six numbers: count, "
+           "sum, minimum, maximum, first and last; the sums of decimals are rarely decimals "
+           "themselves and take most of it); peers keep no such summaries.")
 out.append("")
 out.append("Cross-checks: what each engine returned (values, buckets, groups or trucks / the sum of "
            "the returned numbers, trucks: of their indexes). They must agree; checksums may differ "

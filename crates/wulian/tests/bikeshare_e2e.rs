@@ -393,6 +393,52 @@ fn a_rider_rents_rides_and_pays_and_the_lock_decides() {
         &[],
     );
     let order = orders["work_orders"][0]["id"].as_str().unwrap().to_string();
+    // Assigned to a crew by PATCH, listed under it, unassigned by `null`.
+    let patch = |body: Value| {
+        call(
+            &server,
+            &admin,
+            "PATCH",
+            &format!("/api/v1/bikeshare/work-orders/{order}"),
+            Some(body),
+            &[],
+        )
+    };
+    let (code, body) = patch(json!({"assignee": " North crew "}));
+    assert_eq!(
+        (code, &body["assignee"]),
+        (200, &json!("North crew")),
+        "{body}"
+    );
+    let (_, crew) = call(
+        &server,
+        &admin,
+        "GET",
+        "/api/v1/bikeshare/work-orders?assignee=North%20crew",
+        None,
+        &[],
+    );
+    assert_eq!(crew["work_orders"][0]["id"], json!(order), "{crew}");
+    let (code, body) = patch(json!({}));
+    assert_eq!(
+        (code, &body["code"]),
+        (422, &json!("empty_update")),
+        "{body}"
+    );
+    let (code, body) = patch(json!({"assignee": "x".repeat(101)}));
+    assert_eq!(
+        (code, &body["code"]),
+        (422, &json!("invalid_assignee")),
+        "{body}"
+    );
+    let (code, body) = patch(json!({"note": "parts ordered"}));
+    assert_eq!(
+        (code, &body["assignee"]),
+        (200, &json!("North crew")),
+        "absent: unchanged"
+    );
+    let (code, body) = patch(json!({"assignee": null}));
+    assert_eq!((code, &body["assignee"]), (200, &Value::Null), "{body}");
     let (code, body) = call(
         &server,
         &admin,

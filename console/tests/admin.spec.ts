@@ -181,6 +181,17 @@ test("the alarm socket takes a session cookie only from the console's own origin
   }
 });
 
+test("signed in with an API key, alarms still arrive live (the key offered as a subprotocol)", async ({ page, server }) => {
+  await page.goto(`${server.base}/console/`);
+  await page.evaluate((k) => sessionStorage.setItem("wulian.apiKey", k), server.key);
+  await page.goto(`${server.base}/console/alarms`);
+  await expect(page.getByTestId("alarm-table")).toBeVisible();
+  await expect(page.getByTestId("alarm-live")).toHaveAttribute("data-state", "live");
+  const type = unique("e2e_keyed_");
+  const alarm = await raise(server, type);
+  await expect(page.locator(`tr[data-alarm="${alarm.id}"]`)).toContainText(type);
+});
+
 test("the alarm list pages through more than a page, newest first", async ({ page, server }) => {
   const op = await user(server, "operator");
   const type = unique("e2e_many_");

@@ -42,7 +42,6 @@ interface Cursor {
 const PAGE = 50;
 const STATUSES = ["open", "active", "acknowledged", "cleared", ""] as const;
 export const SEVERITIES = ["critical", "major", "minor", "warning", "indeterminate"] as const;
-const POLL_MS = 10_000;
 
 function matches(a: Alarm, f: Filters): boolean {
   if (f.status === "open" && a.status === "cleared") return false;
@@ -105,7 +104,7 @@ function merge(
   return { list: kept, next: cursorAfter(kept) };
 }
 
-type Live = "connecting" | "live" | "polling" | "offline";
+type Live = "connecting" | "live" | "offline";
 
 export function AlarmList() {
   const params = new URLSearchParams(location.search);
@@ -195,19 +194,16 @@ export function AlarmList() {
   };
 
   useEffect(() => {
-    // A browser cannot put an API key on a WebSocket; API-key users get a refresh instead.
-    if (currentAuth()?.kind !== "session") {
-      setLive("polling");
-      const h = setInterval(() => setReload((n) => n + 1), POLL_MS);
-      return () => clearInterval(h);
-    }
+    // A browser cannot put an API key on a WebSocket's headers: it offers it as a subprotocol.
+    const auth = currentAuth();
+    const protocols = auth?.kind === "key" ? ["wulian.alarms", `wulian.bearer.${auth.key}`] : [];
     let ws: WebSocket | null = null;
     let stopped = false;
     let retry: ReturnType<typeof setTimeout> | undefined;
     let delay = 1000;
     const connect = () => {
       setLive("connecting");
-      ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/alarms/ws`);
+      ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/alarms/ws`, protocols);
       ws.onopen = () => {
         delay = 1000;
         setLive("live");

@@ -183,7 +183,6 @@ export const en = {
   "alarms.toNewest": "Show the newest",
   "alarms.live.connecting": "Connecting…",
   "alarms.live.live": "Live",
-  "alarms.live.polling": "Refreshed every 10 s",
   "alarms.live.offline": "Offline, reconnecting…",
 
   "rules.title": "Rules",

@@ -184,7 +184,6 @@ export const zhCN: Record<keyof typeof en, string> = {
   "alarms.toNewest": "查看最新",
   "alarms.live.connecting": "连接中…",
   "alarms.live.live": "实时",
-  "alarms.live.polling": "每 10 秒刷新",
   "alarms.live.offline": "已断开，正在重连…",
 
   "rules.title": "规则",

@@ -185,4 +185,13 @@ test("a tile server replaces the GeoJSON basemap", async ({ page, server }) => {
   expect(tileRequests[0]).toMatch(/\/test-tiles\/\d+\/\d+\/\d+\.png$/);
   expect(basemapAsked).toBe(false);
   await expect(page.locator(".maplibregl-ctrl-attrib")).toContainText("© Test tiles");
+
+  // The bike share's other maps (zones, trips, rebalancing) draw on the same tiles.
+  await page.goto(`${server.base}/console/bikeshare/zones`);
+  await expect(page.locator("[data-ready='1']")).toHaveCount(1, { timeout: 30_000 });
+  const zoneLayers = await page.evaluate(() =>
+    (window as unknown as { __wulianMap: MapHandle }).__wulianMap.getStyle().layers.map((l) => l.id),
+  );
+  expect(zoneLayers[0]).toBe("tiles");
+  expect(basemapAsked).toBe(false);
 });

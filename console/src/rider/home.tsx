@@ -42,15 +42,20 @@ export function Home() {
     let disposed = false;
     let timer: ReturnType<typeof setInterval> | undefined;
     (async () => {
-      const kit = await import("../common/mapkit");
+      const [kit, tiles] = await Promise.all([
+        import("../common/mapkit"),
+        riderApi<import("../common/mapkit").MapTiles>("/api/v1/rider/basemap/tiles").catch(() => null),
+      ]);
       if (disposed || !box.current) return;
-      const map = kit.createMap(box.current, DEFAULT_CENTER, 14.5);
+      // A deployment's tile server replaces the GeoJSON basemap (docs/configuration.md, [map]).
+      const style = kit.tileStyle(tiles);
+      const map = kit.createMap(box.current, DEFAULT_CENTER, 14.5, style, tiles?.attribution);
       mapRef.current = map;
       (window as unknown as { __wulianMap: unknown }).__wulianMap = map;
       const geolocate = new kit.maplibregl.GeolocateControl({ trackUserLocation: false });
       map.addControl(geolocate, "top-right");
       const [basemap, zones] = await Promise.all([
-        riderApi<FeatureCollection>("/api/v1/rider/basemap").catch(() => null),
+        style ? null : riderApi<FeatureCollection>("/api/v1/rider/basemap").catch(() => null),
         riderApi<FeatureCollection>("/api/v1/rider/zones").catch(() => null),
       ]);
       await kit.whenLoaded(map);

@@ -154,16 +154,23 @@ export interface CityMap {
  * message when the tenant has no basemap.
  */
 export async function openCityMap(box: HTMLElement, note?: (m: string) => void): Promise<CityMap> {
-  const kit = await import("../../common/mapkit");
-  const map = kit.createMap(box, CITY_CENTER, 12);
+  const [kit, tiles] = await Promise.all([
+    import("../../common/mapkit"),
+    api<import("../../common/mapkit").MapTiles>("/api/v1/bikeshare/basemap/tiles").catch(() => null),
+  ]);
+  // A deployment's tile server replaces the GeoJSON basemap (docs/configuration.md, [map]).
+  const style = kit.tileStyle(tiles);
+  const map = kit.createMap(box, CITY_CENTER, 12, style, tiles?.attribution);
   (window as unknown as { __wulianMap: unknown }).__wulianMap = map;
   map.addControl(new kit.maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new kit.maplibregl.ScaleControl({}), "bottom-left");
   const [basemap, zones] = await Promise.all([
-    api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
-      if (e instanceof ApiError && e.status === 404) note?.(t("map.noBasemap"));
-      return null;
-    }),
+    style
+      ? null
+      : api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
+          if (e instanceof ApiError && e.status === 404) note?.(t("map.noBasemap"));
+          return null;
+        }),
     api<Zone[]>("/api/v1/zones").catch(() => [] as Zone[]),
   ]);
   await kit.whenLoaded(map);

@@ -783,6 +783,78 @@ async fn concurrent_first_writes_of_different_kinds_cannot_both_win() {
     }
 }
 
+/// In sync mode a group is admitted while the previous one waits for its fsync (not yet in the
+/// head): the kinds that group establishes, and its deletions, must still bind the next one.
+/// Background writers keep the pipeline full so that the racing writes land in consecutive
+/// groups; every acknowledged write must be readable at once and after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_of_a_group_awaiting_its_fsync_bind_the_next_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.durability = Durability::Sync;
+    let db = Tsdb::open(config.clone()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for t in 0..4i64 {
+        let (db, stop) = (db.clone(), std::sync::Arc::clone(&stop));
+        load.push(tokio::spawn(async move {
+            let k = key(&format!("load{t}"), "x");
+            let mut ts = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<_> = (ts..ts + 500).map(|i| f(&k, i, i as f64)).collect();
+                db.write(batch).await.unwrap();
+                assert_eq!(all(&db, &k).len() as i64, ts + 500, "read your writes");
+                ts += 500;
+            }
+            ts
+        }));
+    }
+    let mut won = Vec::new();
+    for round in 0..200 {
+        let k = key("race", &format!("k{round}"));
+        let (a, b) = tokio::join!(
+            db.write(vec![f(&k, 1, 1.0)]),
+            db.write(vec![entry(&k, 2, Value::Bool(true))])
+        );
+        assert!(a.is_ok() != b.is_ok(), "round {round}: {a:?} {b:?}");
+        for r in [&a, &b] {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::TypeMismatch { .. }), "{e:?}");
+            }
+        }
+        assert_eq!(all(&db, &k).len(), 1);
+        won.push((k, if a.is_ok() { 1 } else { 2 }));
+        // A deletion followed by a write of another kind: fine in whatever groups they land.
+        let device = format!("del{round}");
+        let d = key(&device, "y");
+        db.write(vec![f(&d, 1, 1.0)]).await.unwrap();
+        let (x, y) = tokio::join!(
+            db.delete_device("acme", &device),
+            db.write(vec![entry(&d, 2, Value::Str("s".into()))])
+        );
+        x.unwrap();
+        match y {
+            Ok(_) => assert_eq!(db.series_kind(&d), Some(ValueKind::String)),
+            Err(Error::TypeMismatch { .. }) => assert_eq!(db.series_kind(&d), None),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut written = Vec::new();
+    for task in load {
+        written.push(task.await.unwrap());
+    }
+    assert!(db.stats().commit_groups > 1);
+    drop(db);
+    let db = Tsdb::open(config).unwrap();
+    for (t, n) in written.iter().enumerate() {
+        assert_eq!(all(&db, &key(&format!("load{t}"), "x")).len() as i64, *n);
+    }
+    for (k, ts) in won {
+        assert_eq!(ts_of(&all(&db, &k)), vec![ts]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_stops_writes_and_releases_the_directory() {
     let dir = tempfile::tempdir().unwrap();

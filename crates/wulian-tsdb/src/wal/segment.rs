@@ -185,6 +185,13 @@ impl SegmentLog {
         self.last_sync.elapsed()
     }
 
+    /// A second handle on the current segment, for an fsync on another thread while this one
+    /// goes on appending (fdatasync covers every write(2) that returned before it started).
+    /// The log stays dirty: a later [`SegmentLog::sync`] still syncs.
+    pub(crate) fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// write(2)s `bytes` at the end of the current segment. On failure the file is truncated
     /// back so that a partial record cannot end up in front of later ones.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<(), AppendError> {

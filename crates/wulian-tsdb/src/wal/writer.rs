@@ -12,6 +12,14 @@
 //!    (a ticker thread also sends `Tick`s so idle data is synced within the interval);
 //! 4. applies the group to the head, and only then answers every request.
 //!
+//! In `Sync` mode steps 3 and 4 are pipelined: the fsync runs on a sync thread while this one
+//! admits, encodes and appends the next group; then it waits for that fsync, starts the next
+//! group's, and applies and answers the synced group while the next fsync runs. A group is
+//! still applied only after its own fsync returned (the next group's bytes were appended
+//! after that fsync started, so it never vouches for them), and admission checks kinds
+//! against the synced-but-unapplied group too. Anything that freezes or cuts the log (flush,
+//! retention, compaction, close) first finishes the pending group.
+//!
 //! So a write that fails to reach the log never shows up in memory, and a write is visible to
 //! readers no later than its acknowledgement. Because validation and application happen on
 //! this one thread, there is no race between checking a series' kind and logging the write.
@@ -91,6 +99,8 @@ pub(crate) enum Request {
     /// A background flush or compaction finished writing its files (sent by its thread to
     /// wake the writer, which then installs them).
     FlushDone,
+    /// Sync mode: the syncer thread finished the fsync of the pending group.
+    Synced,
 }
 
 fn answer<T>(reply: Reply<T>, result: Result<T>) {
@@ -181,7 +191,9 @@ struct Group {
 }
 
 impl Group {
-    fn kind(&self, head: &Head, key: &SeriesKey) -> Option<ValueKind> {
+    /// The kind `key` has after this group, on top of `pending` (the group logged before this
+    /// one and not yet applied to the head) and the head.
+    fn kind(&self, pending: Option<&Group>, head: &Head, key: &SeriesKey) -> Option<ValueKind> {
         if let Some(kind) = self.kinds.get(key) {
             return Some(*kind);
         }
@@ -192,7 +204,63 @@ impl Group {
         {
             return None;
         }
-        head.kind(key)
+        match pending {
+            Some(p) => p.kind(None, head, key),
+            None => head.kind(key),
+        }
+    }
+
+    /// Whether the group changes no series kinds (so that the head alone decides them).
+    fn keeps_kinds(&self) -> bool {
+        self.kinds.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// Sync mode's fsync thread. The writer appends a group, hands the segment to this thread,
+/// and while the fsync runs it applies the previous group and admits the next; a group is
+/// applied and answered only once its own fsync has returned. At most one fsync is in flight.
+struct Syncer {
+    jobs: Option<std::sync::mpsc::Sender<File>>,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn spawn(wake: mpsc::WeakSender<Request>) -> std::io::Result<Syncer> {
+        let (jobs, rx) = std::sync::mpsc::channel::<File>();
+        let (tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("wulian-tsdb-sync".to_string())
+            .spawn(move || {
+                for file in rx {
+                    if tx.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                    // Never wait: a full channel means the writer has requests to handle,
+                    // and it collects the result with them.
+                    if let Some(tx) = wake.upgrade()
+                        && let Err(e) = tx.try_send(Request::Synced)
+                    {
+                        tracing::trace!(error = %e, "No wake-up needed for the writer.");
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("The WAL sync thread panicked.");
+        }
     }
 }
 
@@ -226,6 +294,10 @@ struct Running {
     /// WAL size at which the next automatic checkpoint runs.
     checkpoint_at: u64,
     poisoned: bool,
+    /// Sync mode: the fsync thread (started with the first group) and the group whose fsync
+    /// it runs (logged, not yet applied nor answered).
+    syncer: Option<Syncer>,
+    pending: Option<Group>,
     _lock: File,
 }
 
@@ -258,6 +330,8 @@ impl Running {
             compacting: None,
             checkpoint_at: w.checkpoint_bytes,
             poisoned: false,
+            syncer: None,
+            pending: None,
             _lock: w.lock,
         }
     }
@@ -268,6 +342,7 @@ impl Running {
             let Some(first) = self.rx.blocking_recv() else {
                 // Every handle was dropped without close(): finish a flush in progress, and
                 // make what was written durable.
+                self.finish_pending();
                 if let Err(error) = self.wait_flush() {
                     tracing::warn!(%error, "Background flush failed; the next open replays the WAL.");
                 }
@@ -314,7 +389,7 @@ impl Running {
                     reply,
                 } => self.admit_delete(&mut group, tenant, device, reply),
                 Request::Tick => tick = true,
-                Request::FlushDone => {}
+                Request::FlushDone | Request::Synced => {}
                 Request::Checkpoint { reply } => {
                     self.commit(&mut group);
                     let result = self.checkpoint();
@@ -343,7 +418,12 @@ impl Running {
                 }
             }
         }
-        self.commit(&mut group);
+        if self.async_interval.is_none() {
+            self.commit_pipelined(&mut group);
+        } else {
+            self.commit(&mut group);
+        }
+        self.poll_pending();
         if tick && self.log.is_dirty() && !self.poisoned {
             // Nobody waits on a tick; a failure is logged and poisons the writer.
             if let Err(error) = self.sync_or_poison() {
@@ -366,30 +446,31 @@ impl Running {
         reply: Reply<WriteSummary>,
     ) {
         let mut new_kinds: HashMap<SeriesKey, ValueKind> = HashMap::new();
+        let pending = self.pending.as_ref();
+        let quiet = group.keeps_kinds() && pending.is_none_or(Group::keeps_kinds);
         let checked = (|| {
             let head = self.shared.head.read();
             // The device of the previous entry: a run of one device's entries looks it up once.
             let mut cached: Option<(usize, Option<&crate::head::Device>)> = None;
             for i in 0..entries.len() {
-                let known =
-                    if new_kinds.is_empty() && group.kinds.is_empty() && group.deleted.is_empty() {
-                        // Nothing in this group changes kinds: the head alone decides.
-                        let (t, d) = (&entries[i].series.tenant, &entries[i].series.device);
-                        let same = cached.is_some_and(|(j, _)| {
-                            entries[j].series.device == *d && entries[j].series.tenant == *t
-                        });
-                        if !same {
-                            cached = Some((i, head.device(t, d)));
-                        }
-                        cached
-                            .and_then(|(_, dev)| dev)
-                            .and_then(|dev| dev.kind_of(&entries[i].series.key))
-                    } else {
-                        new_kinds
-                            .get(&entries[i].series)
-                            .copied()
-                            .or_else(|| group.kind(&head, &entries[i].series))
-                    };
+                let known = if new_kinds.is_empty() && quiet {
+                    // Nothing in this group changes kinds: the head alone decides.
+                    let (t, d) = (&entries[i].series.tenant, &entries[i].series.device);
+                    let same = cached.is_some_and(|(j, _)| {
+                        entries[j].series.device == *d && entries[j].series.tenant == *t
+                    });
+                    if !same {
+                        cached = Some((i, head.device(t, d)));
+                    }
+                    cached
+                        .and_then(|(_, dev)| dev)
+                        .and_then(|dev| dev.kind_of(&entries[i].series.key))
+                } else {
+                    new_kinds
+                        .get(&entries[i].series)
+                        .copied()
+                        .or_else(|| group.kind(pending, &head, &entries[i].series))
+                };
                 let e = &mut entries[i];
                 match known {
                     None => {
@@ -455,8 +536,9 @@ impl Running {
         });
     }
 
-    /// Logs the group, applies it to the head, answers it.
+    /// Logs the group, applies it to the head, answers it (after the pending group, if any).
     fn commit(&mut self, group: &mut Group) {
+        self.finish_pending();
         let ops = std::mem::take(&mut group.ops);
         let buf = std::mem::take(&mut group.buf);
         *group = Group::default();
@@ -470,10 +552,131 @@ impl Running {
             return;
         }
         self.unflushed_since.get_or_insert_with(Instant::now);
+        self.publish_wal_size();
+        self.apply(ops);
+    }
+
+    /// Sync mode's commit: appends the group, waits for the pending group's fsync (started
+    /// before these bytes were written, so it does not cover them), starts this group's fsync
+    /// on the syncer thread, and applies and answers the pending group while it runs.
+    fn commit_pipelined(&mut self, group: &mut Group) {
+        let mut group = std::mem::take(group);
+        if group.ops.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut group.buf);
+        let appended = self.append_bytes(&buf);
+        let previous = self.pending.take().map(|p| {
+            let synced = self.wait_sync();
+            (p, synced)
+        });
+        match appended {
+            Err(error) => {
+                for op in group.ops {
+                    op.fail(error.duplicate());
+                }
+            }
+            // The earlier group's fsync failed: the writer is poisoned, this group's bytes
+            // were never synced.
+            Ok(()) if self.poisoned => {
+                for op in group.ops {
+                    op.fail(Error::WalFailed);
+                }
+            }
+            Ok(()) => {
+                self.unflushed_since.get_or_insert_with(Instant::now);
+                self.publish_wal_size();
+                match self.start_sync() {
+                    Ok(()) => self.pending = Some(group),
+                    Err(error) => {
+                        // No second handle or thread: sync here instead.
+                        tracing::debug!(%error, "Off-thread fsync unavailable.");
+                        let synced = self.sync_or_poison();
+                        self.settle(group, synced);
+                    }
+                }
+            }
+        }
+        if let Some((p, synced)) = previous {
+            self.settle(p, synced);
+        }
+    }
+
+    fn start_sync(&mut self) -> std::io::Result<()> {
+        if self.syncer.is_none() {
+            self.syncer = Some(Syncer::spawn(self.wake.clone())?);
+        }
+        let file = self.log.sync_handle()?;
+        let jobs = self.syncer.as_ref().and_then(|s| s.jobs.as_ref());
+        match jobs.map(|j| j.send(file)) {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                self.syncer = None;
+                Err(std::io::Error::other("the WAL sync thread stopped"))
+            }
+        }
+    }
+
+    /// Waits for the fsync of the pending group; a failure poisons the writer.
+    fn wait_sync(&mut self) -> Result<()> {
+        let result = match &self.syncer {
+            Some(s) => s
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the WAL sync thread died"))),
+            None => Err(std::io::Error::other("the WAL sync thread is gone")),
+        };
+        result.map_err(|source| {
+            self.poisoned = true;
+            tracing::error!(error = %source, segment = self.log.current(), "WAL fsync failed; refusing writes until restart.");
+            Error::Io {
+                context: "fsync the WAL",
+                source,
+            }
+        })
+    }
+
+    /// Applies and answers the pending group if its fsync has finished.
+    fn poll_pending(&mut self) {
+        if self.pending.is_none() {
+            return;
+        }
+        let result = match self.syncer.as_ref().map(|s| s.done.try_recv()) {
+            Some(Err(std::sync::mpsc::TryRecvError::Empty)) => return,
+            Some(Ok(Ok(()))) => Ok(()),
+            // Failures take the waiting path, which poisons and reports them.
+            _ => return self.finish_pending(),
+        };
+        if let Some(group) = self.pending.take() {
+            self.settle(group, result);
+        }
+    }
+
+    /// Waits for the pending group's fsync, then applies and answers it.
+    fn finish_pending(&mut self) {
+        if self.pending.is_some() {
+            let synced = self.wait_sync();
+            if let Some(group) = self.pending.take() {
+                self.settle(group, synced);
+            }
+        }
+    }
+
+    fn settle(&mut self, group: Group, synced: Result<()>) {
+        match synced {
+            Ok(()) => self.apply(group.ops),
+            Err(error) => {
+                for op in group.ops {
+                    op.fail(error.duplicate());
+                }
+            }
+        }
+    }
+
+    /// Applies logged (and, per the policy, synced) operations to the head, then answers them.
+    fn apply(&mut self, ops: Vec<Op>) {
         Counters::add(&self.shared.counters.commit_groups, 1);
         Counters::add(&self.shared.counters.commit_requests, ops.len() as u64);
-        self.publish_wal_size();
-
         let mut done = Vec::with_capacity(ops.len());
         {
             let mut head = self.shared.head.write();
@@ -509,6 +712,16 @@ impl Running {
 
     /// Appends `bytes` (rotating first if the segment is full) and syncs per the policy.
     fn log_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.append_bytes(bytes)?;
+        match self.async_interval {
+            None => self.sync_or_poison(),
+            Some(interval) if self.log.since_sync() >= interval => self.sync_or_poison(),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Appends `bytes`, rotating first if the segment is full.
+    fn append_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         if self.poisoned {
             return Err(Error::WalFailed);
         }
@@ -535,11 +748,7 @@ impl Running {
                 source,
             });
         }
-        match self.async_interval {
-            None => self.sync_or_poison(),
-            Some(interval) if self.log.since_sync() >= interval => self.sync_or_poison(),
-            Some(_) => Ok(()),
-        }
+        Ok(())
     }
 
     fn sync_or_poison(&mut self) -> Result<()> {
@@ -626,6 +835,9 @@ impl Running {
     /// Seals the WAL segment, freezes the head and hands it to a flush thread. Returns whether
     /// a flush was started (not when there is nothing to flush and `force` is false).
     fn start_flush(&mut self, force: bool) -> Result<bool> {
+        // The pending group must be in the head that is frozen, or the flush would cut the
+        // WAL it is in without writing its points.
+        self.finish_pending();
         self.wait_flush()?;
         if self.poisoned {
             return Err(Error::WalFailed);

@@ -26,8 +26,8 @@ TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000} # idle connections over mutual TLS (0: 
 # generator, is the ceiling. RAW_MAX_RATE is offered to find the acknowledgement ceiling; the
 # sweep offers each rate with a subscriber on devices/+/telemetry and the report keeps each
 # broker's highest delivered rate.
-RAW_MAX_RATE=${RAW_MAX_RATE:-100000}
-RAW_SWEEP=${RAW_SWEEP:-"20000 40000 60000 80000 100000"}
+RAW_MAX_RATE=${RAW_MAX_RATE:-200000}
+RAW_SWEEP=${RAW_SWEEP:-"20000 40000 60000 80000 100000 150000"}
 SWEEP_DURATION=${SWEEP_DURATION:-5}
 QOS2_RAW_RATE=${QOS2_RAW_RATE:-50000}
 SOURCE_ADDRS=${SOURCE_ADDRS:-4}     # 127.0.0.1 .. 127.0.0.N as client source addresses

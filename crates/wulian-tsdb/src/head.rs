@@ -222,6 +222,44 @@ fn tail_search(points: &[Point], ts: i64) -> Result<usize, usize> {
     }
 }
 
+/// Follows a run of one device's entries through its sorted keys. Devices send their keys in
+/// the same order row after row, so the slot that followed the previous key last time is
+/// tried first: one string comparison per value instead of a binary search's several.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCursor {
+    prev: Option<usize>,
+    /// Slot index → the slot that came after it last time in this run.
+    next: Vec<usize>,
+}
+
+impl KeyCursor {
+    /// Starts a run (of another device, or after the device's keys changed).
+    pub(crate) fn reset(&mut self) {
+        self.prev = None;
+        self.next.clear();
+    }
+
+    fn find(&mut self, map: &SeriesMap, key: &str) -> Result<usize, usize> {
+        if self.next.len() != map.0.len() {
+            self.next.clear();
+            self.next.resize(map.0.len(), usize::MAX);
+            self.prev = None;
+        }
+        let guess = self.prev.map_or(usize::MAX, |p| self.next[p]);
+        let found = map.position_from(key, guess);
+        match found {
+            Ok(i) => {
+                if let Some(p) = self.prev {
+                    self.next[p] = i;
+                }
+                self.prev = Some(i);
+            }
+            Err(_) => self.prev = None,
+        }
+        found
+    }
+}
+
 /// One device's series, sorted by key.
 #[derive(Debug, Default)]
 pub(crate) struct Device {
@@ -238,6 +276,14 @@ struct SeriesMap(Vec<(Arc<str>, Series)>);
 impl SeriesMap {
     fn position(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    /// [`SeriesMap::position`], trying `guess` first (one comparison when it is right).
+    fn position_from(&self, key: &str, guess: usize) -> Result<usize, usize> {
+        match self.0.get(guess) {
+            Some((k, _)) if **k == *key => Ok(guess),
+            _ => self.position(key),
+        }
     }
 
     fn get(&self, key: &str) -> Option<&Series> {
@@ -288,9 +334,11 @@ impl SeriesMap {
 }
 
 impl Device {
-    /// The kind of the device's series `key`, if it exists.
-    pub(crate) fn kind_of(&self, key: &str) -> Option<ValueKind> {
-        self.series.get(key).map(Series::kind)
+    /// The kind of the device's series `key`, if it exists, for a run of this device's
+    /// entries, which `cursor` follows.
+    pub(crate) fn kind_in_run(&self, key: &str, cursor: &mut KeyCursor) -> Option<ValueKind> {
+        let found = cursor.find(&self.series, key);
+        found.ok().map(|i| self.series.0[i].1.kind())
     }
 
     pub(crate) fn series(&self) -> impl Iterator<Item = (&str, &Series)> {
@@ -380,6 +428,7 @@ impl Head {
     ) {
         let mut it = entries.into_iter().peekable();
         let mut run: Vec<WriteEntry> = Vec::new();
+        let mut cursor = KeyCursor::default();
         while let Some(first) = it.next() {
             run.clear();
             run.push(first);
@@ -407,11 +456,13 @@ impl Head {
             ) else {
                 continue;
             };
+            cursor.reset();
             for (e, keep) in run.drain(..).zip(mask) {
                 if !keep {
                     continue;
                 }
-                match d.series.get_mut(&e.series.key) {
+                let found = cursor.find(&d.series, &e.series.key).ok();
+                match found.map(|i| &mut d.series.0[i].1) {
                     Some(series) => match coerce(series.kind(), e.value) {
                         Ok(value) => {
                             if series.upsert(e.ts, value) {

@@ -39,19 +39,37 @@ pub(crate) enum Record {
 pub(crate) fn encode_write(buf: &mut Vec<u8>, entries: &[WriteEntry]) -> usize {
     let start = begin_frame(buf);
     put_u8(buf, TYPE_WRITE);
-    let mut index: HashMap<&SeriesKey, u32> = HashMap::new();
+    // Series ids: a device is hashed once per run of its entries, and its keys are found in
+    // a short list, trying first the one after the previous key's (devices repeat their key
+    // order row after row). Hashing every entry's three names cost more than the rest of the
+    // encoding.
+    let mut devices: HashMap<(&str, &str), DeviceKeys<'_>> = HashMap::new();
     let mut order: Vec<&SeriesKey> = Vec::new();
-    let ids: Vec<u32> = entries
-        .iter()
-        .map(|e| {
-            *index.entry(&e.series).or_insert_with(|| {
+    let mut ids: Vec<u32> = Vec::with_capacity(entries.len());
+    let mut start_of_run = 0;
+    while start_of_run < entries.len() {
+        let first = &entries[start_of_run].series;
+        let end = entries[start_of_run..]
+            .iter()
+            .position(|e| e.series.device != first.device || e.series.tenant != first.tenant)
+            .map_or(entries.len(), |n| start_of_run + n);
+        let keys = devices
+            .entry((first.tenant.as_str(), first.device.as_str()))
+            .or_default();
+        keys.prev = None;
+        for e in &entries[start_of_run..end] {
+            let id = keys.id(&e.series.key).unwrap_or_else(|| {
                 order.push(&e.series);
                 // At most one series per entry, and entries per call are far below u32::MAX
                 // (the record size cap sees to that).
-                u32::try_from(order.len() - 1).unwrap_or(u32::MAX)
-            })
-        })
-        .collect();
+                let id = u32::try_from(order.len() - 1).unwrap_or(u32::MAX);
+                keys.add(&e.series.key, id);
+                id
+            });
+            ids.push(id);
+        }
+        start_of_run = end;
+    }
     put_u32(buf, u32::try_from(order.len()).unwrap_or(u32::MAX));
     for s in &order {
         put_str(buf, &s.tenant);
@@ -65,6 +83,45 @@ pub(crate) fn encode_write(buf: &mut Vec<u8>, entries: &[WriteEntry]) -> usize {
         put_value(buf, &e.value);
     }
     end_frame(buf, start)
+}
+
+/// One device's keys in a write record being encoded: a list in first-seen order (a hash map
+/// beyond [`DeviceKeys::LIST_MAX`] keys) and the slot of the previous key of the run.
+#[derive(Default)]
+struct DeviceKeys<'a> {
+    list: Vec<(&'a str, u32)>,
+    map: HashMap<&'a str, u32>,
+    prev: Option<usize>,
+}
+
+impl<'a> DeviceKeys<'a> {
+    const LIST_MAX: usize = 32;
+
+    fn id(&mut self, key: &str) -> Option<u32> {
+        if !self.map.is_empty() {
+            return self.map.get(key).copied();
+        }
+        let guess = self.prev.map_or(0, |p| p + 1);
+        let n = self.list.len();
+        // From the guess around the list: usually the first comparison matches.
+        let slot = (0..n)
+            .map(|i| (guess + i) % n)
+            .find(|&i| self.list[i].0 == key)?;
+        self.prev = Some(slot);
+        Some(self.list[slot].1)
+    }
+
+    fn add(&mut self, key: &'a str, id: u32) {
+        if !self.map.is_empty() {
+            self.map.insert(key, id);
+            return;
+        }
+        self.list.push((key, id));
+        self.prev = Some(self.list.len() - 1);
+        if self.list.len() > Self::LIST_MAX {
+            self.map = self.list.iter().copied().collect();
+        }
+    }
 }
 
 /// Appends one framed device-tombstone record to `buf`. Returns the payload size.
@@ -242,6 +299,47 @@ mod tests {
             Record::DeleteDevice { tenant, device } if tenant == "t" && device == "d"
         ));
         assert!(matches!(read_frame(&buf, next), Frame::End));
+    }
+
+    /// Devices that come back later in the batch, keys in changing orders, and a device with
+    /// more keys than the short list holds: every entry decodes to its own series, and each
+    /// series is named once in the record.
+    #[test]
+    fn series_ids_across_runs_orders_and_many_keys() {
+        let mut input = Vec::new();
+        for round in 0..3i64 {
+            for device in ["a", "b", "a"] {
+                let n = if device == "b" { 50 } else { 5 };
+                for k in 0..n {
+                    let k = if round == 1 { n - 1 - k } else { (k * 3) % n };
+                    input.push(WriteEntry {
+                        series: SeriesKey::new("t", device, format!("k{k}")),
+                        ts: round,
+                        value: Value::I64(k),
+                    });
+                }
+            }
+            input.push(WriteEntry {
+                series: SeriesKey::new("u", "a", "k0"),
+                ts: round,
+                value: Value::Bool(true),
+            });
+        }
+        let mut buf = Vec::new();
+        encode_write(&mut buf, &input);
+        let Frame::Valid { payload, .. } = read_frame(&buf, 0) else {
+            panic!("frame invalid")
+        };
+        let Record::Write(got) = decode(payload).unwrap() else {
+            panic!("not a write")
+        };
+        assert_eq!(got.len(), input.len());
+        for (a, b) in got.iter().zip(&input) {
+            assert_eq!((&a.series, a.ts, &a.value), (&b.series, b.ts, &b.value));
+        }
+        // The series table: 5 + 50 + 1 distinct series, each named once.
+        let n_series = u32::from_le_bytes(payload[1..5].try_into().unwrap());
+        assert_eq!(n_series, 56);
     }
 
     #[test]

@@ -452,6 +452,7 @@ impl Running {
             let head = self.shared.head.read();
             // The device of the previous entry: a run of one device's entries looks it up once.
             let mut cached: Option<(usize, Option<&crate::head::Device>)> = None;
+            let mut cursor = crate::head::KeyCursor::default();
             for i in 0..entries.len() {
                 let known = if new_kinds.is_empty() && quiet {
                     // Nothing in this group changes kinds: the head alone decides.
@@ -461,10 +462,11 @@ impl Running {
                     });
                     if !same {
                         cached = Some((i, head.device(t, d)));
+                        cursor.reset();
                     }
                     cached
                         .and_then(|(_, dev)| dev)
-                        .and_then(|dev| dev.kind_of(&entries[i].series.key))
+                        .and_then(|dev| dev.kind_in_run(&entries[i].series.key, &mut cursor))
                 } else {
                     new_kinds
                         .get(&entries[i].series)

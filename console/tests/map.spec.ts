@@ -51,7 +51,7 @@ test("the demand heat map toggles, shows a legend and follows the hour", async (
   await expect(legend.locator(".heat-ramp")).toBeVisible();
   await expect(page.getByTestId("heat-max")).toHaveText(/\d/);
   await expect(page.getByTestId("fleet-map")).toHaveAttribute("data-heat-cells", /^[1-9]/);
-  expect(await heatVisible()).toBe("visible");
+  await expect.poll(heatVisible).toBe("visible");
   await page.waitForFunction(() => (window as unknown as { __wulianMap: MapHandle }).__wulianMap.loaded());
   await page.screenshot({ path: join(IMAGES, "console-map-heat.png") });
 
@@ -71,7 +71,7 @@ test("the demand heat map toggles, shows a legend and follows the hour", async (
 
   await page.getByTestId("heat-toggle").uncheck();
   await expect(legend).toHaveCount(0);
-  expect(await heatVisible()).toBe("none");
+  await expect.poll(heatVisible).toBe("none");
 });
 
 test("districts, lakes and streets are labelled in the page's language", async ({ page, server }) => {

@@ -12,7 +12,8 @@
 //! and a session snapshot replaces only rows up to the sequence number it was taken at, so a
 //! snapshot and concurrent appends cannot lose or duplicate messages.
 //!
-//! On disk: SQLite in WAL mode with `synchronous = FULL`; the file is marked with
+//! On disk: SQLite in WAL mode, every write on disk before it is acknowledged (writes share
+//! fsyncs: `wulian_common::group_commit`); the file is marked with
 //! `application_id` "WLBR" (checked at open) and a schema version in `user_version` (a newer
 //! one is refused). SQLite's journal handles torn writes: a transaction is all or nothing.
 
@@ -23,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
+use wulian_common::group_commit::GroupCommit;
 use wulian_mqtt::{Packet, Protocol, Publish, QoS, RetainHandling, SubscriptionOptions};
 
 /// A store failure; the broker logs it and carries on with its in-memory state.
@@ -182,6 +184,37 @@ CREATE TABLE IF NOT EXISTS retained (
 /// The single-node store: one SQLite file (WAL mode) in the broker's data directory.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Writes share WAL fsyncs, after the connection is released (a connect storm's retained
+    /// presence messages would otherwise queue one fsync and one blocking thread each).
+    group: GroupCommit,
+}
+
+/// The writer connection, locked; [`Writer::durable`] releases it and waits for the fsync.
+struct Writer<'a> {
+    conn: parking_lot::MutexGuard<'a, Connection>,
+    group: &'a GroupCommit,
+}
+
+impl Writer<'_> {
+    /// Call after the write committed: returns once it is on disk.
+    fn durable(self) -> Result<()> {
+        let seq = self.group.committed();
+        drop(self.conn);
+        Ok(self.group.wait_durable(seq)?)
+    }
+}
+
+impl std::ops::Deref for Writer<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
 }
 
 impl SqliteStore {
@@ -204,9 +237,21 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // From here COMMIT writes the WAL without syncing it; `Writer::durable` syncs it.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            group: GroupCommit::new(Some(wal.into())),
         })
+    }
+
+    fn writer(&self) -> Writer<'_> {
+        Writer {
+            conn: self.conn.lock(),
+            group: &self.group,
+        }
     }
 }
 
@@ -361,7 +406,8 @@ impl Store for SqliteStore {
         expiry_secs: u32,
         disconnected_at_ms: Option<u64>,
     ) -> Result<()> {
-        self.conn.lock().execute(
+        let w = self.writer();
+        w.execute(
             "INSERT INTO sessions (tenant, client_id, expiry_secs, disconnected_at_ms)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (tenant, client_id) DO UPDATE SET
@@ -373,12 +419,12 @@ impl Store for SqliteStore {
                 disconnected_at_ms.map(to_i64)
             ],
         )?;
-        Ok(())
+        w.durable()
     }
 
     fn save_snapshot(&self, s: &StoredSession, watermark: u64) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
+        let mut w = self.writer();
+        let tx = w.transaction()?;
         let qos2: Vec<String> = s.inbound_qos2.iter().map(u16::to_string).collect();
         tx.execute(
             "INSERT INTO sessions (tenant, client_id, expiry_secs, disconnected_at_ms, inbound_qos2)
@@ -412,12 +458,12 @@ impl Store for SqliteStore {
             insert_message(&tx, &s.tenant, &s.client_id, m)?;
         }
         tx.commit()?;
-        Ok(())
+        w.durable()
     }
 
     fn delete_session(&self, tenant: &str, client_id: &str) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
+        let mut w = self.writer();
+        let tx = w.transaction()?;
         for table in ["sessions", "subscriptions", "messages"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant = ?1 AND client_id = ?2"),
@@ -425,7 +471,7 @@ impl Store for SqliteStore {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        w.durable()
     }
 
     fn put_subscription(
@@ -436,24 +482,26 @@ impl Store for SqliteStore {
         options: SubscriptionOptions,
         sub_id: Option<u32>,
     ) -> Result<()> {
-        self.conn.lock().execute(
+        let w = self.writer();
+        w.execute(
             "INSERT OR REPLACE INTO subscriptions (tenant, client_id, filter, options) VALUES (?1, ?2, ?3, ?4)",
             params![tenant, client_id, filter, options_to_int(options, sub_id)],
         )?;
-        Ok(())
+        w.durable()
     }
 
     fn delete_subscription(&self, tenant: &str, client_id: &str, filter: &str) -> Result<()> {
-        self.conn.lock().execute(
+        let w = self.writer();
+        w.execute(
             "DELETE FROM subscriptions WHERE tenant = ?1 AND client_id = ?2 AND filter = ?3",
             params![tenant, client_id, filter],
         )?;
-        Ok(())
+        w.durable()
     }
 
     fn append_messages(&self, batch: &[(String, String, StoredMessage)]) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
+        let mut w = self.writer();
+        let tx = w.transaction()?;
         for (tenant, client_id, m) in batch {
             // Only for sessions that still exist (it may have expired meanwhile).
             let exists: Option<i64> = tx
@@ -468,7 +516,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
-        Ok(())
+        w.durable()
     }
 
     fn load_retained(&self) -> Result<Vec<StoredRetained>> {
@@ -497,19 +545,21 @@ impl Store for SqliteStore {
 
     fn put_retained(&self, r: &StoredRetained) -> Result<()> {
         let blob = encode_publish(&r.publish)?;
-        self.conn.lock().execute(
+        let w = self.writer();
+        w.execute(
             "INSERT OR REPLACE INTO retained (tenant, topic, publish, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![r.tenant, r.publish.topic, blob, r.expires_at_ms.map(to_i64)],
         )?;
-        Ok(())
+        w.durable()
     }
 
     fn delete_retained(&self, tenant: &str, topic: &str) -> Result<()> {
-        self.conn.lock().execute(
+        let w = self.writer();
+        w.execute(
             "DELETE FROM retained WHERE tenant = ?1 AND topic = ?2",
             params![tenant, topic],
         )?;
-        Ok(())
+        w.durable()
     }
 }
 

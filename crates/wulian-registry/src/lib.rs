@@ -8,7 +8,7 @@
 //! Every method is synchronous (async callers use `spawn_blocking`). [`Registry`] is `Send +
 //! Sync`: one writer connection behind a mutex, held only for the SQL itself — secrets are
 //! generated and hashed before the lock is taken, and the fsync that makes a write durable
-//! happens after it is released, shared by every write committed meanwhile (`durability.rs`).
+//! happens after it is released, shared by every write committed meanwhile (`wulian_common::group_commit`).
 //! Hot reads use a few read-only connections. Tenant isolation is enforced here, not by callers: every
 //! query that takes a `tenant` filters by it, and a record of another tenant is `NotFound`.
 
@@ -18,7 +18,6 @@ mod audit;
 mod certificates;
 mod commands;
 mod devices;
-mod durability;
 mod error;
 mod migrations;
 pub mod model_import;
@@ -98,7 +97,7 @@ pub struct Registry {
     /// in-memory database, which other connections cannot see: reads then use `conn`.
     readers: Vec<Mutex<Connection>>,
     /// Makes commits durable after the writer is released (group commit).
-    group_commit: durability::GroupCommit,
+    group_commit: wulian_common::group_commit::GroupCommit,
     /// Bumped on every CA certificate change (see `certificates.rs`).
     ca_generation: std::sync::atomic::AtomicU64,
     /// Bumped on every profile change and device profile assignment (see `profiles.rs`).
@@ -146,7 +145,7 @@ impl Registry {
         // A committed change (a device created, a token rotated, a command's answer) is on disk
         // before the caller hears of it, so a power cut cannot undo a secret already shown. The
         // migrations run with FULL; afterwards COMMIT does not sync (NORMAL) and `write` waits
-        // for a WAL sync shared with every other write of the moment (durability.rs).
+        // for a WAL sync shared with every other write of the moment (wulian_common::group_commit).
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version = migrations::run(&mut conn)?;
         if wal.is_some() {
@@ -156,7 +155,7 @@ impl Registry {
         Ok(Registry {
             conn: Mutex::new(conn),
             readers: Vec::new(),
-            group_commit: durability::GroupCommit::new(wal),
+            group_commit: wulian_common::group_commit::GroupCommit::new(wal),
             ca_generation: std::sync::atomic::AtomicU64::new(0),
             profile_generation: std::sync::atomic::AtomicU64::new(0),
         })

@@ -96,12 +96,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     run_config(config)
 }
 
+/// Threads of the runtime's blocking pool (SQLite calls, file I/O, webhook deliveries).
+const BLOCKING_THREADS: usize = 64;
+
 /// Checks the configuration, starts logging and the runtime, and serves until a signal.
 pub fn run_config(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     startup::init_logging(&config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The blocking pool runs short SQLite calls whose fsyncs are shared (group commit), so
+        // a few dozen threads keep up; tokio's default of 512 let a connect storm start a thread
+        // per queued write, and each thread's stack and malloc arena stayed in the RSS.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("Start the async runtime")?;
     runtime.block_on(startup::serve(config))

@@ -1,12 +1,14 @@
-//! Group commit for the registry's writes.
+//! Group commit for SQLite databases with one writer connection (the registry, the broker's
+//! store).
 //!
 //! SQLite in WAL mode with `synchronous = FULL` fsyncs the WAL inside every COMMIT, while the
 //! single writer connection is locked: writes then queue behind each other's fsyncs, and a busy
-//! platform (commands to thousands of locks, connect storms updating presence) commits no
-//! faster than the disk syncs. Instead the writer runs with `synchronous = NORMAL` (a COMMIT
-//! writes the WAL but does not sync it) and every writer, after releasing the connection, waits
-//! here until the WAL is synced past its commit. One writer syncs for all who committed before
-//! it started: a thousand commits that arrive together cost one fsync, not a thousand.
+//! platform (commands to thousands of locks, a connect storm's retained presence messages)
+//! commits no faster than the disk syncs — and, on the blocking pool, holds a thread per queued
+//! write. Instead the writer runs with `synchronous = NORMAL` (a COMMIT writes the WAL but does
+//! not sync it) and every writer, after releasing the connection, waits here until the WAL is
+//! synced past its commit. One writer syncs for all who committed before it started: a thousand
+//! commits that arrive together cost one fsync, not a thousand.
 //!
 //! Durability is unchanged — a write is acknowledged to its caller only after its WAL frames are
 //! on disk. SQLite's WAL checksums keep the database consistent whatever a crash leaves behind.
@@ -14,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -28,14 +30,15 @@ struct Progress {
 
 /// The WAL's sync state. `wal` is `None` for an in-memory database (nothing to sync).
 #[derive(Debug)]
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     wal: Option<PathBuf>,
     progress: Mutex<Progress>,
     synced: Condvar,
 }
 
 impl GroupCommit {
-    pub(crate) fn new(wal: Option<PathBuf>) -> GroupCommit {
+    /// `wal`: the database's `-wal` file (`<db path>-wal`); `None` for an in-memory database.
+    pub fn new(wal: Option<PathBuf>) -> GroupCommit {
         GroupCommit {
             wal,
             progress: Mutex::new(Progress::default()),
@@ -45,30 +48,35 @@ impl GroupCommit {
 
     /// Records a commit; call it while still holding the writer connection, so that numbers
     /// follow commit order. Returns the number to wait for.
-    pub(crate) fn committed(&self) -> u64 {
-        let mut progress = self.progress.lock();
+    pub fn committed(&self) -> u64 {
+        let mut progress = self.lock();
         progress.committed += 1;
         progress.committed
     }
 
     /// Blocks until commit `seq` is on disk: syncs the WAL unless someone is already doing it,
     /// in which case waits for them (and syncs again if their sync started before `seq`).
-    pub(crate) fn wait_durable(&self, seq: u64) -> std::io::Result<()> {
+    pub fn wait_durable(&self, seq: u64) -> std::io::Result<()> {
         let Some(wal) = &self.wal else {
             return Ok(());
         };
-        let mut progress = self.progress.lock();
+        let mut progress = self.lock();
         loop {
             if progress.durable >= seq {
                 return Ok(());
             }
             if progress.syncing {
-                self.synced.wait(&mut progress);
+                progress = self
+                    .synced
+                    .wait(progress)
+                    .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             progress.syncing = true;
             let target = progress.committed;
-            let synced = parking_lot::MutexGuard::unlocked(&mut progress, || sync_file(wal));
+            drop(progress);
+            let synced = sync_file(wal);
+            progress = self.lock();
             progress.syncing = false;
             if synced.is_ok() {
                 progress.durable = progress.durable.max(target);
@@ -77,6 +85,13 @@ impl GroupCommit {
             // On failure the waiters try again themselves; this caller hears of it.
             synced?;
         }
+    }
+}
+
+impl GroupCommit {
+    /// The counters hold no invariant a panic could break: a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -116,7 +131,7 @@ mod tests {
                     for _ in 0..50 {
                         let seq = group.committed();
                         group.wait_durable(seq).unwrap();
-                        assert!(group.progress.lock().durable >= seq);
+                        assert!(group.lock().durable >= seq);
                     }
                 })
             })
@@ -124,7 +139,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let progress = group.progress.lock();
+        let progress = group.lock();
         assert_eq!(progress.committed, 400);
         assert_eq!(progress.durable, 400);
         assert!(!progress.syncing);
@@ -140,7 +155,7 @@ mod tests {
         let group = GroupCommit::new(Some(blocker.join("db-wal")));
         let seq = group.committed();
         assert!(group.wait_durable(seq).is_err());
-        assert_eq!(group.progress.lock().durable, 0);
-        assert!(!group.progress.lock().syncing);
+        assert_eq!(group.lock().durable, 0);
+        assert!(!group.lock().syncing);
     }
 }

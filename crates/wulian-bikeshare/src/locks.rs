@@ -9,6 +9,12 @@ use crate::{lock, system, vehicle_events, workorders};
 
 impl BikeShare {
     pub(crate) async fn handle(&self, signal: Signal) {
+        let closing = matches!(&signal, Signal::Closed { .. })
+            || matches!(&signal, Signal::Event { name, .. } if name == "locked");
+        let _slot = match closing {
+            true => self.closing.acquire().await.ok(),
+            false => None,
+        };
         let result = match &signal {
             Signal::Closed { tenant, bike, at } => self.lock_closed(tenant, bike, *at, None).await,
             Signal::Event {

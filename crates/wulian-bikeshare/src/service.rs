@@ -127,6 +127,9 @@ pub struct BikeShare {
     pub(crate) tenants: RwLock<HashMap<String, TenantState>>,
     signals: mpsc::Sender<Signal>,
     signal_rx: Mutex<Option<mpsc::Receiver<Signal>>>,
+    /// Locks closing are settled a few at a time: a burst of settlements (the heaviest
+    /// transactions) would otherwise crowd out the unlock confirmations riders wait for.
+    pub(crate) closing: tokio::sync::Semaphore,
     pub(crate) pepper: Vec<u8>,
     pub(crate) public_id_secret: Vec<u8>,
     pub metrics: Metrics,
@@ -139,6 +142,8 @@ pub struct BikeShare {
 }
 
 const SIGNAL_QUEUE: usize = 65_536;
+/// Lock closings (trip endings and settlements) handled at once; see `BikeShare::closing`.
+const CONCURRENT_CLOSINGS: usize = 4;
 
 /// Per tenant: the latest GBFS `vehicle_status`.
 pub(crate) type FeedCache = Mutex<HashMap<String, Arc<crate::feeds::CachedFeed>>>;
@@ -168,6 +173,7 @@ impl BikeShare {
             tenants: RwLock::new(HashMap::new()),
             signals: tx,
             signal_rx: Mutex::new(Some(rx)),
+            closing: tokio::sync::Semaphore::new(CONCURRENT_CLOSINGS),
             pepper,
             public_id_secret,
             metrics: Metrics::default(),
@@ -193,9 +199,26 @@ impl BikeShare {
                 None => return,
             };
             service.recover().await;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut ticks: u64 = 0;
+            // The periodic work on a task of its own: a sweep over thousands of live trips or
+            // a GBFS rebuild takes a while, and lock signals must not wait for it (they did,
+            // and trips settled seconds after their locks closed).
+            let upkeep = Arc::clone(&service);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut ticks: u64 = 0;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            ticks += 1;
+                            upkeep.sweep(ticks).await;
+                            upkeep.refresh_feeds().await;
+                        }
+                    }
+                }
+            });
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -204,11 +227,6 @@ impl BikeShare {
                         // Each signal on its own task: a slow settlement must not hold up the
                         // next lock's confirmation.
                         tokio::spawn(async move { s.handle(signal).await });
-                    }
-                    _ = tick.tick() => {
-                        ticks += 1;
-                        service.sweep(ticks).await;
-                        service.refresh_feeds().await;
                     }
                 }
             }

@@ -6,6 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, errorText } from "../common/api";
 import { fmtNumber, t, useLang, type MsgKey } from "../common/i18n";
 import { api, currentAuth } from "./auth";
+import { openCity } from "./citymap";
 import type { FleetAnswer, FleetRequest } from "./fleetworker";
 
 interface Zone {
@@ -131,28 +132,15 @@ export function FleetMap() {
       box.current?.setAttribute("data-bikes", String(m.total));
     };
     (async () => {
-      const [kit, tiles] = await Promise.all([
-        import("../common/mapkit"),
-        api<import("../common/mapkit").MapTiles>("/api/v1/bikeshare/basemap/tiles").catch(() => null),
-      ]);
-      if (disposed || !box.current) return;
-      // A deployment's tile server replaces the GeoJSON basemap (docs/configuration.md, [map]).
-      const style = kit.tileStyle(tiles);
-      const map = kit.createMap(box.current, [120.155, 30.274], 12, style, tiles?.attribution);
-      mapRef.current = map;
-      (window as unknown as { __wulianMap: unknown }).__wulianMap = map;
-      map.addControl(new kit.maplibregl.NavigationControl({ showCompass: false }), "top-right");
-      map.addControl(new kit.maplibregl.ScaleControl({}), "bottom-left");
-      const [basemap, zones] = await Promise.all([
-        style
-          ? null
-          : api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
-              if (e instanceof ApiError && e.status === 404) setNote(t("map.noBasemap"));
-              return null;
-            }),
-        api<Zone[]>("/api/v1/zones").catch(() => [] as Zone[]),
-      ]);
-      await kit.whenLoaded(map);
+      if (!box.current) return;
+      const { kit, map, basemap, zones } = await openCity<Zone>(box.current, {
+        onMap: (m) => {
+          mapRef.current = m;
+          // Gone before the map existed: the clean-up has run, so remove it here.
+          if (disposed) m.remove();
+        },
+        note: setNote,
+      });
       if (disposed) return;
       const fences: FeatureCollection = {
         type: "FeatureCollection",

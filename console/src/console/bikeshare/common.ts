@@ -1,9 +1,8 @@
 // Shared pieces of the bike-share operator screens: API types, what the caller's role may do,
 // and a map with the city's basemap and fences that each screen draws its own layers on.
 import type { Feature, FeatureCollection, Geometry, LineString, Point, Polygon } from "geojson";
-import { ApiError } from "../../common/api";
-import { t } from "../../common/i18n";
-import { api, currentAuth } from "../auth";
+import { currentAuth } from "../auth";
+import { openCity } from "../citymap";
 
 export const BS = "/console/bikeshare/";
 /** The zone kinds the bike share treats as fences (others are the platform's own). */
@@ -12,7 +11,6 @@ export const TRIP_STATES = ["requested", "unlocking", "riding", "ending", "settl
 export const ORDER_KINDS = ["rebalance", "repair", "battery", "inspect"] as const;
 export const ORDER_STATES = ["open", "in_progress", "done", "cancelled"] as const;
 /** Where the demo city is, until the basemap says otherwise. */
-export const CITY_CENTER: [number, number] = [120.155, 30.274];
 
 export interface Zone {
   name: string;
@@ -154,26 +152,7 @@ export interface CityMap {
  * message when the tenant has no basemap.
  */
 export async function openCityMap(box: HTMLElement, note?: (m: string) => void): Promise<CityMap> {
-  const [kit, tiles] = await Promise.all([
-    import("../../common/mapkit"),
-    api<import("../../common/mapkit").MapTiles>("/api/v1/bikeshare/basemap/tiles").catch(() => null),
-  ]);
-  // A deployment's tile server replaces the GeoJSON basemap (docs/configuration.md, [map]).
-  const style = kit.tileStyle(tiles);
-  const map = kit.createMap(box, CITY_CENTER, 12, style, tiles?.attribution);
-  (window as unknown as { __wulianMap: unknown }).__wulianMap = map;
-  map.addControl(new kit.maplibregl.NavigationControl({ showCompass: false }), "top-right");
-  map.addControl(new kit.maplibregl.ScaleControl({}), "bottom-left");
-  const [basemap, zones] = await Promise.all([
-    style
-      ? null
-      : api<FeatureCollection>("/api/v1/bikeshare/basemap").catch((e) => {
-          if (e instanceof ApiError && e.status === 404) note?.(t("map.noBasemap"));
-          return null;
-        }),
-    api<Zone[]>("/api/v1/zones").catch(() => [] as Zone[]),
-  ]);
-  await kit.whenLoaded(map);
+  const { kit, map, basemap, zones } = await openCity<Zone>(box, { note });
   if (basemap) kit.addBasemap(map, basemap);
   const fences = zonesToGeoJson(zones.filter((z) => (FENCE_KINDS as readonly string[]).includes(z.kind)));
   kit.addFences(map, fences);

@@ -167,7 +167,7 @@ pub async fn device_status(
         connected_at: presence.connected_at,
         disconnected_at: presence.disconnected_at,
         disconnect_reason: presence.disconnect_reason,
-        connection: presence.connection,
+        connection: presence.connection.map(|c| c.value()),
         messages_in: presence.messages_in,
         bytes_in: presence.bytes_in,
         signal,

@@ -173,11 +173,16 @@ test.describe.serial("bike share operator screens (en)", () => {
       return Object.fromEntries(data.features.map((f) => [f.properties.name, f.properties.kind]));
     });
     expect(onMap).toMatchObject({ "e2e-upload-park": "parking", "e2e-drawn": "no_parking" });
-    // The selected zone is outlined on the map.
-    expect(await page.evaluate(() => {
-      const m = (window as unknown as { __wulianMap: { queryRenderedFeatures(o: object): unknown[] } }).__wulianMap;
-      return m.queryRenderedFeatures({ layers: ["zone-selected"] }).length;
-    })).toBeGreaterThan(0);
+    // The selected zone is outlined on the map (once the map has drawn the frame after the
+    // selection: polled).
+    await expect
+      .poll(() =>
+        page.evaluate(() => {
+          const m = (window as unknown as { __wulianMap: { queryRenderedFeatures(o: object): unknown[] } }).__wulianMap;
+          return m.queryRenderedFeatures({ layers: ["zone-selected"] }).length;
+        }),
+      )
+      .toBeGreaterThan(0);
 
     // Rename the drawn zone and make it a parking zone; then delete it.
     await page.getByTestId("zones-table").getByText("e2e-drawn").click();

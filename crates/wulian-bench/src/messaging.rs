@@ -207,13 +207,24 @@ async fn connect_all(
             (i, connect(&common, id, user, inflight).await)
         });
     }
+    collect_connected(set, started, |c| c.connect_micros).await
+}
+
+/// Waits for the connect tasks in `set` (each `(index, client)`) and summarises them: the
+/// connected clients in index order, the connect report (count, failures, rate, latency from
+/// `micros`) and the failures counted in the stats.
+pub(crate) async fn collect_connected<C: 'static>(
+    mut set: JoinSet<(usize, anyhow::Result<C>)>,
+    started: Instant,
+    micros: fn(&C) -> u64,
+) -> (Vec<C>, Value, Stats) {
     let mut ok = Vec::new();
     let mut stats = Stats::new();
     let mut hist = report::histogram();
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok((i, Ok(c))) => {
-                report::record(&mut hist, c.connect_micros);
+                report::record(&mut hist, micros(&c));
                 ok.push((i, c));
             }
             Ok((_, Err(e))) => stats.error(format!("connect: {e:#}")),

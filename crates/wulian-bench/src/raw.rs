@@ -32,7 +32,9 @@ use wulian_mqtt::{
 
 use crate::cli::{Common, Load, Subscriber};
 use crate::creds::{self, Credential};
-use crate::messaging::{Stats, Window, merge_json, payload, sent_micros, stats_json};
+use crate::messaging::{
+    Stats, Window, collect_connected, merge_json, payload, sent_micros, stats_json,
+};
 use crate::{proc_stats, report};
 
 /// Largest packet accepted from the broker.
@@ -158,29 +160,7 @@ async fn connect_all(
             (i, connect(broker, id, user, Instant::now() + timeout).await)
         });
     }
-    let mut ok = Vec::new();
-    let mut stats = Stats::new();
-    let mut hist = report::histogram();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((i, Ok(c))) => {
-                report::record(&mut hist, c.connect_micros);
-                ok.push((i, c));
-            }
-            Ok((_, Err(e))) => stats.error(format!("connect: {e:#}")),
-            Err(e) => stats.error(format!("connect task: {e}")),
-        }
-    }
-    ok.sort_by_key(|(i, _)| *i);
-    let secs = started.elapsed().as_secs_f64();
-    let summary = json!({
-        "connected": ok.len(),
-        "failed": stats.errors,
-        "seconds": secs,
-        "per_sec": ok.len() as f64 / secs.max(1e-9),
-        "latency": report::latency(&hist),
-    });
-    (ok.into_iter().map(|(_, c)| c).collect(), summary, stats)
+    collect_connected(set, started, |c| c.connect_micros).await
 }
 
 /// What one publishing connection does.

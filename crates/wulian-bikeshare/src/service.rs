@@ -137,6 +137,9 @@ pub struct BikeShare {
     pub(crate) feed_cache: FeedCache,
     /// When each tenant's zones were last checked for changes.
     fence_checks: Mutex<HashMap<String, (i64, u64)>>,
+    /// Held across a fence reload's read and install, so that a slow reload that started
+    /// before a zone changed cannot install its stale index over a newer one.
+    fence_reload: tokio::sync::Mutex<()>,
     /// Recent sign-up attempts per (tenant, client address), for the sign-up limit.
     signups: Mutex<HashMap<(String, std::net::IpAddr), std::collections::VecDeque<i64>>>,
 }
@@ -180,6 +183,7 @@ impl BikeShare {
             feed_cache: Mutex::new(HashMap::new()),
             signups: Mutex::new(HashMap::new()),
             fence_checks: Mutex::new(HashMap::new()),
+            fence_reload: tokio::sync::Mutex::new(()),
         });
         let systems = service.db.run(|c| system::all(c)).await?;
         for (tenant, _) in systems {
@@ -423,6 +427,7 @@ impl BikeShare {
             }
             checks.insert(tenant.to_string(), (now, generation));
         }
+        let _reloading = self.fence_reload.lock().await;
         let registry = Arc::clone(&self.platform.registry);
         let t = tenant.to_string();
         let stamp = tokio::task::spawn_blocking(move || registry.zone_stamp(&t))

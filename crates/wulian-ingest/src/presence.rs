@@ -50,6 +50,18 @@ impl ConnectionJson {
         ConnectionJson(value.to_string().into_boxed_str())
     }
 
+    /// Text saved earlier; anything that is not a JSON object reads back as null.
+    pub fn from_text(text: String) -> ConnectionJson {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(_)) => ConnectionJson(text.into_boxed_str()),
+            _ => ConnectionJson("null".into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
@@ -178,7 +190,7 @@ impl PresenceTracker {
                 } else {
                     record.disconnect_reason
                 },
-                connection: record.connection.as_ref().map(ConnectionJson::from_value),
+                connection: record.connection.map(ConnectionJson::from_text),
                 messages_in: record.messages_in,
                 bytes_in: record.bytes_in,
             };
@@ -352,7 +364,7 @@ impl PresenceTracker {
                         connected_at: p.connected_at,
                         disconnected_at: p.disconnected_at,
                         disconnect_reason: p.disconnect_reason.clone(),
-                        connection: p.connection.as_ref().map(ConnectionJson::value),
+                        connection: p.connection.as_ref().map(|c| c.as_str().to_string()),
                         messages_in: p.messages_in,
                         bytes_in: p.bytes_in,
                     });

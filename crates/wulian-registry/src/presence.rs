@@ -4,7 +4,6 @@
 
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::Registry;
 use crate::error::Result;
@@ -19,8 +18,9 @@ pub struct PresenceRecord {
     pub connected_at: Option<i64>,
     pub disconnected_at: Option<i64>,
     pub disconnect_reason: Option<String>,
-    /// Details of the last connection (protocol, client, remote address, TLS), a JSON object.
-    pub connection: Option<Value>,
+    /// Details of the last connection (protocol, client, remote address, TLS): a JSON object's
+    /// text, stored as it is (parsed, a fleet's worth of them is megabytes of small maps).
+    pub connection: Option<String>,
     pub messages_in: u64,
     pub bytes_in: u64,
 }
@@ -43,7 +43,7 @@ impl Registry {
                         connection = ?8, messages_in = ?9, bytes_in = ?10",
             )?;
             for r in records {
-                let connection = r.connection.as_ref().map(Value::to_string);
+                let connection = r.connection.as_deref();
                 stmt.execute(params![
                     r.tenant,
                     r.device_id,
@@ -70,7 +70,6 @@ impl Registry {
              FROM device_presence",
         )?;
         let rows = stmt.query_map([], |r| {
-            let connection: Option<String> = r.get(7)?;
             Ok(PresenceRecord {
                 tenant: r.get(0)?,
                 device_id: r.get(1)?,
@@ -79,7 +78,7 @@ impl Registry {
                 connected_at: r.get(4)?,
                 disconnected_at: r.get(5)?,
                 disconnect_reason: r.get(6)?,
-                connection: connection.and_then(|c| serde_json::from_str(&c).ok()),
+                connection: r.get(7)?,
                 messages_in: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
                 bytes_in: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
             })
@@ -102,7 +101,7 @@ mod tests {
             device_id: "d1".into(),
             online: true,
             last_seen_at: Some(5),
-            connection: Some(serde_json::json!({"protocol": "mqtt"})),
+            connection: Some(r#"{"protocol":"mqtt"}"#.to_string()),
             messages_in: 3,
             bytes_in: 99,
             ..Default::default()

@@ -1629,7 +1629,7 @@ where
         if !send {
             return;
         }
-        for msg in self.t.shared.retained.matching(namespace, filter) {
+        for msg in self.t.shared.retained_matching(namespace, filter) {
             let qos = msg.qos.min(entry.options.qos);
             self.pending.push_back(Delivery {
                 msg,

@@ -55,6 +55,7 @@ pub use auth::{
     Principal, SinkError, Staged, TopicPolicy, TransportInfo, TransportKind,
 };
 pub use config::{BrokerConfig, QueueOverflow};
+pub use retained::RetainedSource;
 pub use listener::{DEFAULT_WS_PATH, ListenerConfig, Transport};
 pub use metrics::MetricsSnapshot;
 pub use store::{SqliteStore, Store, StoreError, StoredMessage, StoredRetained, StoredSession};
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     /// Durable state (None: in memory only).
     pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) retained: Retained,
+    /// Answers retained messages for the topics it claims (see [`RetainedSource`]).
+    pub(crate) retained_source: std::sync::OnceLock<Arc<dyn RetainedSource>>,
     /// The housekeeping task (session expiry, delayed wills) runs once per broker.
     pub(crate) housekeeping_started: AtomicBool,
     pub(crate) started_at: std::time::Instant,
@@ -116,7 +119,7 @@ impl Shared {
     /// the messages queued for offline sessions, which the caller makes durable.
     fn route_inner(&self, tenant: &str, msg: RoutedMessage) -> (usize, Parked) {
         let msg = Arc::new(msg);
-        if msg.retain {
+        if msg.retain && !self.claimed(&msg.topic) {
             self.retained.set(tenant, Arc::clone(&msg));
             self.metrics.retained_messages.store(
                 self.retained.len() as u64,
@@ -149,10 +152,47 @@ impl Shared {
         }
     }
 
+    /// Whether a [`RetainedSource`] answers for `topic` (a tenant topic; `$SYS` is ours).
+    pub(crate) fn claimed(&self, topic: &str) -> bool {
+        self.retained_source
+            .get()
+            .is_some_and(|source| source.claims(topic))
+    }
+
+    /// The retained messages for a new subscription in a tenant's namespace: the stored ones
+    /// and those of the retained source, by topic.
+    pub(crate) fn retained_matching(&self, tenant: &str, filter: &str) -> Vec<Arc<RoutedMessage>> {
+        let mut out = self.retained.matching(tenant, filter);
+        let Some(source) = self.retained_source.get() else {
+            return out;
+        };
+        if tenant == sys::SYS_NAMESPACE {
+            return out;
+        }
+        // Stored before the source was attached (or by an older version): the source wins.
+        out.retain(|m| !source.claims(&m.topic));
+        let answered = source.matching(tenant, filter);
+        if answered.is_empty() {
+            return out;
+        }
+        out.extend(answered.into_iter().map(|m| {
+            Arc::new(RoutedMessage::new(
+                m.topic,
+                m.payload,
+                m.qos,
+                true,
+                &m.properties,
+                None,
+            ))
+        }));
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        out
+    }
+
     /// Routes a message and waits until what was queued for offline persistent sessions (and
     /// a retained message) is durable; used before acknowledging a client's PUBLISH.
     pub(crate) async fn route_durable(&self, tenant: &str, msg: RoutedMessage) -> usize {
-        let retained = msg.retain.then(|| msg.retained_copy());
+        let retained = (msg.retain && !self.claimed(&msg.topic)).then(|| msg.retained_copy());
         let (queued, parked) = self.route_inner(tenant, msg);
         if let Some(copy) = retained {
             self.persist_retained(tenant, &copy).await;
@@ -196,6 +236,7 @@ impl Broker {
                 auth_slots,
                 store: None,
                 retained: Retained::default(),
+                retained_source: std::sync::OnceLock::new(),
                 housekeeping_started: AtomicBool::new(false),
                 started_at: std::time::Instant::now(),
             }),
@@ -258,6 +299,35 @@ impl Broker {
         listener::serve(Arc::clone(&self.shared), listener, config, shutdown).await
     }
 
+    /// Lets `source` answer retained messages for the topics it claims (once; later calls are
+    /// ignored). Messages already stored for those topics are dropped, from the store too.
+    pub fn set_retained_source(&self, source: Arc<dyn RetainedSource>) {
+        if self.shared.retained_source.set(source).is_err() {
+            tracing::warn!("a retained source is already attached; the new one is ignored");
+            return;
+        }
+        let removed = self.shared.retained.remove_claimed(|t| self.shared.claimed(t));
+        self.shared.metrics.retained_messages.store(
+            self.shared.retained.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if removed.is_empty() || self.shared.store.is_none() {
+            return;
+        }
+        tracing::info!(
+            count = removed.len(),
+            "Retained messages now answered by the platform dropped from the broker's store."
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(&self.shared);
+            rt.spawn(async move {
+                shared
+                    .store_write("delete retained", move |s| s.delete_retained(&removed))
+                    .await;
+            });
+        }
+    }
+
     /// Server-originated publish into `tenant`'s namespace. Returns how many sessions it was
     /// queued to (0 for an invalid topic name).
     pub fn publish(&self, tenant: &str, msg: OutboundMessage) -> usize {
@@ -278,7 +348,8 @@ impl Broker {
         }
         // Messages queued for offline sessions (and a retained message) become durable in
         // the background: this call does not wait.
-        let retained = routed.retain.then(|| routed.retained_copy());
+        let retained =
+            (routed.retain && !self.shared.claimed(&routed.topic)).then(|| routed.retained_copy());
         let (queued, parked) = self.shared.route_inner(tenant, routed);
         if (!parked.is_empty() || retained.is_some())
             && let Ok(rt) = tokio::runtime::Handle::try_current()

@@ -275,11 +275,9 @@ impl Shared {
         }
         let tenant = tenant.to_owned();
         if msg.payload.is_empty() {
-            let topic = msg.topic.clone();
-            self.store_write("delete retained", move |s| {
-                s.delete_retained(&tenant, &topic)
-            })
-            .await;
+            let retained = [(tenant, msg.topic.clone())];
+            self.store_write("delete retained", move |s| s.delete_retained(&retained))
+                .await;
         } else {
             let r = StoredRetained {
                 tenant,

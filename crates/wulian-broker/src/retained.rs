@@ -12,7 +12,23 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use wulian_mqtt::topic;
 
+use crate::OutboundMessage;
 use crate::router::RoutedMessage;
+
+/// Retained messages answered by another part of the platform instead of held here: state it
+/// keeps anyway (a device's presence), so a fleet's worth of it is neither duplicated in the
+/// broker's memory nor written to its store on every change.
+///
+/// The source owns the topics it [`claims`](RetainedSource::claims): retained PUBLISHes to them
+/// are routed to live subscribers as usual but not stored, and a new subscription gets the
+/// source's messages for them.
+pub trait RetainedSource: Send + Sync {
+    /// Whether `topic` (a valid topic name) is answered by this source.
+    fn claims(&self, topic: &str) -> bool;
+    /// The tenant's messages on claimed topics that `filter` (a valid, non-shared filter)
+    /// matches, sorted by topic.
+    fn matching(&self, tenant: &str, filter: &str) -> Vec<OutboundMessage>;
+}
 
 /// What a retained PUBLISH did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +105,24 @@ impl Retained {
         }
         out.sort_by(|a, b| a.topic.cmp(&b.topic));
         out
+    }
+
+    /// Removes the stored messages whose topic `claimed` says another source answers for, and
+    /// returns their (tenant, topic) (not in the `$SYS` namespace).
+    pub(crate) fn remove_claimed(&self, claimed: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut removed = Vec::new();
+        let mut tenants = self.tenants.write();
+        for (tenant, map) in tenants.iter_mut().filter(|(ns, _)| !ns.starts_with('$')) {
+            map.retain(|topic, _| {
+                let claim = claimed(topic);
+                if claim {
+                    removed.push((tenant.clone(), topic.clone()));
+                }
+                !claim
+            });
+        }
+        tenants.retain(|_, map| !map.is_empty());
+        removed
     }
 
     /// Number of retained messages over all tenants (not counting the broker's own `$SYS`

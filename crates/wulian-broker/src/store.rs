@@ -110,7 +110,8 @@ pub trait Store: Send + Sync + 'static {
     fn append_messages(&self, batch: &[(String, String, StoredMessage)]) -> Result<()>;
     fn load_retained(&self) -> Result<Vec<StoredRetained>>;
     fn put_retained(&self, retained: &StoredRetained) -> Result<()>;
-    fn delete_retained(&self, tenant: &str, topic: &str) -> Result<()>;
+    /// Deletes the retained messages of these `(tenant, topic)` pairs, in one transaction.
+    fn delete_retained(&self, retained: &[(String, String)]) -> Result<()>;
 }
 
 /// Runs a store call on the blocking pool.
@@ -553,12 +554,17 @@ impl Store for SqliteStore {
         w.durable()
     }
 
-    fn delete_retained(&self, tenant: &str, topic: &str) -> Result<()> {
-        let w = self.writer();
-        w.execute(
-            "DELETE FROM retained WHERE tenant = ?1 AND topic = ?2",
-            params![tenant, topic],
-        )?;
+    fn delete_retained(&self, retained: &[(String, String)]) -> Result<()> {
+        let mut w = self.writer();
+        let tx = w.transaction()?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM retained WHERE tenant = ?1 AND topic = ?2")?;
+            for (tenant, topic) in retained {
+                delete.execute(params![tenant, topic])?;
+            }
+        }
+        tx.commit()?;
         w.durable()
     }
 }
@@ -658,7 +664,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].publish.topic, "a/b");
         assert_eq!(all[0].expires_at_ms, Some(99));
-        store.delete_retained("t", "a/b").unwrap();
+        store.delete_retained(&[("t".into(), "a/b".into())]).unwrap();
         assert!(store.load_retained().unwrap().is_empty());
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wulian_broker::{
     Broker, ConnectionInfo, Identity, OutboundMessage, Principal, Properties, Protocol, QoS,
+    RetainedSource,
 };
+use wulian_mqtt::topic;
 use wulian_common::blocking::run_blocking;
 use wulian_common::time::now_ms;
 use wulian_registry::{PresenceRecord, Registry};
@@ -105,6 +107,8 @@ pub struct PresenceMetrics {
 struct Slot {
     p: DevicePresence,
     dirty: bool,
+    /// When the presence last changed (the `at` of its presence message), ms.
+    changed_at: i64,
 }
 
 /// tenant → device → slot, looked up by `&str` (no allocation per message), with its size.
@@ -140,7 +144,10 @@ impl Table {
                 .entry(tenant.to_string())
                 .or_default()
                 .entry(device.to_string())
-                .or_default();
+                .or_insert_with(|| Slot {
+                    changed_at: now_ms(),
+                    ..Slot::default()
+                });
         }
         self.by_tenant
             .get_mut(tenant)
@@ -179,7 +186,18 @@ impl PresenceTracker {
         let mut devices = Table::default();
         for record in registry.load_presence()? {
             let was_online = record.online;
-            devices.slot(&record.tenant, &record.device_id).p = DevicePresence {
+            let changed_at = if was_online {
+                now_ms()
+            } else {
+                record
+                    .disconnected_at
+                    .or(record.connected_at)
+                    .or(record.last_seen_at)
+                    .unwrap_or(0)
+            };
+            let slot = devices.slot(&record.tenant, &record.device_id);
+            slot.changed_at = changed_at;
+            slot.p = DevicePresence {
                 online: false,
                 inactive: false,
                 last_seen_at: record.last_seen_at,
@@ -195,7 +213,7 @@ impl PresenceTracker {
                 bytes_in: record.bytes_in,
             };
         }
-        Ok(Arc::new(PresenceTracker {
+        let tracker = Arc::new(PresenceTracker {
             registry,
             broker,
             models,
@@ -203,7 +221,11 @@ impl PresenceTracker {
             devices: Mutex::new(devices),
             live: OnceLock::new(),
             metrics: PresenceMetrics::default(),
-        }))
+        });
+        tracker
+            .broker
+            .set_retained_source(Arc::new(PresenceRetained::new(&tracker)));
+        Ok(tracker)
     }
 
     /// Connects the live event hub (the pipeline does, when the tracker is attached to it).
@@ -319,32 +341,76 @@ impl PresenceTracker {
         );
     }
 
-    /// Publishes the device's state, retained, on `devices/{id}/presence`, and to live streams
-    /// (`change`: connected, disconnected, inactive, active).
+    /// Publishes the device's state on `devices/{id}/presence` and to live streams (`change`:
+    /// connected, disconnected, inactive, active). The broker keeps no retained copy: new
+    /// subscriptions get the current state from [`PresenceRetained`].
     fn announce(&self, tenant: &str, device: &str, change: &'static str) {
-        let p = self.get(tenant, device);
+        let at = now_ms();
+        let p = {
+            let mut devices = self.devices.lock();
+            match devices.get_mut(tenant, device) {
+                Some(slot) => {
+                    slot.changed_at = at;
+                    slot.p.clone()
+                }
+                None => DevicePresence::default(),
+            }
+        };
         if let Some(live) = self.live.get() {
             live.status(tenant, device, change, &p);
         }
-        let body = json!({
-            "online": p.online,
-            "inactive": p.inactive,
-            "last_seen_at": p.last_seen_at,
-            "at": now_ms(),
-        });
         self.broker.publish(
             tenant,
-            OutboundMessage {
-                topic: format!("devices/{device}/presence"),
-                payload: Bytes::from(body.to_string()),
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                properties: Properties {
-                    content_type: Some("application/json".to_string()),
-                    ..Properties::default()
-                },
-            },
+            presence_message(device, p.online, p.inactive, p.last_seen_at, at),
         );
+    }
+
+    /// The presence messages of `tenant`'s known devices on the topics `filter` matches.
+    fn retained(&self, tenant: &str, filter: &str) -> Vec<OutboundMessage> {
+        // A filter that can match `devices/{id}/presence` names one device at the second
+        // level, or matches every id there (`+`, `#`).
+        let levels: Vec<&str> = filter.splitn(3, '/').collect();
+        let one = match levels.as_slice() {
+            [first, id, ..] if *first != "#" && *id != "+" && *id != "#" => Some(*id),
+            _ => None,
+        };
+        if let Some(id) = one {
+            if !topic::matches(filter, &presence_topic(id)) {
+                return Vec::new();
+            }
+            let devices = self.devices.lock();
+            return devices
+                .get(tenant, id)
+                .map(|s| {
+                    presence_message(id, s.p.online, s.p.inactive, s.p.last_seen_at, s.changed_at)
+                })
+                .into_iter()
+                .collect();
+        }
+        if !topic::matches(filter, "devices/any/presence") {
+            return Vec::new();
+        }
+        // Copied under the lock, formatted outside it: a tenant may have 100,000 devices.
+        let states: Vec<(String, bool, bool, Option<i64>, i64)> = {
+            let devices = self.devices.lock();
+            let Some(by_device) = devices.by_tenant.get(tenant) else {
+                return Vec::new();
+            };
+            by_device
+                .iter()
+                .map(|(id, s)| {
+                    (id.clone(), s.p.online, s.p.inactive, s.p.last_seen_at, s.changed_at)
+                })
+                .collect()
+        };
+        let mut out: Vec<OutboundMessage> = states
+            .into_iter()
+            .map(|(id, online, inactive, last_seen_at, at)| {
+                presence_message(&id, online, inactive, last_seen_at, at)
+            })
+            .collect();
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        out
     }
 
     /// Writes the changed records to the registry.
@@ -475,6 +541,66 @@ impl PresenceTracker {
         if let Err(error) = self.save().await {
             tracing::warn!(error = %error, "Saving presence at shutdown failed.");
         }
+    }
+}
+
+fn presence_topic(device: &str) -> String {
+    format!("devices/{device}/presence")
+}
+
+/// A device's presence message (QoS 1, retained, JSON).
+fn presence_message(
+    device: &str,
+    online: bool,
+    inactive: bool,
+    last_seen_at: Option<i64>,
+    at: i64,
+) -> OutboundMessage {
+    let body = json!({
+        "online": online,
+        "inactive": inactive,
+        "last_seen_at": last_seen_at,
+        "at": at,
+    });
+    OutboundMessage {
+        topic: presence_topic(device),
+        payload: Bytes::from(body.to_string()),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Properties {
+            content_type: Some("application/json".to_string()),
+            ..Properties::default()
+        },
+    }
+}
+
+/// The device id of a `devices/{id}/presence` topic.
+fn presence_device(topic: &str) -> Option<&str> {
+    let id = topic.strip_prefix("devices/")?.strip_suffix("/presence")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// The broker's retained `devices/{id}/presence` messages, answered from the tracker: a
+/// retained copy per device in the broker (and its store, rewritten at every connect) would
+/// repeat what the tracker holds anyway.
+pub struct PresenceRetained(Weak<PresenceTracker>);
+
+impl PresenceRetained {
+    pub fn new(tracker: &Arc<PresenceTracker>) -> PresenceRetained {
+        PresenceRetained(Arc::downgrade(tracker))
+    }
+}
+
+impl RetainedSource for PresenceRetained {
+    fn claims(&self, topic: &str) -> bool {
+        presence_device(topic).is_some()
+    }
+
+    fn matching(&self, tenant: &str, filter: &str) -> Vec<OutboundMessage> {
+        self.0
+            .upgrade()
+            .map(|tracker| tracker.retained(tenant, filter))
+            .unwrap_or_default()
     }
 }
 

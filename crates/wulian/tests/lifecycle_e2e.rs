@@ -139,6 +139,20 @@ fn a_device_catches_up_with_its_twin_and_its_model_is_enforced() {
     assert_eq!(after["last_seen_at"], status["last_seen_at"], "{after}");
     let (_, twin) = api(&server, &admin, "GET", "/devices/th-1/twin", None);
     assert_eq!(twin["reported"], json!({"interval_s": 30, "led": "green"}));
+    // The retained presence a new subscriber gets says what the platform knows now: offline
+    // (answered from the presence tracker, not from a copy the broker kept before the restart).
+    let out = Command::new("mosquitto_sub")
+        .args(server.mqtt_args())
+        .args(["-u", "dashboard", "-P", &admin])
+        .args(["-t", "devices/+/presence", "-C", "1", "-W", "10", "-v"])
+        .output()
+        .expect("mosquitto_sub is installed");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let (topic, body) = line.trim().split_once(' ').expect("a retained presence message");
+    assert_eq!(topic, "devices/th-1/presence");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["online"], false, "{body}");
+    assert_eq!(body["last_seen_at"], status["last_seen_at"], "{body}");
 }
 
 #[test]

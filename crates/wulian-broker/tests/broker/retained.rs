@@ -216,3 +216,69 @@ async fn retained_message_expires() {
     .await;
     assert!(raw.no_publish_within(Duration::from_millis(300)).await);
 }
+
+/// Answers `devices/{id}/state` for tenant t1 with the payload "from source".
+struct StateSource;
+
+impl wulian_broker::RetainedSource for StateSource {
+    fn claims(&self, topic: &str) -> bool {
+        topic.ends_with("/state")
+    }
+
+    fn matching(&self, tenant: &str, filter: &str) -> Vec<OutboundMessage> {
+        let topic = "devices/dev1/state";
+        if tenant != "t1" || !wulian_mqtt::topic::matches(filter, topic) {
+            return Vec::new();
+        }
+        vec![retained(topic, b"from source", None)]
+    }
+}
+
+/// A retained source answers for the topics it claims: a stored message for such a topic
+/// (here from before the source was attached) is dropped, a retained PUBLISH to it reaches
+/// live subscribers but is not stored, and new subscriptions get the source's message, with
+/// RETAIN = 1 and beside the stored messages of other topics (MQTT-3.3.1-8).
+#[tokio::test]
+async fn a_retained_source_answers_the_topics_it_claims() {
+    let b = start_default().await;
+    b.broker
+        .publish("t1", retained("devices/dev1/state", b"stored", None));
+    b.broker
+        .publish("t1", retained("devices/dev1/other", b"kept", None));
+    b.broker.set_retained_source(std::sync::Arc::new(StateSource));
+    let mut live = Raw::connect(b.addr, connect_packet(Protocol::V5, "a", "dev1", 0)).await;
+    subscribed(
+        &mut live,
+        "devices/dev1/#",
+        opts(RetainHandling::SendAtSubscribe, false),
+    )
+    .await;
+    let mut got: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    for _ in 0..2 {
+        let p = live.next_publish().await;
+        got.push((p.topic.clone(), p.payload.to_vec(), p.retain));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("devices/dev1/other".into(), b"kept".to_vec(), true),
+            ("devices/dev1/state".into(), b"from source".to_vec(), true),
+        ]
+    );
+    assert!(live.no_publish_within(Duration::from_millis(200)).await);
+
+    b.broker
+        .publish("t1", retained("devices/dev1/state", b"live", None));
+    let p = live.next_publish().await;
+    assert_eq!((p.payload.as_ref(), p.retain), (b"live".as_slice(), false));
+
+    let mut late = Raw::connect(b.addr, connect_packet(Protocol::V5, "b", "dev1", 0)).await;
+    subscribed(
+        &mut late,
+        "devices/dev1/state",
+        opts(RetainHandling::SendAtSubscribe, false),
+    )
+    .await;
+    assert_eq!(late.next_publish().await.payload.as_ref(), b"from source");
+    assert!(late.no_publish_within(Duration::from_millis(200)).await);
+}

@@ -7,6 +7,7 @@
 //! (applications, ACL changes) plug in without touching the protocol code.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use wulian_mqtt::{Properties, Protocol, QoS, ReasonCode, topic};
@@ -72,7 +73,9 @@ pub struct Identity {
     /// Routing namespace: messages never cross tenants.
     pub tenant: String,
     pub principal: Principal,
-    pub policy: TopicPolicy,
+    /// Shared: every device has the same policy ([`TopicPolicy::own_device`]), resolved
+    /// against its own id when a topic is checked.
+    pub policy: Arc<TopicPolicy>,
     /// May subscribe to the broker's `$SYS/#` statistics (installation operators only: the
     /// figures span every tenant).
     pub sys_access: bool,
@@ -92,6 +95,34 @@ pub enum Principal {
     Anonymous,
 }
 
+impl Identity {
+    /// The device id of a device, for the `${device_id}` level of its policy.
+    fn device_id(&self) -> Option<&str> {
+        match &self.principal {
+            // An id that is not one plain topic level would widen the policy: none then.
+            Principal::Device { device_id }
+                if !device_id.is_empty() && !device_id.contains(['/', '+', '#']) =>
+            {
+                Some(device_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// May this client PUBLISH to `topic` (a valid topic name)?
+    pub fn allows_publish(&self, topic: &str) -> bool {
+        self.policy.allows_publish_as(topic, self.device_id())
+    }
+
+    /// May this client subscribe to `filter` (a valid topic filter)?
+    pub fn allows_subscribe(&self, filter: &str) -> bool {
+        self.policy.allows_subscribe_as(filter, self.device_id())
+    }
+}
+
+/// A filter level standing for the connected device's own id (see [`TopicPolicy::own_device`]).
+pub const DEVICE_ID_LEVEL: &str = "${device_id}";
+
 /// MQTT topic filters a client may publish to and subscribe to, with deny lists that beat
 /// the allow lists.
 ///
@@ -110,7 +141,22 @@ pub struct TopicPolicy {
 }
 
 impl TopicPolicy {
-    /// The policy of a device: everything below `devices/{device_id}/`.
+    /// The policy every device shares: everything below its own `devices/{device_id}/`,
+    /// written with the [`DEVICE_ID_LEVEL`] level that a check resolves to the connected
+    /// device's id. One allocation for the whole fleet rather than a policy per connection.
+    pub fn own_device() -> Arc<TopicPolicy> {
+        static OWN: LazyLock<Arc<TopicPolicy>> = LazyLock::new(|| {
+            let own = format!("devices/{DEVICE_ID_LEVEL}/#");
+            Arc::new(TopicPolicy {
+                publish: vec![own.clone()],
+                subscribe: vec![own],
+                ..TopicPolicy::default()
+            })
+        });
+        Arc::clone(&OWN)
+    }
+
+    /// The policy of one device, its id written out: everything below `devices/{device_id}/`.
     pub fn device(device_id: &str) -> TopicPolicy {
         let own = format!("devices/{device_id}/#");
         TopicPolicy {
@@ -131,20 +177,76 @@ impl TopicPolicy {
         }
     }
 
-    /// May a PUBLISH to `topic` (a valid topic name) go through?
+    /// May a PUBLISH to `topic` (a valid topic name) go through? A [`DEVICE_ID_LEVEL`] level
+    /// matches nothing here; see [`TopicPolicy::allows_publish_as`].
     pub fn allows_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|f| topic::matches(f, topic))
-            && !self.deny_publish.iter().any(|f| topic::matches(f, topic))
+        self.allows_publish_as(topic, None)
     }
 
     /// May a subscription to `filter` (a valid topic filter) be granted?
     pub fn allows_subscribe(&self, filter: &str) -> bool {
-        self.subscribe.iter().any(|f| filter_covers(f, filter))
+        self.allows_subscribe_as(filter, None)
+    }
+
+    /// [`TopicPolicy::allows_publish`] for a device: [`DEVICE_ID_LEVEL`] levels stand for
+    /// `device` (and match nothing without one).
+    pub fn allows_publish_as(&self, topic: &str, device: Option<&str>) -> bool {
+        let matches = |f: &String| matches_as(f, topic, device);
+        self.publish.iter().any(matches) && !self.deny_publish.iter().any(matches)
+    }
+
+    /// [`TopicPolicy::allows_subscribe`] for a device (see
+    /// [`TopicPolicy::allows_publish_as`]).
+    pub fn allows_subscribe_as(&self, filter: &str, device: Option<&str>) -> bool {
+        self.subscribe
+            .iter()
+            .any(|f| resolved(f, device).is_some_and(|f| filter_covers(&f, filter)))
             && !self
                 .deny_subscribe
                 .iter()
-                .any(|d| filters_overlap(d, filter))
+                .any(|d| resolved(d, device).is_some_and(|d| filters_overlap(&d, filter)))
     }
+}
+
+/// [`topic::matches`] with [`DEVICE_ID_LEVEL`] levels matching exactly `device` (nothing
+/// without one); no allocation, as it runs for every PUBLISH.
+fn matches_as(filter: &str, topic: &str, device: Option<&str>) -> bool {
+    if !filter.contains(DEVICE_ID_LEVEL) {
+        return topic::matches(filter, topic);
+    }
+    let Some(device) = device else {
+        return false;
+    };
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some(DEVICE_ID_LEVEL), Some(tl)) if tl == device => {}
+            (Some(DEVICE_ID_LEVEL), _) => return false,
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            _ => return false,
+        }
+    }
+}
+
+/// `filter` with its [`DEVICE_ID_LEVEL`] levels replaced by `device`; borrowed when it has
+/// none (the common case, no allocation), `None` when it has one and there is no device.
+fn resolved<'a>(filter: &'a str, device: Option<&str>) -> Option<std::borrow::Cow<'a, str>> {
+    if !filter.contains(DEVICE_ID_LEVEL) {
+        return Some(std::borrow::Cow::Borrowed(filter));
+    }
+    let device = device?;
+    let levels: Vec<&str> = filter
+        .split('/')
+        .map(|level| if level == DEVICE_ID_LEVEL { device } else { level })
+        .collect();
+    Some(std::borrow::Cow::Owned(levels.join("/")))
 }
 
 /// Rejection from a [`MessageSink`].
@@ -344,6 +446,44 @@ mod tests {
         assert!(anonymous.allows_publish("anything/at/all"));
         assert!(!anonymous.allows_subscribe("$SYS/#"));
         assert!(!anonymous.allows_publish("$SYS/x"));
+    }
+
+    fn device(id: &str) -> Identity {
+        Identity {
+            tenant: "t".into(),
+            principal: Principal::Device {
+                device_id: id.into(),
+            },
+            policy: TopicPolicy::own_device(),
+            sys_access: false,
+        }
+    }
+
+    #[test]
+    fn the_shared_device_policy_resolves_to_each_devices_own_namespace() {
+        let d1 = device("d1");
+        assert!(d1.allows_publish("devices/d1/telemetry"));
+        assert!(d1.allows_publish("devices/d1"), "# matches the parent level");
+        assert!(!d1.allows_publish("devices/d2/telemetry"));
+        assert!(!d1.allows_publish("devices/d10/telemetry"));
+        assert!(!d1.allows_publish("devices"));
+        assert!(d1.allows_subscribe("devices/d1/commands/+"));
+        assert!(d1.allows_subscribe("devices/d1/#"));
+        assert!(!d1.allows_subscribe("devices/+/commands/#"));
+        assert!(!d1.allows_subscribe("#"));
+        assert!(!device("d2").allows_publish("devices/d1/telemetry"));
+        // Without a device (or with an id that is not one plain level) the variable matches
+        // nothing, so the policy allows nothing.
+        let app = Identity {
+            principal: Principal::Application { key_id: "k".into() },
+            ..device("d1")
+        };
+        assert!(!app.allows_publish("devices/d1/telemetry"));
+        assert!(!app.allows_publish("devices/${device_id}/telemetry"));
+        assert!(!device("+").allows_publish("devices/x/telemetry"));
+        assert!(!device("+").allows_subscribe("devices/+/telemetry"));
+        // The same policy object for every device.
+        assert!(Arc::ptr_eq(&TopicPolicy::own_device(), &d1.policy));
     }
 
     #[test]

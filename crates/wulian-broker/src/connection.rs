@@ -1304,7 +1304,7 @@ where
                 format!("invalid topic name {topic:?}"),
             ));
         }
-        if !self.identity.policy.allows_publish(&topic) {
+        if !self.identity.allows_publish(&topic) {
             Metrics::inc(&self.metrics().publish_denied_total);
             warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %topic, "publish not authorised");
             let reason = format!("not authorised to publish to {topic}");
@@ -1532,7 +1532,7 @@ where
                     warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %filter, "$SYS subscription not authorised");
                     ReasonCode::NotAuthorized
                 }
-            } else if !self.identity.policy.allows_subscribe(&filter) {
+            } else if !self.identity.allows_subscribe(&filter) {
                 Metrics::inc(&self.metrics().subscribe_denied_total);
                 warn!(client_id = %self.client_id, tenant = %self.identity.tenant, %filter, "subscribe not authorised");
                 ReasonCode::NotAuthorized
@@ -1986,7 +1986,7 @@ pub(crate) async fn publish_will(
     origin: Option<SubscriberId>,
 ) {
     let topic = rewrite_me(&identity.principal, &will.topic).unwrap_or(will.topic);
-    if !topic::is_valid_topic_name(&topic) || !identity.policy.allows_publish(&topic) {
+    if !topic::is_valid_topic_name(&topic) || !identity.allows_publish(&topic) {
         Metrics::inc(&shared.metrics.publish_denied_total);
         warn!(tenant = %identity.tenant, %topic, "will not authorised, dropped");
         return;

@@ -49,7 +49,7 @@ impl Authenticator for Auth {
         Ok(Identity {
             tenant: "t1".into(),
             principal,
-            policy,
+            policy: std::sync::Arc::new(policy),
             sys_access: false,
         })
     }

@@ -54,7 +54,7 @@ impl DeviceAuthenticator {
         .await;
         match found {
             Ok(Some(identity)) => Ok(Identity {
-                policy: TopicPolicy::device(&identity.device_id),
+                policy: TopicPolicy::own_device(),
                 sys_access: false,
                 tenant: identity.tenant,
                 principal: Principal::Device {
@@ -135,7 +135,7 @@ impl DeviceAuthenticator {
         }
         tracing::debug!(tenant = %login.tenant, device_id = %device_id, "Device authenticated by certificate.");
         Ok(Identity {
-            policy: TopicPolicy::device(&device_id),
+            policy: TopicPolicy::own_device(),
             sys_access: false,
             tenant: login.tenant,
             principal: Principal::Device { device_id },
@@ -153,7 +153,7 @@ impl DeviceAuthenticator {
             Ok(false) => Ok(Identity {
                 tenant: DEFAULT_TENANT_ID.to_string(),
                 principal: Principal::Anonymous,
-                policy: TopicPolicy::anonymous(),
+                policy: Arc::new(TopicPolicy::anonymous()),
                 sys_access: false,
             }),
             Err(error) => Err(registry_failed(&error)),
@@ -217,7 +217,7 @@ pub fn application_identity(key: &ApiKey) -> Identity {
         principal: Principal::Application {
             key_id: key.id.clone(),
         },
-        policy: topic_policy(&key.effective_mqtt_policy(), &variables),
+        policy: Arc::new(topic_policy(&key.effective_mqtt_policy(), &variables)),
         sys_access: key.installation_admin && key.scope == Scope::Admin,
     }
 }

@@ -30,7 +30,7 @@ impl Authenticator for DeviceAuth {
         let device = req.username.clone().ok_or(ReasonCode::NotAuthorized)?;
         Ok(Identity {
             tenant: "t1".into(),
-            policy: TopicPolicy::device(&device),
+            policy: TopicPolicy::own_device(),
             principal: Principal::Device { device_id: device },
             sys_access: false,
         })

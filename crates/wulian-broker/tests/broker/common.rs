@@ -35,11 +35,11 @@ impl Authenticator for TestAuth {
             return Ok(Identity {
                 tenant: "t1".into(),
                 principal: Principal::Anonymous,
-                policy: TopicPolicy {
+                policy: Arc::new(TopicPolicy {
                     publish: vec!["ops/#".into()],
                     subscribe: vec!["ops/#".into()],
                     ..TopicPolicy::default()
-                },
+                }),
                 sys_access: true,
             });
         }
@@ -57,7 +57,7 @@ impl Authenticator for TestAuth {
             principal: Principal::Device {
                 device_id: device.into(),
             },
-            policy: TopicPolicy::device(device),
+            policy: TopicPolicy::own_device(),
             sys_access: false,
         })
     }

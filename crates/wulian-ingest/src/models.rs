@@ -46,6 +46,13 @@ impl Cached {
     }
 }
 
+/// Profiles by (tenant, id), all read under one profile generation.
+#[derive(Default)]
+struct SharedProfiles {
+    generation: u64,
+    by_id: HashMap<(String, String), Arc<Profile>>,
+}
+
 /// A device's cached profile with its rate-limit bucket.
 struct Entry {
     generation: u64,
@@ -84,6 +91,9 @@ pub struct ModelCache {
     registry: Arc<Registry>,
     /// tenant → device → entry: looked up by `&str` on every message, no allocation.
     entries: RwLock<Cached>,
+    /// One copy of each profile for all its devices (a fleet of 100,000 locks shares one
+    /// parsed thing model), valid for one profile generation.
+    profiles: Mutex<SharedProfiles>,
     flagged: Mutex<HashMap<(String, String), FlaggedViolations>>,
     pub violations_total: AtomicU64,
     pub rate_limited_total: AtomicU64,
@@ -94,6 +104,7 @@ impl ModelCache {
         Arc::new(ModelCache {
             registry,
             entries: RwLock::new(Cached::default()),
+            profiles: Mutex::new(SharedProfiles::default()),
             flagged: Mutex::new(HashMap::new()),
             violations_total: AtomicU64::new(0),
             rate_limited_total: AtomicU64::new(0),
@@ -115,7 +126,7 @@ impl ModelCache {
         let (t, d) = (tenant.to_string(), device.to_string());
         let (profile, cacheable) =
             match run_blocking(&self.registry, move |r| r.device_profile(&t, &d)).await {
-                Ok(profile) => (profile.map(Arc::new), true),
+                Ok(profile) => (profile.map(|p| self.shared(generation, p)), true),
                 Err(error) => {
                     // An unknown device (deleted a moment ago) or a database hiccup: check
                     // nothing rather than refuse telemetry for a reason the device cannot act
@@ -153,6 +164,19 @@ impl ModelCache {
         }
         entries.insert(tenant, device, entry.clone());
         entry
+    }
+
+    /// The copy of `profile` its devices share, for profile `generation`.
+    fn shared(&self, generation: u64, profile: Profile) -> Arc<Profile> {
+        let mut shared = self.profiles.lock();
+        if shared.generation != generation {
+            *shared = SharedProfiles {
+                generation,
+                ..SharedProfiles::default()
+            };
+        }
+        let key = (profile.tenant.clone(), profile.id.clone());
+        Arc::clone(shared.by_id.entry(key).or_insert_with(|| Arc::new(profile)))
     }
 
     /// Checks one message's readings against the device's profile.
@@ -306,6 +330,31 @@ mod tests {
         assert!(matches!(
             cache.check("acme", "nobody", &hot).await,
             ModelVerdict::Accept
+        ));
+    }
+
+    #[tokio::test]
+    async fn devices_of_one_profile_share_one_copy_until_it_changes() {
+        let (cache, reg) = setup("reject", None);
+        reg.create_device("acme", &new_device_with("d2", "sensor", &[]))
+            .unwrap();
+        let one = cache.profile("acme", "d1").await.unwrap();
+        let two = cache.profile("acme", "d2").await.unwrap();
+        assert!(Arc::ptr_eq(&one, &two));
+        let mut changed: NewProfile = serde_json::from_value(json!({
+            "id": "sensor",
+            "model": {"properties": [{"name": "temp", "type": "double", "max": 50}]},
+            "validation": "flag",
+        }))
+        .unwrap();
+        changed.settings.max_messages_per_minute = None;
+        reg.replace_profile("acme", "sensor", &changed, None).unwrap();
+        let after = cache.profile("acme", "d2").await.unwrap();
+        assert!(!Arc::ptr_eq(&one, &after));
+        assert_eq!(after.validation, ValidationMode::Flag);
+        assert!(Arc::ptr_eq(
+            &after,
+            &cache.profile("acme", "d1").await.unwrap()
         ));
     }
 

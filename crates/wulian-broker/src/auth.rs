@@ -244,7 +244,13 @@ fn resolved<'a>(filter: &'a str, device: Option<&str>) -> Option<std::borrow::Co
     let device = device?;
     let levels: Vec<&str> = filter
         .split('/')
-        .map(|level| if level == DEVICE_ID_LEVEL { device } else { level })
+        .map(|level| {
+            if level == DEVICE_ID_LEVEL {
+                device
+            } else {
+                level
+            }
+        })
         .collect();
     Some(std::borrow::Cow::Owned(levels.join("/")))
 }
@@ -463,7 +469,10 @@ mod tests {
     fn the_shared_device_policy_resolves_to_each_devices_own_namespace() {
         let d1 = device("d1");
         assert!(d1.allows_publish("devices/d1/telemetry"));
-        assert!(d1.allows_publish("devices/d1"), "# matches the parent level");
+        assert!(
+            d1.allows_publish("devices/d1"),
+            "# matches the parent level"
+        );
         assert!(!d1.allows_publish("devices/d2/telemetry"));
         assert!(!d1.allows_publish("devices/d10/telemetry"));
         assert!(!d1.allows_publish("devices"));

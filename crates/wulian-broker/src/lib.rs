@@ -55,9 +55,9 @@ pub use auth::{
     Principal, SinkError, Staged, TopicPolicy, TransportInfo, TransportKind,
 };
 pub use config::{BrokerConfig, QueueOverflow};
-pub use retained::RetainedSource;
 pub use listener::{DEFAULT_WS_PATH, ListenerConfig, Transport};
 pub use metrics::MetricsSnapshot;
+pub use retained::RetainedSource;
 pub use store::{SqliteStore, Store, StoreError, StoredMessage, StoredRetained, StoredSession};
 pub use tls::{
     ClientAuth, ClientCertAuthorities, TlsConfig, TlsError, certificates_from_pem, chain_verifies,
@@ -306,7 +306,10 @@ impl Broker {
             tracing::warn!("a retained source is already attached; the new one is ignored");
             return;
         }
-        let removed = self.shared.retained.remove_claimed(|t| self.shared.claimed(t));
+        let removed = self
+            .shared
+            .retained
+            .remove_claimed(|t| self.shared.claimed(t));
         self.shared.metrics.retained_messages.store(
             self.shared.retained.len() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -664,7 +664,9 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].publish.topic, "a/b");
         assert_eq!(all[0].expires_at_ms, Some(99));
-        store.delete_retained(&[("t".into(), "a/b".into())]).unwrap();
+        store
+            .delete_retained(&[("t".into(), "a/b".into())])
+            .unwrap();
         assert!(store.load_retained().unwrap().is_empty());
     }
 }

@@ -94,6 +94,8 @@ pub struct ModelCache {
     /// One copy of each profile for all its devices (a fleet of 100,000 locks shares one
     /// parsed thing model), valid for one profile generation.
     profiles: Mutex<SharedProfiles>,
+    /// Per tenant: (profile generation, whether any profile sets an inactivity timeout).
+    timeouts: Mutex<HashMap<String, (u64, bool)>>,
     flagged: Mutex<HashMap<(String, String), FlaggedViolations>>,
     pub violations_total: AtomicU64,
     pub rate_limited_total: AtomicU64,
@@ -105,6 +107,7 @@ impl ModelCache {
             registry,
             entries: RwLock::new(Cached::default()),
             profiles: Mutex::new(SharedProfiles::default()),
+            timeouts: Mutex::new(HashMap::new()),
             flagged: Mutex::new(HashMap::new()),
             violations_total: AtomicU64::new(0),
             rate_limited_total: AtomicU64::new(0),
@@ -164,6 +167,32 @@ impl ModelCache {
         }
         entries.insert(tenant, device, entry.clone());
         entry
+    }
+
+    /// Whether any of the tenant's profiles sets an inactivity timeout (else none of its
+    /// devices can become inactive, and the periodic check skips them all). Read once per
+    /// profile generation; `true` when the registry cannot say.
+    pub async fn tenant_has_inactivity_timeouts(&self, tenant: &str) -> bool {
+        let generation = self.registry.profile_generation();
+        if let Some(&(g, has)) = self.timeouts.lock().get(tenant)
+            && g == generation
+        {
+            return has;
+        }
+        let t = tenant.to_string();
+        let has = match run_blocking(&self.registry, move |r| r.list_profiles(&t)).await {
+            Ok(profiles) => profiles
+                .iter()
+                .any(|p| p.settings.effective_inactivity_timeout_s().is_some()),
+            Err(error) => {
+                tracing::debug!(tenant, error = %error, "Listing profiles failed.");
+                return true;
+            }
+        };
+        self.timeouts
+            .lock()
+            .insert(tenant.to_string(), (generation, has));
+        has
     }
 
     /// The copy of `profile` its devices share, for profile `generation`.
@@ -348,7 +377,8 @@ mod tests {
         }))
         .unwrap();
         changed.settings.max_messages_per_minute = None;
-        reg.replace_profile("acme", "sensor", &changed, None).unwrap();
+        reg.replace_profile("acme", "sensor", &changed, None)
+            .unwrap();
         let after = cache.profile("acme", "d2").await.unwrap();
         assert!(!Arc::ptr_eq(&one, &after));
         assert_eq!(after.validation, ValidationMode::Flag);

@@ -21,9 +21,9 @@ use wulian_broker::{
     Broker, ConnectionInfo, Identity, OutboundMessage, Principal, Properties, Protocol, QoS,
     RetainedSource,
 };
-use wulian_mqtt::topic;
 use wulian_common::blocking::run_blocking;
 use wulian_common::time::now_ms;
+use wulian_mqtt::topic;
 use wulian_registry::{PresenceRecord, Registry};
 
 use crate::alarms::AlarmService;
@@ -399,7 +399,13 @@ impl PresenceTracker {
             by_device
                 .iter()
                 .map(|(id, s)| {
-                    (id.clone(), s.p.online, s.p.inactive, s.p.last_seen_at, s.changed_at)
+                    (
+                        id.clone(),
+                        s.p.online,
+                        s.p.inactive,
+                        s.p.last_seen_at,
+                        s.changed_at,
+                    )
                 })
                 .collect()
         };
@@ -462,19 +468,24 @@ impl PresenceTracker {
     /// Marks devices silent past their profile's inactivity timeout; returns how many changed.
     pub async fn check_inactivity(&self) -> usize {
         let now = now_ms();
-        let candidates: Vec<((String, String), i64)> = {
+        let tenants: Vec<String> = self.devices.lock().by_tenant.keys().cloned().collect();
+        let mut candidates: Vec<((String, String), i64)> = Vec::new();
+        for tenant in tenants {
+            // Most fleets' profiles set no timeout: then nothing is copied or looked up.
+            if !self.models.tenant_has_inactivity_timeouts(&tenant).await {
+                continue;
+            }
             let devices = self.devices.lock();
-            devices
-                .by_tenant
-                .iter()
-                .flat_map(|(t, by_device)| {
-                    by_device
-                        .iter()
-                        .filter(|(_, s)| !s.p.inactive)
-                        .filter_map(move |(d, s)| Some(((t.clone(), d.clone()), s.p.last_seen_at?)))
-                })
-                .collect()
-        };
+            let Some(by_device) = devices.by_tenant.get(&tenant) else {
+                continue;
+            };
+            candidates.extend(
+                by_device
+                    .iter()
+                    .filter(|(_, s)| !s.p.inactive)
+                    .filter_map(|(d, s)| Some(((tenant.clone(), d.clone()), s.p.last_seen_at?))),
+            );
+        }
         let mut changed = 0;
         for ((tenant, device), last_seen) in candidates {
             let Some(profile) = self.models.profile(&tenant, &device).await else {
@@ -622,5 +633,92 @@ mod connection_json_tests {
             serde_json::to_value(&presence).unwrap()["connection"],
             details
         );
+    }
+}
+
+#[cfg(test)]
+mod inactivity_tests {
+    use super::*;
+    use crate::webhooks::{WebhookConfig, WebhookSender};
+    use wulian_broker::{
+        Authenticator, BrokerConfig, ConnectRequest, InboundMessage, MessageSink, ReasonCode,
+        SinkError,
+    };
+    use wulian_registry::NewProfile;
+    use wulian_registry::test_support::{new_device, new_device_with, registry_with_tenant};
+
+    struct Nobody;
+
+    #[async_trait::async_trait]
+    impl Authenticator for Nobody {
+        async fn authenticate(&self, _req: &ConnectRequest) -> Result<Identity, ReasonCode> {
+            Err(ReasonCode::NotAuthorized)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MessageSink for Nobody {
+        async fn on_publish(&self, _i: &Identity, _m: &InboundMessage) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn silence(tracker: &PresenceTracker, tenant: &str, device: &str, ms: i64) {
+        tracker
+            .devices
+            .lock()
+            .get_mut(tenant, device)
+            .unwrap()
+            .p
+            .last_seen_at = Some(now_ms() - ms);
+    }
+
+    /// Only devices whose profile sets a timeout become inactive, once silent past it; a
+    /// tenant whose profiles set none is skipped whole.
+    #[tokio::test]
+    async fn silent_devices_become_inactive_past_their_profiles_timeout() {
+        let (reg, tenant) = registry_with_tenant("acme").unwrap();
+        let mut profile: NewProfile = serde_json::from_value(json!({"id": "sensor"})).unwrap();
+        profile.settings.inactivity_timeout_s = Some(60);
+        reg.create_profile(&tenant.id, &profile).unwrap();
+        reg.create_device(&tenant.id, &new_device_with("d1", "sensor", &[]))
+            .unwrap();
+        reg.create_device(&tenant.id, &new_device("d2")).unwrap();
+        let other = reg
+            .create_tenant(
+                &serde_json::from_value(json!({"id": "quiet", "name": "Quiet"})).unwrap(),
+            )
+            .unwrap();
+        reg.create_device(&other.id, &new_device("q1")).unwrap();
+        let reg = Arc::new(reg);
+        let broker = Broker::new(BrokerConfig::default(), Arc::new(Nobody), Arc::new(Nobody));
+        let webhooks = WebhookSender::start(
+            Arc::clone(&reg),
+            WebhookConfig::default(),
+            CancellationToken::new(),
+        );
+        let alarms = AlarmService::new(Arc::clone(&reg), broker.clone(), webhooks);
+        let models = ModelCache::new(Arc::clone(&reg));
+        let tracker =
+            PresenceTracker::load(Arc::clone(&reg), broker, Arc::clone(&models), alarms).unwrap();
+        for (t, d) in [("acme", "d1"), ("acme", "d2"), ("quiet", "q1")] {
+            tracker.seen(t, d, 10);
+        }
+        assert_eq!(tracker.check_inactivity().await, 0);
+        silence(&tracker, "acme", "d1", 30_000);
+        assert_eq!(tracker.check_inactivity().await, 0, "30 s is within 60");
+        for (t, d) in [("acme", "d1"), ("acme", "d2"), ("quiet", "q1")] {
+            silence(&tracker, t, d, 120_000);
+        }
+        assert_eq!(tracker.check_inactivity().await, 1);
+        assert!(tracker.get("acme", "d1").inactive);
+        assert!(
+            !tracker.get("acme", "d2").inactive,
+            "its profile sets no timeout"
+        );
+        assert!(!models.tenant_has_inactivity_timeouts("quiet").await);
+        // A message makes it active again.
+        tracker.seen("acme", "d1", 10);
+        assert!(!tracker.get("acme", "d1").inactive);
     }
 }

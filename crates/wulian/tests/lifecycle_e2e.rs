@@ -148,7 +148,10 @@ fn a_device_catches_up_with_its_twin_and_its_model_is_enforced() {
         .output()
         .expect("mosquitto_sub is installed");
     let line = String::from_utf8_lossy(&out.stdout);
-    let (topic, body) = line.trim().split_once(' ').expect("a retained presence message");
+    let (topic, body) = line
+        .trim()
+        .split_once(' ')
+        .expect("a retained presence message");
     assert_eq!(topic, "devices/th-1/presence");
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["online"], false, "{body}");

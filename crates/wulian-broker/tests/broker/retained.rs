@@ -245,7 +245,8 @@ async fn a_retained_source_answers_the_topics_it_claims() {
         .publish("t1", retained("devices/dev1/state", b"stored", None));
     b.broker
         .publish("t1", retained("devices/dev1/other", b"kept", None));
-    b.broker.set_retained_source(std::sync::Arc::new(StateSource));
+    b.broker
+        .set_retained_source(std::sync::Arc::new(StateSource));
     let mut live = Raw::connect(b.addr, connect_packet(Protocol::V5, "a", "dev1", 0)).await;
     subscribed(
         &mut live,

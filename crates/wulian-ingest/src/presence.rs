@@ -8,6 +8,9 @@
 //! every device's state at once and every change after.
 
 use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -19,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wulian_broker::{
     Broker, ConnectionInfo, Identity, OutboundMessage, Principal, Properties, Protocol, QoS,
-    RetainedSource,
+    RetainedSource, TransportKind,
 };
 use wulian_common::blocking::run_blocking;
 use wulian_common::time::now_ms;
@@ -40,36 +43,74 @@ pub const INACTIVITY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Devices tracked; past this, devices not connected are forgotten (their saved record stays).
 const MAX_TRACKED: usize = 2_000_000;
 
-/// A connection's details kept as compact JSON text: parsed, the seven fields cost about a
-/// kilobyte per device (a map node, a string per key and value), which every connected device of
-/// a large fleet carries; the text is one allocation under 200 bytes. Serialized as the JSON it
-/// holds.
+/// A connection's details, kept as a few plain fields: every connected device of a large
+/// fleet carries them (as a parsed JSON map they cost about a kilobyte, as JSON text ~150 bytes
+/// on the heap). Serialized as the JSON object the API shows and the registry stores:
+/// `transport`, `listener`, `tls`, `protocol`, `client_id`, `remote_addr`, `keep_alive_s`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionJson(Box<str>);
+pub struct ConnectionDetails {
+    listener: Option<TransportKind>,
+    protocol: Option<Protocol>,
+    keep_alive_s: u16,
+    remote_addr: Option<SocketAddr>,
+    client_id: Box<str>,
+}
 
-impl ConnectionJson {
-    pub fn from_value(value: &Value) -> ConnectionJson {
-        ConnectionJson(value.to_string().into_boxed_str())
-    }
-
-    /// Text saved earlier; anything that is not a JSON object reads back as null.
-    pub fn from_text(text: String) -> ConnectionJson {
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(_)) => ConnectionJson(text.into_boxed_str()),
-            _ => ConnectionJson("null".into()),
+impl ConnectionDetails {
+    pub fn of(info: &ConnectionInfo) -> ConnectionDetails {
+        ConnectionDetails {
+            listener: Some(info.transport),
+            protocol: Some(info.protocol),
+            keep_alive_s: info.keep_alive,
+            remote_addr: Some(info.remote_addr),
+            client_id: info.client_id.as_str().into(),
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Text saved earlier; fields it lacks (or does not know) read back as null.
+    pub fn from_text(text: &str) -> ConnectionDetails {
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let listener = match value["listener"].as_str() {
+            Some("tcp") => Some(TransportKind::Tcp),
+            Some("tls") => Some(TransportKind::Tls),
+            Some("ws") => Some(TransportKind::Ws),
+            Some("wss") => Some(TransportKind::Wss),
+            _ => None,
+        };
+        let protocol = match value["protocol"].as_str() {
+            Some("3.1.1") => Some(Protocol::V311),
+            Some("5.0") => Some(Protocol::V5),
+            _ => None,
+        };
+        ConnectionDetails {
+            listener,
+            protocol,
+            keep_alive_s: value["keep_alive_s"]
+                .as_u64()
+                .and_then(|k| u16::try_from(k).ok())
+                .unwrap_or(0),
+            remote_addr: value["remote_addr"].as_str().and_then(|a| a.parse().ok()),
+            client_id: value["client_id"].as_str().unwrap_or_default().into(),
+        }
     }
 
     pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        json!({
+            "transport": "mqtt",
+            "listener": self.listener.map(TransportKind::as_str),
+            "tls": self.listener.is_some_and(TransportKind::is_tls),
+            "protocol": self.protocol.map(|p| match p {
+                Protocol::V311 => "3.1.1",
+                Protocol::V5 => "5.0",
+            }),
+            "client_id": &*self.client_id,
+            "remote_addr": self.remote_addr.map(|a| a.to_string()),
+            "keep_alive_s": self.keep_alive_s,
+        })
     }
 }
 
-impl Serialize for ConnectionJson {
+impl Serialize for ConnectionDetails {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.value().serialize(serializer)
     }
@@ -88,7 +129,7 @@ pub struct DevicePresence {
     pub disconnected_at: Option<i64>,
     pub disconnect_reason: Option<String>,
     /// The last connection: transport, protocol, client id, remote address, keep alive.
-    pub connection: Option<ConnectionJson>,
+    pub connection: Option<ConnectionDetails>,
     /// Messages and payload bytes received from the device since it was created (as far as
     /// saved; the last few seconds before a crash may be missing).
     pub messages_in: u64,
@@ -112,9 +153,11 @@ struct Slot {
 }
 
 /// tenant → device → slot, looked up by `&str` (no allocation per message), with its size.
+/// An `IndexMap` keeps the slots packed in one vector: a `HashMap` of them would sit up to
+/// half empty after growing, at ~150 bytes a bucket.
 #[derive(Debug, Default)]
 struct Table {
-    by_tenant: HashMap<String, HashMap<String, Slot>>,
+    by_tenant: HashMap<String, IndexMap<Box<str>, Slot>>,
     len: usize,
 }
 
@@ -136,14 +179,14 @@ impl Table {
                     devices.retain(|_, s| s.p.online);
                 }
                 self.by_tenant.retain(|_, devices| !devices.is_empty());
-                self.len = self.by_tenant.values().map(HashMap::len).sum();
+                self.len = self.by_tenant.values().map(IndexMap::len).sum();
             }
             self.len += 1;
             return self
                 .by_tenant
                 .entry(tenant.to_string())
                 .or_default()
-                .entry(device.to_string())
+                .entry(device.into())
                 .or_insert_with(|| Slot {
                     changed_at: now_ms(),
                     ..Slot::default()
@@ -157,7 +200,7 @@ impl Table {
 
     fn remove(&mut self, tenant: &str, device: &str) {
         if let Some(devices) = self.by_tenant.get_mut(tenant)
-            && devices.remove(device).is_some()
+            && devices.swap_remove(device).is_some()
         {
             self.len -= 1;
         }
@@ -208,7 +251,10 @@ impl PresenceTracker {
                 } else {
                     record.disconnect_reason
                 },
-                connection: record.connection.map(ConnectionJson::from_text),
+                connection: record
+                    .connection
+                    .as_deref()
+                    .map(ConnectionDetails::from_text),
                 messages_in: record.messages_in,
                 bytes_in: record.bytes_in,
             };
@@ -291,18 +337,7 @@ impl PresenceTracker {
             p.connected_at = Some(now);
             p.last_seen_at = Some(now);
             p.disconnect_reason = None;
-            p.connection = Some(ConnectionJson::from_value(&json!({
-                "transport": "mqtt",
-                "listener": info.transport.as_str(),
-                "tls": info.transport.is_tls(),
-                "protocol": match info.protocol {
-                    Protocol::V311 => "3.1.1",
-                    Protocol::V5 => "5.0",
-                },
-                "client_id": info.client_id,
-                "remote_addr": info.remote_addr.to_string(),
-                "keep_alive_s": info.keep_alive,
-            })));
+            p.connection = Some(ConnectionDetails::of(info));
         }
         self.announce(&identity.tenant, device_id, "connected");
         if was_inactive {
@@ -400,7 +435,7 @@ impl PresenceTracker {
                 .iter()
                 .map(|(id, s)| {
                     (
-                        id.clone(),
+                        id.to_string(),
                         s.p.online,
                         s.p.inactive,
                         s.p.last_seen_at,
@@ -430,13 +465,13 @@ impl PresenceTracker {
                     let p = &slot.p;
                     out.push(PresenceRecord {
                         tenant: tenant.clone(),
-                        device_id: device.clone(),
+                        device_id: device.to_string(),
                         online: p.online,
                         last_seen_at: p.last_seen_at,
                         connected_at: p.connected_at,
                         disconnected_at: p.disconnected_at,
                         disconnect_reason: p.disconnect_reason.clone(),
-                        connection: p.connection.as_ref().map(|c| c.as_str().to_string()),
+                        connection: p.connection.as_ref().map(|c| c.value().to_string()),
                         messages_in: p.messages_in,
                         bytes_in: p.bytes_in,
                     });
@@ -483,7 +518,9 @@ impl PresenceTracker {
                 by_device
                     .iter()
                     .filter(|(_, s)| !s.p.inactive)
-                    .filter_map(|(d, s)| Some(((tenant.clone(), d.clone()), s.p.last_seen_at?))),
+                    .filter_map(|(d, s)| {
+                        Some(((tenant.clone(), d.to_string()), s.p.last_seen_at?))
+                    }),
             );
         }
         let mut changed = 0;
@@ -616,22 +653,43 @@ impl RetainedSource for PresenceRetained {
 }
 
 #[cfg(test)]
-mod connection_json_tests {
+mod connection_details_tests {
     use super::*;
 
     #[test]
-    fn connection_details_serialize_as_the_json_they_hold() {
-        let details =
-            json!({"transport": "mqtt", "tls": false, "keep_alive_s": 60, "client_id": "bike-1"});
-        let kept = ConnectionJson::from_value(&details);
-        assert_eq!(kept.value(), details);
+    fn connection_details_serialize_and_read_back() {
+        let info = ConnectionInfo {
+            protocol: Protocol::V5,
+            client_id: "bike-1".into(),
+            remote_addr: "192.0.2.7:50123".parse().unwrap(),
+            keep_alive: 60,
+            transport: TransportKind::Wss,
+        };
+        let details = ConnectionDetails::of(&info);
+        let expected = json!({
+            "transport": "mqtt", "listener": "wss", "tls": true, "protocol": "5.0",
+            "client_id": "bike-1", "remote_addr": "192.0.2.7:50123", "keep_alive_s": 60
+        });
+        assert_eq!(details.value(), expected);
         let presence = DevicePresence {
-            connection: Some(kept),
+            connection: Some(details.clone()),
             ..DevicePresence::default()
         };
         assert_eq!(
             serde_json::to_value(&presence).unwrap()["connection"],
+            expected
+        );
+        assert_eq!(
+            ConnectionDetails::from_text(&details.value().to_string()),
             details
+        );
+        // Older or foreign text: what is missing reads back as null.
+        let old = ConnectionDetails::from_text(r#"{"protocol":"mqtt"}"#);
+        assert_eq!(old.value()["protocol"], Value::Null);
+        assert_eq!(old.value()["remote_addr"], Value::Null);
+        assert_eq!(
+            ConnectionDetails::from_text("not json").value()["tls"],
+            false
         );
     }
 }

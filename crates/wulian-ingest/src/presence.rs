@@ -38,6 +38,8 @@ pub const INACTIVE_ALARM: &str = "inactive";
 
 /// How often changed presence records are written to the registry.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Records written per registry transaction when saving.
+const SAVE_CHUNK: usize = 512;
 /// How often devices are checked against their profile's inactivity timeout.
 pub const INACTIVITY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Devices tracked; past this, devices not connected are forgotten (their saved record stays).
@@ -456,32 +458,54 @@ impl PresenceTracker {
 
     /// Writes the changed records to the registry.
     pub async fn save(&self) -> wulian_registry::Result<usize> {
-        let records: Vec<PresenceRecord> = {
-            let mut devices = self.devices.lock();
-            let mut out = Vec::new();
-            for (tenant, by_device) in devices.by_tenant.iter_mut() {
-                for (device, slot) in by_device.iter_mut().filter(|(_, s)| s.dirty) {
-                    slot.dirty = false;
-                    let p = &slot.p;
-                    out.push(PresenceRecord {
-                        tenant: tenant.clone(),
-                        device_id: device.to_string(),
-                        online: p.online,
-                        last_seen_at: p.last_seen_at,
-                        connected_at: p.connected_at,
-                        disconnected_at: p.disconnected_at,
-                        disconnect_reason: p.disconnect_reason.clone(),
-                        connection: p.connection.as_ref().map(|c| c.value().to_string()),
-                        messages_in: p.messages_in,
-                        bytes_in: p.bytes_in,
-                    });
+        let tenants: Vec<String> = self.devices.lock().by_tenant.keys().cloned().collect();
+        let mut saved = 0;
+        let mut failed = None;
+        for tenant in tenants {
+            // A slice of the table at a time: after a reconnect storm every device is dirty,
+            // and records for a whole fleet at once would be megabytes of short-lived copies.
+            let mut at = 0;
+            loop {
+                let (records, next) = {
+                    let mut devices = self.devices.lock();
+                    let Some(by_device) = devices.by_tenant.get_mut(&tenant) else {
+                        break;
+                    };
+                    let end = (at + SAVE_CHUNK).min(by_device.len());
+                    if at >= end {
+                        break;
+                    }
+                    let mut records = Vec::new();
+                    for i in at..end {
+                        let Some((device, slot)) = by_device.get_index_mut(i) else {
+                            break;
+                        };
+                        if !slot.dirty {
+                            continue;
+                        }
+                        slot.dirty = false;
+                        records.push(record(&tenant, device, &slot.p));
+                    }
+                    (records, end)
+                };
+                at = next;
+                if records.is_empty() {
+                    continue;
+                }
+                match self.save_records(records).await {
+                    Ok(count) => saved += count,
+                    Err(error) => failed = Some(error),
                 }
             }
-            out
-        };
-        if records.is_empty() {
-            return Ok(0);
         }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(saved),
+        }
+    }
+
+    /// Writes records; on failure marks their devices dirty again (the next round retries).
+    async fn save_records(&self, records: Vec<PresenceRecord>) -> wulian_registry::Result<usize> {
         let keys: Vec<(String, String)> = records
             .iter()
             .map(|r| (r.tenant.clone(), r.device_id.clone()))
@@ -489,7 +513,6 @@ impl PresenceTracker {
         let count = records.len();
         let result = run_blocking(&self.registry, move |r| r.save_presence(&records)).await;
         if result.is_err() {
-            // Try again next round.
             let mut devices = self.devices.lock();
             for (tenant, device) in keys {
                 if let Some(slot) = devices.get_mut(&tenant, &device) {
@@ -589,6 +612,22 @@ impl PresenceTracker {
         if let Err(error) = self.save().await {
             tracing::warn!(error = %error, "Saving presence at shutdown failed.");
         }
+    }
+}
+
+/// The record saved for a device.
+fn record(tenant: &str, device: &str, p: &DevicePresence) -> PresenceRecord {
+    PresenceRecord {
+        tenant: tenant.to_string(),
+        device_id: device.to_string(),
+        online: p.online,
+        last_seen_at: p.last_seen_at,
+        connected_at: p.connected_at,
+        disconnected_at: p.disconnected_at,
+        disconnect_reason: p.disconnect_reason.clone(),
+        connection: p.connection.as_ref().map(|c| c.value().to_string()),
+        messages_in: p.messages_in,
+        bytes_in: p.bytes_in,
     }
 }
 
@@ -729,6 +768,36 @@ mod inactivity_tests {
             .unwrap()
             .p
             .last_seen_at = Some(now_ms() - ms);
+    }
+
+    /// Every dirty device is saved, over several slices of the table, and only once.
+    #[tokio::test]
+    async fn save_writes_every_changed_device_in_slices() {
+        let (reg, tenant) = registry_with_tenant("acme").unwrap();
+        let n = SAVE_CHUNK * 2 + 7;
+        for i in 0..n {
+            reg.create_device(&tenant.id, &new_device(&format!("d{i}")))
+                .unwrap();
+        }
+        let reg = Arc::new(reg);
+        let broker = Broker::new(BrokerConfig::default(), Arc::new(Nobody), Arc::new(Nobody));
+        let webhooks = WebhookSender::start(
+            Arc::clone(&reg),
+            WebhookConfig::default(),
+            CancellationToken::new(),
+        );
+        let alarms = AlarmService::new(Arc::clone(&reg), broker.clone(), webhooks);
+        let models = ModelCache::new(Arc::clone(&reg));
+        let tracker = PresenceTracker::load(Arc::clone(&reg), broker, models, alarms).unwrap();
+        for i in 0..n {
+            tracker.seen("acme", &format!("d{i}"), i);
+        }
+        assert_eq!(tracker.save().await.unwrap(), n);
+        assert_eq!(tracker.save().await.unwrap(), 0, "nothing changed since");
+        let saved = reg.load_presence().unwrap();
+        assert_eq!(saved.len(), n);
+        let d9 = saved.iter().find(|r| r.device_id == "d9").unwrap();
+        assert_eq!((d9.messages_in, d9.bytes_in), (1, 9));
     }
 
     /// Only devices whose profile sets a timeout become inactive, once silent past it; a

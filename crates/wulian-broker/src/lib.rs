@@ -152,6 +152,16 @@ impl Shared {
         }
     }
 
+    /// The counters, with `connections_current` read off the connection limit's semaphore
+    /// (every open connection holds one permit), so a connection needs no guard of its own.
+    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let mut m = self.metrics.snapshot();
+        let limit = self.config.max_connections.min(Semaphore::MAX_PERMITS);
+        m.connections_current =
+            limit.saturating_sub(self.connection_slots.available_permits()) as u64;
+        m
+    }
+
     /// Whether a [`RetainedSource`] answers for `topic` (a tenant topic; `$SYS` is ours).
     pub(crate) fn claimed(&self, topic: &str) -> bool {
         self.retained_source
@@ -371,7 +381,7 @@ impl Broker {
 
     /// Current counter values.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot()
+        self.shared.metrics_snapshot()
     }
 
     /// Closes the connection of `client_id` in `tenant` (MQTT 5 clients get DISCONNECT with

@@ -159,11 +159,12 @@ impl Mailbox {
     }
 
     /// The next delivery, once one is queued. Cancel safe.
+    #[cfg(test)]
     pub(crate) async fn recv(&self) -> Delivery {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
         let mut st = self.inner.state.lock();
         match st.queue.pop_front() {
             Some(d) => {
@@ -202,19 +203,22 @@ impl Mailbox {
     }
 
     /// The close request, once there is one. Cancel safe.
+    #[cfg(test)]
     pub(crate) async fn kicked(&self) -> ReasonCode {
-        std::future::poll_fn(|cx| {
-            let mut st = self.inner.state.lock();
-            // Left in place (not taken), so that later requests still see "closing".
-            match st.kick {
-                Some(code) => Poll::Ready(code),
-                None => {
-                    register(&mut st.waker, cx.waker());
-                    Poll::Pending
-                }
+        std::future::poll_fn(|cx| self.poll_kicked(cx)).await
+    }
+
+    /// [`Mailbox::kicked`] as a poll.
+    pub(crate) fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<ReasonCode> {
+        let mut st = self.inner.state.lock();
+        // Left in place (not taken), so that later requests still see "closing".
+        match st.kick {
+            Some(code) => Poll::Ready(code),
+            None => {
+                register(&mut st.waker, cx.waker());
+                Poll::Pending
             }
-        })
-        .await
+        }
     }
 }
 

@@ -31,7 +31,8 @@ macro_rules! metrics {
 }
 
 metrics! {
-    /// Connections currently open (CONNECT accepted or not yet).
+    /// Connections currently open (CONNECT accepted or not yet); derived from the connection
+    /// limit in snapshots, this counter itself stays 0.
     connections_current,
     /// Connections accepted since start.
     connections_total,

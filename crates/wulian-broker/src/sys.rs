@@ -21,7 +21,7 @@ pub(crate) fn is_sys_filter(filter: &str) -> bool {
 
 /// Publishes the current statistics (retained, QoS 0).
 pub(crate) fn publish_stats(shared: &Shared) {
-    let m = shared.metrics.snapshot();
+    let m = shared.metrics_snapshot();
     let uptime = shared.started_at.elapsed().as_secs();
     let stats: [(&str, u64); 7] = [
         (

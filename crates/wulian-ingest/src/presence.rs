@@ -7,9 +7,6 @@
 //! on `devices/{id}/presence`, so an application that subscribes to `devices/+/presence` learns
 //! every device's state at once and every change after.
 
-use std::collections::HashMap;
-
-use indexmap::IndexMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -30,6 +27,7 @@ use wulian_mqtt::topic;
 use wulian_registry::{PresenceRecord, Registry};
 
 use crate::alarms::AlarmService;
+use crate::device_table::DeviceTable;
 use crate::live::LiveEvents;
 use crate::models::ModelCache;
 
@@ -154,58 +152,35 @@ struct Slot {
     changed_at: i64,
 }
 
-/// tenant → device → slot, looked up by `&str` (no allocation per message), with its size.
-/// An `IndexMap` keeps the slots packed in one vector: a `HashMap` of them would sit up to
-/// half empty after growing, at ~150 bytes a bucket.
+/// tenant → device → slot, looked up by `&str` (no allocation per message).
 #[derive(Debug, Default)]
 struct Table {
-    by_tenant: HashMap<String, IndexMap<Box<str>, Slot>>,
-    len: usize,
+    by_tenant: DeviceTable<Slot>,
 }
 
 impl Table {
     fn get(&self, tenant: &str, device: &str) -> Option<&Slot> {
-        self.by_tenant.get(tenant)?.get(device)
+        self.by_tenant.get(tenant, device)
     }
 
     fn get_mut(&mut self, tenant: &str, device: &str) -> Option<&mut Slot> {
-        self.by_tenant.get_mut(tenant)?.get_mut(device)
+        self.by_tenant.get_mut(tenant, device)
     }
 
     /// The device's slot, created (allocating its keys) only the first time.
     fn slot(&mut self, tenant: &str, device: &str) -> &mut Slot {
-        if self.get(tenant, device).is_none() {
-            if self.len >= MAX_TRACKED {
-                // Forget devices not connected (their saved record stays).
-                for devices in self.by_tenant.values_mut() {
-                    devices.retain(|_, s| s.p.online);
-                }
-                self.by_tenant.retain(|_, devices| !devices.is_empty());
-                self.len = self.by_tenant.values().map(IndexMap::len).sum();
-            }
-            self.len += 1;
-            return self
-                .by_tenant
-                .entry(tenant.to_string())
-                .or_default()
-                .entry(device.into())
-                .or_insert_with(|| Slot {
-                    changed_at: now_ms(),
-                    ..Slot::default()
-                });
+        if self.by_tenant.len() >= MAX_TRACKED && self.get(tenant, device).is_none() {
+            // Forget devices not connected (their saved record stays).
+            self.by_tenant.retain(|s| s.p.online);
         }
-        self.by_tenant
-            .get_mut(tenant)
-            .and_then(|d| d.get_mut(device))
-            .expect("checked above")
+        self.by_tenant.get_or_insert_with(tenant, device, || Slot {
+            changed_at: now_ms(),
+            ..Slot::default()
+        })
     }
 
     fn remove(&mut self, tenant: &str, device: &str) {
-        if let Some(devices) = self.by_tenant.get_mut(tenant)
-            && devices.swap_remove(device).is_some()
-        {
-            self.len -= 1;
-        }
+        self.by_tenant.remove(tenant, device);
     }
 }
 
@@ -430,7 +405,7 @@ impl PresenceTracker {
         // Copied under the lock, formatted outside it: a tenant may have 100,000 devices.
         let states: Vec<(String, bool, bool, Option<i64>, i64)> = {
             let devices = self.devices.lock();
-            let Some(by_device) = devices.by_tenant.get(tenant) else {
+            let Some(by_device) = devices.by_tenant.tenant(tenant) else {
                 return Vec::new();
             };
             by_device
@@ -458,7 +433,13 @@ impl PresenceTracker {
 
     /// Writes the changed records to the registry.
     pub async fn save(&self) -> wulian_registry::Result<usize> {
-        let tenants: Vec<String> = self.devices.lock().by_tenant.keys().cloned().collect();
+        let tenants: Vec<String> = self
+            .devices
+            .lock()
+            .by_tenant
+            .tenants()
+            .map(str::to_string)
+            .collect();
         let mut saved = 0;
         let mut failed = None;
         for tenant in tenants {
@@ -468,7 +449,7 @@ impl PresenceTracker {
             loop {
                 let (records, next) = {
                     let mut devices = self.devices.lock();
-                    let Some(by_device) = devices.by_tenant.get_mut(&tenant) else {
+                    let Some(by_device) = devices.by_tenant.tenant_mut(&tenant) else {
                         break;
                     };
                     let end = (at + SAVE_CHUNK).min(by_device.len());
@@ -526,7 +507,13 @@ impl PresenceTracker {
     /// Marks devices silent past their profile's inactivity timeout; returns how many changed.
     pub async fn check_inactivity(&self) -> usize {
         let now = now_ms();
-        let tenants: Vec<String> = self.devices.lock().by_tenant.keys().cloned().collect();
+        let tenants: Vec<String> = self
+            .devices
+            .lock()
+            .by_tenant
+            .tenants()
+            .map(str::to_string)
+            .collect();
         let mut candidates: Vec<((String, String), i64)> = Vec::new();
         for tenant in tenants {
             // Most fleets' profiles set no timeout: then nothing is copied or looked up.
@@ -534,7 +521,7 @@ impl PresenceTracker {
                 continue;
             }
             let devices = self.devices.lock();
-            let Some(by_device) = devices.by_tenant.get(&tenant) else {
+            let Some(by_device) = devices.by_tenant.tenant(&tenant) else {
                 continue;
             };
             candidates.extend(

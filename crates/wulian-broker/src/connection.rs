@@ -688,7 +688,8 @@ enum Event {
 struct Active<S> {
     t: Transport<S>,
     identity: Identity,
-    client_id: String,
+    /// Shared with the session registry's key.
+    client_id: Arc<str>,
     /// Effective keep alive in seconds (after the broker's cap).
     keep_alive: u16,
     session: Session,
@@ -859,6 +860,7 @@ where
             ))
         });
         let (postbox, deliveries) = listener_mailbox(config.outgoing_queue, listener);
+        let client_id: Arc<str> = client_id.into();
         let took_over =
             shared
                 .sessions
@@ -930,7 +932,7 @@ where
         if active.persistent.is_none() && session_expiry > 0 {
             let p = Arc::new(Persistent {
                 tenant: tenant.clone(),
-                client_id: client_id.clone(),
+                client_id: client_id.to_string(),
                 sub_id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
                 state: parking_lot::Mutex::new(Parked {
                     online: Some(conn_id),
@@ -983,7 +985,7 @@ where
         );
         let info = ConnectionInfo {
             protocol: connect.protocol,
-            client_id: active.client_id.clone(),
+            client_id: active.client_id.to_string(),
             remote_addr: remote,
             keep_alive,
             transport,

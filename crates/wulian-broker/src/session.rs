@@ -370,7 +370,8 @@ type SessionKey = (String, String);
 /// Live connections by tenant and client id, and the persistent sessions.
 #[derive(Default)]
 pub(crate) struct SessionRegistry {
-    clients: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    /// Keyed by the connection's own client id (shared with it, not copied).
+    clients: Mutex<HashMap<String, HashMap<Arc<str>, Entry>>>,
     persistent: Mutex<HashMap<SessionKey, Arc<Persistent>>>,
 }
 
@@ -409,7 +410,7 @@ impl SessionRegistry {
     pub(crate) fn register(
         &self,
         tenant: &str,
-        client_id: &str,
+        client_id: &Arc<str>,
         conn_id: u64,
         control: Postbox,
     ) -> bool {
@@ -418,8 +419,9 @@ impl SessionRegistry {
             clients
                 .entry(tenant.to_owned())
                 .or_default()
-                .insert(client_id.to_owned(), Entry { conn_id, control })
+                .insert(Arc::clone(client_id), Entry { conn_id, control })
         };
+        let client_id = &**client_id;
         match old {
             Some(old) => {
                 if !old.control.kick(ReasonCode::SessionTakenOver) {
@@ -585,8 +587,8 @@ mod tests {
         let reg = SessionRegistry::default();
         let (tx1, rx1) = crate::mailbox::mailbox(1);
         let (tx2, rx2) = crate::mailbox::mailbox(1);
-        assert!(!reg.register("t", "c", 1, tx1));
-        assert!(reg.register("t", "c", 2, tx2));
+        assert!(!reg.register("t", &"c".into(), 1, tx1));
+        assert!(reg.register("t", &"c".into(), 2, tx2));
         assert_eq!(rx1.pending_kick(), Some(ReasonCode::SessionTakenOver));
         assert_eq!(rx2.pending_kick(), None);
         reg.unregister("t", "c", 1);

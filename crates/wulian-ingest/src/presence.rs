@@ -53,17 +53,28 @@ pub struct ConnectionDetails {
     protocol: Option<Protocol>,
     keep_alive_s: u16,
     remote_addr: Option<SocketAddr>,
-    client_id: Box<str>,
+    /// `None` while kept for a device whose client id is its device id (as devices' are):
+    /// filled in when the details leave the tracker.
+    client_id: Option<Box<str>>,
 }
 
 impl ConnectionDetails {
-    pub fn of(info: &ConnectionInfo) -> ConnectionDetails {
+    /// The details of `device`'s connection.
+    pub fn of(info: &ConnectionInfo, device: &str) -> ConnectionDetails {
         ConnectionDetails {
             listener: Some(info.transport),
             protocol: Some(info.protocol),
             keep_alive_s: info.keep_alive,
             remote_addr: Some(info.remote_addr),
-            client_id: info.client_id.as_str().into(),
+            client_id: (info.client_id != device).then(|| info.client_id.as_str().into()),
+        }
+    }
+
+    /// With the client id written out (`device`'s id when it is the same).
+    fn for_device(&self, device: &str) -> ConnectionDetails {
+        ConnectionDetails {
+            client_id: Some(self.client_id.clone().unwrap_or_else(|| device.into())),
+            ..self.clone()
         }
     }
 
@@ -90,7 +101,7 @@ impl ConnectionDetails {
                 .and_then(|k| u16::try_from(k).ok())
                 .unwrap_or(0),
             remote_addr: value["remote_addr"].as_str().and_then(|a| a.parse().ok()),
-            client_id: value["client_id"].as_str().unwrap_or_default().into(),
+            client_id: value["client_id"].as_str().map(Into::into),
         }
     }
 
@@ -103,7 +114,7 @@ impl ConnectionDetails {
                 Protocol::V311 => "3.1.1",
                 Protocol::V5 => "5.0",
             }),
-            "client_id": &*self.client_id,
+            "client_id": self.client_id.as_deref(),
             "remote_addr": self.remote_addr.map(|a| a.to_string()),
             "keep_alive_s": self.keep_alive_s,
         })
@@ -150,6 +161,16 @@ struct Slot {
     dirty: bool,
     /// When the presence last changed (the `at` of its presence message), ms.
     changed_at: i64,
+}
+
+impl Slot {
+    /// The device's presence as it leaves the tracker (connection details complete).
+    fn presence(&self, device: &str) -> DevicePresence {
+        DevicePresence {
+            connection: self.p.connection.as_ref().map(|c| c.for_device(device)),
+            ..self.p.clone()
+        }
+    }
 }
 
 /// tenant → device → slot, looked up by `&str` (no allocation per message).
@@ -261,7 +282,7 @@ impl PresenceTracker {
         self.devices
             .lock()
             .get(tenant, device)
-            .map(|s| s.p.clone())
+            .map(|s| s.presence(device))
             .unwrap_or_default()
     }
 
@@ -314,7 +335,7 @@ impl PresenceTracker {
             p.connected_at = Some(now);
             p.last_seen_at = Some(now);
             p.disconnect_reason = None;
-            p.connection = Some(ConnectionDetails::of(info));
+            p.connection = Some(ConnectionDetails::of(info, device_id));
         }
         self.announce(&identity.tenant, device_id, "connected");
         if was_inactive {
@@ -363,7 +384,7 @@ impl PresenceTracker {
             match devices.get_mut(tenant, device) {
                 Some(slot) => {
                     slot.changed_at = at;
-                    slot.p.clone()
+                    slot.presence(device)
                 }
                 None => DevicePresence::default(),
             }
@@ -612,7 +633,10 @@ fn record(tenant: &str, device: &str, p: &DevicePresence) -> PresenceRecord {
         connected_at: p.connected_at,
         disconnected_at: p.disconnected_at,
         disconnect_reason: p.disconnect_reason.clone(),
-        connection: p.connection.as_ref().map(|c| c.value().to_string()),
+        connection: p
+            .connection
+            .as_ref()
+            .map(|c| c.for_device(device).value().to_string()),
         messages_in: p.messages_in,
         bytes_in: p.bytes_in,
     }
@@ -691,7 +715,7 @@ mod connection_details_tests {
             keep_alive: 60,
             transport: TransportKind::Wss,
         };
-        let details = ConnectionDetails::of(&info);
+        let details = ConnectionDetails::of(&info, "bike-1").for_device("bike-1");
         let expected = json!({
             "transport": "mqtt", "listener": "wss", "tls": true, "protocol": "5.0",
             "client_id": "bike-1", "remote_addr": "192.0.2.7:50123", "keep_alive_s": 60

@@ -7,7 +7,7 @@
 //! on `devices/{id}/presence`, so an application that subscribes to `devices/+/presence` learns
 //! every device's state at once and every change after.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -52,7 +52,8 @@ pub struct ConnectionDetails {
     listener: Option<TransportKind>,
     protocol: Option<Protocol>,
     keep_alive_s: u16,
-    remote_addr: Option<SocketAddr>,
+    /// Address and port (a `SocketAddr` is 32 bytes for IPv6's flow and scope fields).
+    remote_addr: Option<(IpAddr, u16)>,
     /// `None` while kept for a device whose client id is its device id (as devices' are):
     /// filled in when the details leave the tracker.
     client_id: Option<Box<str>>,
@@ -65,7 +66,7 @@ impl ConnectionDetails {
             listener: Some(info.transport),
             protocol: Some(info.protocol),
             keep_alive_s: info.keep_alive,
-            remote_addr: Some(info.remote_addr),
+            remote_addr: Some((info.remote_addr.ip(), info.remote_addr.port())),
             client_id: (info.client_id != device).then(|| info.client_id.as_str().into()),
         }
     }
@@ -100,7 +101,10 @@ impl ConnectionDetails {
                 .as_u64()
                 .and_then(|k| u16::try_from(k).ok())
                 .unwrap_or(0),
-            remote_addr: value["remote_addr"].as_str().and_then(|a| a.parse().ok()),
+            remote_addr: value["remote_addr"]
+                .as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map(|a| (a.ip(), a.port())),
             client_id: value["client_id"].as_str().map(Into::into),
         }
     }
@@ -115,7 +119,7 @@ impl ConnectionDetails {
                 Protocol::V5 => "5.0",
             }),
             "client_id": self.client_id.as_deref(),
-            "remote_addr": self.remote_addr.map(|a| a.to_string()),
+            "remote_addr": self.remote_addr.map(|(ip, port)| SocketAddr::new(ip, port).to_string()),
             "keep_alive_s": self.keep_alive_s,
         })
     }
@@ -154,21 +158,43 @@ pub struct PresenceMetrics {
     pub became_inactive: AtomicU64,
 }
 
-/// One device's presence and whether it changed since the last save.
+/// One device's presence as the tracker keeps it: [`DevicePresence`] in ~110 bytes rather
+/// than ~170 (a fleet's worth of them), and whether it changed since the last save.
+/// Timestamps are ms since the epoch, 0 for never.
 #[derive(Debug, Default)]
 struct Slot {
-    p: DevicePresence,
+    online: bool,
+    inactive: bool,
     dirty: bool,
-    /// When the presence last changed (the `at` of its presence message), ms.
+    last_seen_at: i64,
+    connected_at: i64,
+    disconnected_at: i64,
+    /// When the presence last changed (the `at` of its presence message).
     changed_at: i64,
+    disconnect_reason: Option<Box<str>>,
+    connection: Option<ConnectionDetails>,
+    messages_in: u64,
+    bytes_in: u64,
+}
+
+/// A kept timestamp as the API shows it.
+fn ms(at: i64) -> Option<i64> {
+    (at != 0).then_some(at)
 }
 
 impl Slot {
     /// The device's presence as it leaves the tracker (connection details complete).
     fn presence(&self, device: &str) -> DevicePresence {
         DevicePresence {
-            connection: self.p.connection.as_ref().map(|c| c.for_device(device)),
-            ..self.p.clone()
+            online: self.online,
+            inactive: self.inactive,
+            last_seen_at: ms(self.last_seen_at),
+            connected_at: ms(self.connected_at),
+            disconnected_at: ms(self.disconnected_at),
+            disconnect_reason: self.disconnect_reason.as_deref().map(str::to_string),
+            connection: self.connection.as_ref().map(|c| c.for_device(device)),
+            messages_in: self.messages_in,
+            bytes_in: self.bytes_in,
         }
     }
 }
@@ -192,7 +218,7 @@ impl Table {
     fn slot(&mut self, tenant: &str, device: &str) -> &mut Slot {
         if self.by_tenant.len() >= MAX_TRACKED && self.get(tenant, device).is_none() {
             // Forget devices not connected (their saved record stays).
-            self.by_tenant.retain(|s| s.p.online);
+            self.by_tenant.retain(|s| s.online);
         }
         self.by_tenant.get_or_insert_with(tenant, device, || Slot {
             changed_at: now_ms(),
@@ -237,17 +263,15 @@ impl PresenceTracker {
                     .unwrap_or(0)
             };
             let slot = devices.slot(&record.tenant, &record.device_id);
-            slot.changed_at = changed_at;
-            slot.p = DevicePresence {
-                online: false,
-                inactive: false,
-                last_seen_at: record.last_seen_at,
-                connected_at: record.connected_at,
-                disconnected_at: record.disconnected_at,
+            *slot = Slot {
+                changed_at,
+                last_seen_at: record.last_seen_at.unwrap_or(0),
+                connected_at: record.connected_at.unwrap_or(0),
+                disconnected_at: record.disconnected_at.unwrap_or(0),
                 disconnect_reason: if was_online {
-                    Some("server restarted".to_string())
+                    Some("server restarted".into())
                 } else {
-                    record.disconnect_reason
+                    record.disconnect_reason.map(Into::into)
                 },
                 connection: record
                     .connection
@@ -255,6 +279,7 @@ impl PresenceTracker {
                     .map(ConnectionDetails::from_text),
                 messages_in: record.messages_in,
                 bytes_in: record.bytes_in,
+                ..Slot::default()
             };
         }
         let tracker = Arc::new(PresenceTracker {
@@ -292,11 +317,10 @@ impl PresenceTracker {
             let mut devices = self.devices.lock();
             let slot = devices.slot(tenant, device);
             slot.dirty = true;
-            let p = &mut slot.p;
-            p.last_seen_at = Some(now_ms());
-            p.messages_in += 1;
-            p.bytes_in += bytes as u64;
-            std::mem::replace(&mut p.inactive, false)
+            slot.last_seen_at = now_ms();
+            slot.messages_in += 1;
+            slot.bytes_in += bytes as u64;
+            std::mem::replace(&mut slot.inactive, false)
         };
         if became_active {
             self.announce(tenant, device, "active");
@@ -328,14 +352,13 @@ impl PresenceTracker {
             let mut devices = self.devices.lock();
             let slot = devices.slot(&identity.tenant, device_id);
             slot.dirty = true;
-            let p = &mut slot.p;
-            was_inactive = p.inactive;
-            p.online = true;
-            p.inactive = false;
-            p.connected_at = Some(now);
-            p.last_seen_at = Some(now);
-            p.disconnect_reason = None;
-            p.connection = Some(ConnectionDetails::of(info, device_id));
+            was_inactive = slot.inactive;
+            slot.online = true;
+            slot.inactive = false;
+            slot.connected_at = now;
+            slot.last_seen_at = now;
+            slot.disconnect_reason = None;
+            slot.connection = Some(ConnectionDetails::of(info, device_id));
         }
         self.announce(&identity.tenant, device_id, "connected");
         if was_inactive {
@@ -352,9 +375,9 @@ impl PresenceTracker {
             let mut devices = self.devices.lock();
             let slot = devices.slot(&identity.tenant, device_id);
             slot.dirty = true;
-            slot.p.online = false;
-            slot.p.disconnected_at = Some(now_ms());
-            slot.p.disconnect_reason = Some(reason.to_string());
+            slot.online = false;
+            slot.disconnected_at = now_ms();
+            slot.disconnect_reason = Some(reason.into());
         }
         self.announce(&identity.tenant, device_id, "disconnected");
     }
@@ -415,7 +438,7 @@ impl PresenceTracker {
             return devices
                 .get(tenant, id)
                 .map(|s| {
-                    presence_message(id, s.p.online, s.p.inactive, s.p.last_seen_at, s.changed_at)
+                    presence_message(id, s.online, s.inactive, ms(s.last_seen_at), s.changed_at)
                 })
                 .into_iter()
                 .collect();
@@ -434,9 +457,9 @@ impl PresenceTracker {
                 .map(|(id, s)| {
                     (
                         id.to_string(),
-                        s.p.online,
-                        s.p.inactive,
-                        s.p.last_seen_at,
+                        s.online,
+                        s.inactive,
+                        ms(s.last_seen_at),
                         s.changed_at,
                     )
                 })
@@ -486,7 +509,7 @@ impl PresenceTracker {
                             continue;
                         }
                         slot.dirty = false;
-                        records.push(record(&tenant, device, &slot.p));
+                        records.push(record(&tenant, device, &slot.presence(device)));
                     }
                     (records, end)
                 };
@@ -548,9 +571,9 @@ impl PresenceTracker {
             candidates.extend(
                 by_device
                     .iter()
-                    .filter(|(_, s)| !s.p.inactive)
+                    .filter(|(_, s)| !s.inactive)
                     .filter_map(|(d, s)| {
-                        Some(((tenant.clone(), d.to_string()), s.p.last_seen_at?))
+                        Some(((tenant.clone(), d.to_string()), ms(s.last_seen_at)?))
                     }),
             );
         }
@@ -568,8 +591,8 @@ impl PresenceTracker {
             let flipped = {
                 let mut devices = self.devices.lock();
                 match devices.get_mut(&tenant, &device) {
-                    Some(s) if s.p.last_seen_at == Some(last_seen) && !s.p.inactive => {
-                        s.p.inactive = true;
+                    Some(s) if s.last_seen_at == last_seen && !s.inactive => {
+                        s.inactive = true;
                         true
                     }
                     _ => false,
@@ -706,6 +729,13 @@ impl RetainedSource for PresenceRetained {
 mod connection_details_tests {
     use super::*;
 
+    /// A fleet keeps one slot per device: its size is a budget (docs/benchmarks.md).
+    #[test]
+    fn a_devices_slot_stays_small() {
+        let size = std::mem::size_of::<Slot>();
+        assert!(size <= 112, "Slot is {size} bytes");
+    }
+
     #[test]
     fn connection_details_serialize_and_read_back() {
         let info = ConnectionInfo {
@@ -777,8 +807,7 @@ mod inactivity_tests {
             .lock()
             .get_mut(tenant, device)
             .unwrap()
-            .p
-            .last_seen_at = Some(now_ms() - ms);
+            .last_seen_at = now_ms() - ms;
     }
 
     /// Every dirty device is saved, over several slices of the table, and only once.

@@ -51,8 +51,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{
-    Authenticator, ConnectRequest, ConnectionInfo, Durable, Identity, InboundMessage, MessageSink,
-    Principal, SinkError, Staged, TopicPolicy, TransportInfo, TransportKind,
+    Authenticator, ConnectRequest, ConnectionInfo, DEVICE_ID_LEVEL, Durable, Identity,
+    InboundMessage, MessageSink, Principal, SinkError, Staged, TopicPolicy, TransportInfo,
+    TransportKind,
 };
 pub use config::{BrokerConfig, QueueOverflow};
 pub use listener::{DEFAULT_WS_PATH, ListenerConfig, Transport};

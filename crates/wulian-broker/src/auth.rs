@@ -214,25 +214,7 @@ fn matches_as(filter: &str, topic: &str, device: Option<&str>) -> bool {
     if !filter.contains(DEVICE_ID_LEVEL) {
         return topic::matches(filter, topic);
     }
-    let Some(device) = device else {
-        return false;
-    };
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some(DEVICE_ID_LEVEL), Some(tl)) if tl == device => {}
-            (Some(DEVICE_ID_LEVEL), _) => return false,
-            (Some("#"), _) => return true,
-            (None, None) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            _ => return false,
-        }
-    }
+    device.is_some_and(|device| topic::matches_with(filter, topic, Some((DEVICE_ID_LEVEL, device))))
 }
 
 /// `filter` with its [`DEVICE_ID_LEVEL`] levels replaced by `device`; borrowed when it has

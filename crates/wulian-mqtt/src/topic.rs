@@ -41,6 +41,13 @@ pub fn is_valid_topic_filter(filter: &str) -> bool {
 /// `#` also matches the parent level ("a/#" matches "a"); a wildcard in the first level does
 /// not match topics starting with `$`.
 pub fn matches(filter: &str, topic: &str) -> bool {
+    matches_with(filter, topic, None)
+}
+
+/// [`matches`] where, given `(placeholder, value)`, a filter level equal to `placeholder`
+/// matches exactly the topic level `value` (taken literally, never as a wildcard): how an
+/// access policy writes "the client's own id" once for every client.
+pub fn matches_with(filter: &str, topic: &str, resolve: Option<(&str, &str)>) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }
@@ -48,6 +55,11 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     let mut t = topic.split('/');
     loop {
         match (f.next(), t.next()) {
+            (Some(fl), tl) if resolve.is_some_and(|(placeholder, _)| fl == placeholder) => {
+                if tl != resolve.map(|(_, value)| value) {
+                    return false;
+                }
+            }
             (Some("#"), _) => return true,
             (None, None) => return true,
             (Some("+"), Some(_)) => {}

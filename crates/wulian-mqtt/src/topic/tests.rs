@@ -114,3 +114,25 @@ fn shared_subscriptions() {
     assert_eq!(shared_subscription("$share/+/x"), None);
     assert_eq!(shared_subscription("$SHARE/g/x"), None);
 }
+
+#[test]
+fn a_placeholder_level_matches_only_its_value() {
+    let own = Some(("${id}", "d1"));
+    assert!(matches_with("devices/${id}/#", "devices/d1/telemetry", own));
+    assert!(matches_with("devices/${id}/#", "devices/d1", own));
+    assert!(!matches_with(
+        "devices/${id}/#",
+        "devices/d2/telemetry",
+        own
+    ));
+    assert!(!matches_with("devices/${id}", "devices", own));
+    // The value is taken literally, never as a wildcard.
+    assert!(!matches_with(
+        "devices/${id}/x",
+        "devices/d1/x",
+        Some(("${id}", "+"))
+    ));
+    // Without a placeholder the level is plain text, as in `matches`.
+    assert!(matches_with("devices/${id}/x", "devices/${id}/x", None));
+    assert!(!matches_with("+/${id}", "$SYS/d1", own));
+}

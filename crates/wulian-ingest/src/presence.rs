@@ -801,6 +801,21 @@ mod inactivity_tests {
         }
     }
 
+    /// A tracker on `reg` with a broker nobody connects to, and its model cache.
+    fn tracker(reg: &Arc<Registry>) -> (Arc<PresenceTracker>, Arc<ModelCache>) {
+        let broker = Broker::new(BrokerConfig::default(), Arc::new(Nobody), Arc::new(Nobody));
+        let webhooks = WebhookSender::start(
+            Arc::clone(reg),
+            WebhookConfig::default(),
+            CancellationToken::new(),
+        );
+        let alarms = AlarmService::new(Arc::clone(reg), broker.clone(), webhooks);
+        let models = ModelCache::new(Arc::clone(reg));
+        let tracker =
+            PresenceTracker::load(Arc::clone(reg), broker, Arc::clone(&models), alarms).unwrap();
+        (tracker, models)
+    }
+
     fn silence(tracker: &PresenceTracker, tenant: &str, device: &str, ms: i64) {
         tracker
             .devices
@@ -820,15 +835,7 @@ mod inactivity_tests {
                 .unwrap();
         }
         let reg = Arc::new(reg);
-        let broker = Broker::new(BrokerConfig::default(), Arc::new(Nobody), Arc::new(Nobody));
-        let webhooks = WebhookSender::start(
-            Arc::clone(&reg),
-            WebhookConfig::default(),
-            CancellationToken::new(),
-        );
-        let alarms = AlarmService::new(Arc::clone(&reg), broker.clone(), webhooks);
-        let models = ModelCache::new(Arc::clone(&reg));
-        let tracker = PresenceTracker::load(Arc::clone(&reg), broker, models, alarms).unwrap();
+        let (tracker, _) = tracker(&reg);
         for i in 0..n {
             tracker.seen("acme", &format!("d{i}"), i);
         }
@@ -858,16 +865,7 @@ mod inactivity_tests {
             .unwrap();
         reg.create_device(&other.id, &new_device("q1")).unwrap();
         let reg = Arc::new(reg);
-        let broker = Broker::new(BrokerConfig::default(), Arc::new(Nobody), Arc::new(Nobody));
-        let webhooks = WebhookSender::start(
-            Arc::clone(&reg),
-            WebhookConfig::default(),
-            CancellationToken::new(),
-        );
-        let alarms = AlarmService::new(Arc::clone(&reg), broker.clone(), webhooks);
-        let models = ModelCache::new(Arc::clone(&reg));
-        let tracker =
-            PresenceTracker::load(Arc::clone(&reg), broker, Arc::clone(&models), alarms).unwrap();
+        let (tracker, models) = tracker(&reg);
         for (t, d) in [("acme", "d1"), ("acme", "d2"), ("quiet", "q1")] {
             tracker.seen(t, d, 10);
         }

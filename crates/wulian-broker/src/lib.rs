@@ -84,6 +84,23 @@ pub struct OutboundMessage {
     pub properties: Properties,
 }
 
+impl OutboundMessage {
+    /// A JSON document at QoS 1 with content type `application/json`: what the platform
+    /// publishes to devices and applications (commands, twins, alarms, presence, OTA jobs).
+    pub fn json(topic: String, payload: impl Into<bytes::Bytes>, retain: bool) -> OutboundMessage {
+        OutboundMessage {
+            topic,
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: Properties {
+                content_type: Some("application/json".to_string()),
+                ..Properties::default()
+            },
+        }
+    }
+}
+
 /// State shared by the listeners and all connection tasks.
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,

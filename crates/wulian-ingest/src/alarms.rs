@@ -8,11 +8,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use wulian_broker::{Broker, OutboundMessage, Properties, QoS};
+use wulian_broker::{Broker, OutboundMessage};
 use wulian_common::blocking::run_blocking;
 use wulian_registry::{Alarm, AlarmChange, Registry};
 
@@ -152,16 +151,11 @@ impl AlarmService {
         let _listeners = self.events.send(event).unwrap_or(0);
         self.broker.publish(
             tenant,
-            OutboundMessage {
-                topic: format!("alarms/{}/{}", alarm.device_id, alarm.alarm_type),
-                payload: Bytes::from(body.clone()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Properties {
-                    content_type: Some("application/json".to_string()),
-                    ..Properties::default()
-                },
-            },
+            OutboundMessage::json(
+                format!("alarms/{}/{}", alarm.device_id, alarm.alarm_type),
+                body.clone(),
+                false,
+            ),
         );
         let t = tenant.to_string();
         let hooks = match run_blocking(&self.registry, move |r| r.list_alarm_webhooks(&t)).await {

@@ -26,7 +26,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use wulian_broker::{Broker, OutboundMessage, Properties, QoS};
+use wulian_broker::{Broker, OutboundMessage};
 use wulian_common::blocking::run_blocking;
 use wulian_common::time::now_ms;
 use wulian_registry::{Campaign, CampaignDevice, Firmware, NewCampaign, Registry};
@@ -366,16 +366,7 @@ impl OtaService {
     fn publish_job(&self, tenant: &str, device: &str, payload: Bytes) {
         self.broker.publish(
             tenant,
-            OutboundMessage {
-                topic: format!("devices/{device}/ota"),
-                payload,
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                properties: Properties {
-                    content_type: Some("application/json".to_string()),
-                    ..Properties::default()
-                },
-            },
+            OutboundMessage::json(format!("devices/{device}/ota"), payload, true),
         );
     }
 

@@ -683,16 +683,7 @@ fn presence_message(
         "last_seen_at": last_seen_at,
         "at": at,
     });
-    OutboundMessage {
-        topic: presence_topic(device),
-        payload: Bytes::from(body.to_string()),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-        properties: Properties {
-            content_type: Some("application/json".to_string()),
-            ..Properties::default()
-        },
-    }
+    OutboundMessage::json(presence_topic(device), body.to_string(), true)
 }
 
 /// The device id of a `devices/{id}/presence` topic.

@@ -113,16 +113,7 @@ impl TwinService {
     fn publish(&self, tenant: &str, topic: String, body: &Value, retain: bool) {
         self.broker.publish(
             tenant,
-            OutboundMessage {
-                topic,
-                payload: Bytes::from(body.to_string()),
-                qos: QoS::AtLeastOnce,
-                retain,
-                properties: Properties {
-                    content_type: Some("application/json".to_string()),
-                    ..Properties::default()
-                },
-            },
+            OutboundMessage::json(topic, body.to_string(), retain),
         );
     }
 
@@ -151,21 +142,10 @@ impl TwinService {
         if get {
             let twin = self.get(tenant, device).await.map_err(store_error)?;
             let body = serde_json::to_vec(&twin).unwrap_or_default();
-            self.broker.publish(
-                tenant,
-                OutboundMessage {
-                    topic: topics::twin_topic(device),
-                    payload: Bytes::from(body),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: Properties {
-                        content_type: Some("application/json".to_string()),
-                        // Lets an MQTT 5 device match the answer to its request.
-                        correlation_data: msg.properties.correlation_data.clone(),
-                        ..Properties::default()
-                    },
-                },
-            );
+            let mut answer = OutboundMessage::json(topics::twin_topic(device), body, false);
+            // Lets an MQTT 5 device match the answer to its request.
+            answer.properties.correlation_data = msg.properties.correlation_data.clone();
+            self.broker.publish(tenant, answer);
             return Ok(());
         }
         let patch: Value = serde_json::from_slice(&msg.payload).map_err(|e| {

@@ -173,11 +173,9 @@ impl Shared {
     /// The counters, with `connections_current` read off the connection limit's semaphore
     /// (every open connection holds one permit), so a connection needs no guard of its own.
     pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let mut m = self.metrics.snapshot();
         let limit = self.config.max_connections.min(Semaphore::MAX_PERMITS);
-        m.connections_current =
-            limit.saturating_sub(self.connection_slots.available_permits()) as u64;
-        m
+        let open = limit.saturating_sub(self.connection_slots.available_permits());
+        self.metrics.snapshot(open as u64)
     }
 
     /// Whether a [`RetainedSource`] answers for `topic` (a tenant topic; `$SYS` is ours).

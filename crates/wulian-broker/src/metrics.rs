@@ -7,7 +7,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! metrics {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    (
+        derived { $($(#[$ddoc:meta])* $dname:ident),* $(,)? }
+        counters { $($(#[$doc:meta])* $name:ident),* $(,)? }
+    ) => {
         /// Live counters; shared by all connections of one broker.
         #[derive(Debug, Default)]
         pub(crate) struct Metrics {
@@ -17,12 +20,15 @@ macro_rules! metrics {
         /// Point-in-time copy of the broker counters.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct MetricsSnapshot {
+            $($(#[$ddoc])* pub $dname: u64,)*
             $($(#[$doc])* pub $name: u64,)*
         }
 
         impl Metrics {
-            pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+            /// The counters, with the derived values (read elsewhere) beside them.
+            pub(crate) fn snapshot(&self, $($dname: u64),*) -> MetricsSnapshot {
                 MetricsSnapshot {
+                    $($dname,)*
                     $($name: self.$name.load(Ordering::Relaxed),)*
                 }
             }
@@ -31,48 +37,52 @@ macro_rules! metrics {
 }
 
 metrics! {
-    /// Connections currently open (CONNECT accepted or not yet); derived from the connection
-    /// limit in snapshots, this counter itself stays 0.
-    connections_current,
-    /// Connections accepted since start.
-    connections_total,
-    /// Connections closed at once because `max_connections` was reached.
-    connections_refused_total,
-    /// CONNECTs refused by the authenticator.
-    auth_failed_total,
-    /// PUBLISH packets received from clients.
-    publish_received_total,
-    /// PUBLISH packets refused by the topic policy.
-    publish_denied_total,
-    /// PUBLISH packets the message sink refused.
-    publish_rejected_total,
-    /// Subscription filters refused by the topic policy.
-    subscribe_denied_total,
-    /// PUBLISH packets written to subscribers.
-    messages_delivered_total,
-    /// Messages dropped for a subscriber (queue full, too large for the client, expired, or
-    /// refused QoS 0 publishes).
-    messages_dropped_total,
-    /// Packets that failed to decode (or broke the protocol).
-    malformed_packets_total,
-    /// Bytes read from client sockets.
-    bytes_received_total,
-    /// Bytes written to client sockets.
-    bytes_sent_total,
-    /// Persistent sessions that exist (connected or not).
-    sessions_persistent,
-    /// Persistent sessions removed because their expiry interval passed while offline.
-    sessions_expired_total,
-    /// Messages queued for offline persistent sessions.
-    messages_queued_total,
-    /// Messages dropped because an offline session's queue was full (`queue_overflow`).
-    queue_overflow_total,
-    /// Retained messages currently stored (all tenants).
-    retained_messages,
-    /// Writes to the durable store that failed (state kept in memory only).
-    store_errors_total,
-    /// Clients disconnected for publishing faster than the configured rate.
-    publish_rate_limited_total,
+    derived {
+        /// Connections currently open (CONNECT accepted or not yet), read off the connection
+        /// limit's semaphore.
+        connections_current,
+    }
+    counters {
+        /// Connections accepted since start.
+        connections_total,
+        /// Connections closed at once because `max_connections` was reached.
+        connections_refused_total,
+        /// CONNECTs refused by the authenticator.
+        auth_failed_total,
+        /// PUBLISH packets received from clients.
+        publish_received_total,
+        /// PUBLISH packets refused by the topic policy.
+        publish_denied_total,
+        /// PUBLISH packets the message sink refused.
+        publish_rejected_total,
+        /// Subscription filters refused by the topic policy.
+        subscribe_denied_total,
+        /// PUBLISH packets written to subscribers.
+        messages_delivered_total,
+        /// Messages dropped for a subscriber (queue full, too large for the client, expired, or
+        /// refused QoS 0 publishes).
+        messages_dropped_total,
+        /// Packets that failed to decode (or broke the protocol).
+        malformed_packets_total,
+        /// Bytes read from client sockets.
+        bytes_received_total,
+        /// Bytes written to client sockets.
+        bytes_sent_total,
+        /// Persistent sessions that exist (connected or not).
+        sessions_persistent,
+        /// Persistent sessions removed because their expiry interval passed while offline.
+        sessions_expired_total,
+        /// Messages queued for offline persistent sessions.
+        messages_queued_total,
+        /// Messages dropped because an offline session's queue was full (`queue_overflow`).
+        queue_overflow_total,
+        /// Retained messages currently stored (all tenants).
+        retained_messages,
+        /// Writes to the durable store that failed (state kept in memory only).
+        store_errors_total,
+        /// Clients disconnected for publishing faster than the configured rate.
+        publish_rate_limited_total,
+    }
 }
 
 impl Metrics {

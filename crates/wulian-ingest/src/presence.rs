@@ -183,6 +183,25 @@ fn ms(at: i64) -> Option<i64> {
 }
 
 impl Slot {
+    /// The record saved for the device.
+    fn record(&self, tenant: &str, device: &str) -> PresenceRecord {
+        PresenceRecord {
+            tenant: tenant.to_string(),
+            device_id: device.to_string(),
+            online: self.online,
+            last_seen_at: ms(self.last_seen_at),
+            connected_at: ms(self.connected_at),
+            disconnected_at: ms(self.disconnected_at),
+            disconnect_reason: self.disconnect_reason.as_deref().map(str::to_string),
+            connection: self
+                .connection
+                .as_ref()
+                .map(|c| c.for_device(device).value().to_string()),
+            messages_in: self.messages_in,
+            bytes_in: self.bytes_in,
+        }
+    }
+
     /// The device's presence as it leaves the tracker (connection details complete).
     fn presence(&self, device: &str) -> DevicePresence {
         DevicePresence {
@@ -509,7 +528,7 @@ impl PresenceTracker {
                             continue;
                         }
                         slot.dirty = false;
-                        records.push(record(&tenant, device, &slot.presence(device)));
+                        records.push(slot.record(&tenant, device));
                     }
                     (records, end)
                 };
@@ -643,25 +662,6 @@ impl PresenceTracker {
         if let Err(error) = self.save().await {
             tracing::warn!(error = %error, "Saving presence at shutdown failed.");
         }
-    }
-}
-
-/// The record saved for a device.
-fn record(tenant: &str, device: &str, p: &DevicePresence) -> PresenceRecord {
-    PresenceRecord {
-        tenant: tenant.to_string(),
-        device_id: device.to_string(),
-        online: p.online,
-        last_seen_at: p.last_seen_at,
-        connected_at: p.connected_at,
-        disconnected_at: p.disconnected_at,
-        disconnect_reason: p.disconnect_reason.clone(),
-        connection: p
-            .connection
-            .as_ref()
-            .map(|c| c.for_device(device).value().to_string()),
-        messages_in: p.messages_in,
-        bytes_in: p.bytes_in,
     }
 }
 

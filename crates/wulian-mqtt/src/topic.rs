@@ -44,7 +44,7 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     matches_with(filter, topic, None)
 }
 
-/// [`matches`] where, given `(placeholder, value)`, a filter level equal to `placeholder`
+/// [`matches()`] where, given `(placeholder, value)`, a filter level equal to `placeholder`
 /// matches exactly the topic level `value` (taken literally, never as a wildcard): how an
 /// access policy writes "the client's own id" once for every client.
 pub fn matches_with(filter: &str, topic: &str, resolve: Option<(&str, &str)>) -> bool {

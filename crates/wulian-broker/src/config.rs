@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     /// within the connect timeout. Authenticators run on the blocking pool: without a bound, a
     /// burst of connects starts a thread for each (each with its stack and allocator arena).
     pub max_concurrent_auth: usize,
+    /// Serve application connections (API-key clients) over plain TCP on a thread of their
+    /// own, so a fleet's publishing devices cannot delay them (see `lane.rs`).
+    pub application_lane: bool,
 }
 
 impl Default for BrokerConfig {
@@ -84,6 +87,7 @@ impl Default for BrokerConfig {
             max_concurrent_auth: std::thread::available_parallelism()
                 .map_or(4, |n| n.get().saturating_mul(2))
                 .max(4),
+            application_lane: true,
         }
     }
 }

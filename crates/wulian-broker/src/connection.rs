@@ -40,6 +40,7 @@ use crate::auth::{
 };
 use crate::error::{Close, ConnectionError, truncate_reason};
 use crate::housekeeping::end_session;
+use crate::lane::{Detach, Lane};
 use crate::mailbox::{Mailbox, listener_mailbox};
 use crate::metrics::Metrics;
 use crate::persist;
@@ -122,7 +123,7 @@ pub(crate) fn run<S>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     // Debug level: an enabled span costs ~0.5 KiB per connection in the subscriber for as long
     // as the connection lives, a quarter of an idle connection's budget. Events at info level
@@ -166,9 +167,13 @@ impl<F: Future> Future for InSpan<F> {
 
 /// CONNECT, authentication and CONNACK, under a span of their own (the connection's span is
 /// at debug level). `None` when the connection ended here.
+///
+/// An application on plain TCP moves to the application lane ([`crate::lane`]) once
+/// authenticated; this future then waits for it to end there (and returns `None`), so the
+/// listener's tracker still counts it.
 async fn establish<S>(accepted: Box<Accepted<S>>, shutdown: &CancellationToken) -> Option<Active<S>>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send,
 {
     let Accepted {
         shared,
@@ -202,23 +207,92 @@ where
             }
         };
         let ids = (listener, conn_id, kind);
-        match Active::accept(t, connect, identity, remote, ids, permits).await {
-            Ok(active) => Some(active),
-            Err(e) => {
-                warn!(error = %e, "connection refused during CONNECT");
-                None
-            }
-        }
+        let shared = Arc::clone(&t.shared);
+        let lane = match identity.principal {
+            Principal::Application { .. } => shared.lane(),
+            _ => None,
+        };
+        let t = match lane {
+            None => t,
+            Some(lane) => match t.detach() {
+                Err(t) => t,
+                Ok(detached) => {
+                    Metrics::inc(&shared.metrics.application_lane_connections_total);
+                    let connect = (connect, identity, remote);
+                    let moved = detached.admit_on(lane, connect, ids, permits, shutdown.clone());
+                    return Some(Err(moved));
+                }
+            },
+        };
+        Active::accept(t, connect, identity, remote, ids, permits)
+            .await
+            .map_err(|e| warn!(error = %e, "connection refused during CONNECT"))
+            .ok()
+            .map(Ok)
     };
-    let (mut active, info) = connect.instrument(span).await?;
-    if let Err(e) = active.t.flush().await {
-        active.finish(e.into()).await;
-        return None;
+    match connect.instrument(span).await? {
+        Ok((active, info)) => active.admitted(info).await,
+        Err(moved) => {
+            moved.await.ok();
+            None
+        }
     }
-    let sink = Arc::clone(&active.t.shared.sink);
-    sink.on_connect(&active.identity, &info).await;
-    active.notified_connect = true;
-    Some(active)
+}
+
+/// The connection ids [`Active::accept`] takes: listener, connection, transport.
+type ConnIds = (u64, SubscriberId, TransportKind);
+
+/// A TCP connection's state between authentication and CONNACK, detached from the runtime
+/// that accepted it (see [`crate::lane`]).
+struct Detached {
+    socket: std::io::Result<std::net::TcpStream>,
+    bufs: Option<Box<Buffers>>,
+    protocol: Protocol,
+    shared: Arc<Shared>,
+}
+
+impl Detached {
+    /// Runs the rest of the connection (CONNACK, session, clean-up) as a task on `lane`.
+    fn admit_on(
+        self,
+        lane: &Lane,
+        (connect, identity, remote): (Connect, Identity, SocketAddr),
+        ids: ConnIds,
+        permits: Permits,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let span = tracing::Span::current();
+        let connection = async move {
+            // Registered with the lane's reactor: this runs in the lane's context.
+            let stream = match self.socket.and_then(tokio::net::TcpStream::from_std) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(error = %e, "could not move the connection to the application lane");
+                    return;
+                }
+            };
+            let t = Transport {
+                stream,
+                bufs: self.bufs,
+                protocol: self.protocol,
+                shared: self.shared,
+            };
+            let accepted = Active::accept(t, connect, identity, remote, ids, permits).await;
+            let (active, info) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "connection refused during CONNECT");
+                    return;
+                }
+            };
+            let Some(mut active) = active.admitted(info).await else {
+                return;
+            };
+            let close = active.run(&shutdown).await;
+            Box::pin(active.finish(close)).await;
+        };
+        lane.spawn(connection.instrument(span))
+    }
 }
 
 /// Bytes read but not decoded yet, and bytes encoded but not written yet.
@@ -236,6 +310,33 @@ struct Transport<S> {
     bufs: Option<Box<Buffers>>,
     protocol: Protocol,
     shared: Arc<Shared>,
+}
+
+impl<S: Detach> Transport<S> {
+    /// The socket and buffers, detached from this runtime; the transport itself when its
+    /// stream cannot move.
+    fn detach(self) -> Result<Detached, Transport<S>> {
+        let Transport {
+            stream,
+            bufs,
+            protocol,
+            shared,
+        } = self;
+        match stream.detach() {
+            Ok(socket) => Ok(Detached {
+                socket,
+                bufs,
+                protocol,
+                shared,
+            }),
+            Err(stream) => Err(Transport {
+                stream,
+                bufs,
+                protocol,
+                shared,
+            }),
+        }
+    }
 }
 
 impl<S> Transport<S> {
@@ -772,6 +873,19 @@ impl<S> Active<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    /// Sends CONNACK and tells the sink about the connection; None when the client is
+    /// already gone.
+    async fn admitted(mut self, info: ConnectionInfo) -> Option<Active<S>> {
+        if let Err(e) = self.t.flush().await {
+            self.finish(e.into()).await;
+            return None;
+        }
+        let sink = Arc::clone(&self.t.shared.sink);
+        sink.on_connect(&self.identity, &info).await;
+        self.notified_connect = true;
+        Some(self)
+    }
+
     /// Registers the client (taking over an older connection with the same id) and queues
     /// CONNACK.
     async fn accept(
@@ -779,7 +893,7 @@ where
         connect: Connect,
         identity: Identity,
         remote: SocketAddr,
-        (listener, conn_id, transport): (u64, SubscriberId, TransportKind),
+        (listener, conn_id, transport): ConnIds,
         permits: Permits,
     ) -> Result<(Active<S>, ConnectionInfo), ConnectionError> {
         let shared = Arc::clone(&t.shared);

@@ -29,6 +29,7 @@ mod config;
 mod connection;
 mod error;
 mod housekeeping;
+mod lane;
 mod listener;
 mod mailbox;
 mod metrics;
@@ -122,12 +123,31 @@ pub(crate) struct Shared {
     /// The housekeeping task (session expiry, delayed wills) runs once per broker.
     pub(crate) housekeeping_started: AtomicBool,
     pub(crate) started_at: std::time::Instant,
+    /// Started with the first application connection (None: disabled or failed to start).
+    pub(crate) lane: std::sync::OnceLock<Option<lane::Lane>>,
 }
 
 /// Messages queued for offline persistent sessions by one routing call.
 type Parked = Vec<(Arc<session::Persistent>, session::Queued)>;
 
 impl Shared {
+    /// The application lane, started on first use; None when disabled by the configuration
+    /// or when its thread could not start (application connections then stay where they are).
+    pub(crate) fn lane(&self) -> Option<&lane::Lane> {
+        if !self.config.application_lane {
+            return None;
+        }
+        self.lane
+            .get_or_init(|| match lane::Lane::start() {
+                Ok(lane) => Some(lane),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the application lane");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
     /// Milliseconds since the broker started: the clock of keep-alive deadlines.
     pub(crate) fn clock_ms(&self) -> u64 {
         u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -265,6 +285,7 @@ impl Broker {
                 retained_source: std::sync::OnceLock::new(),
                 housekeeping_started: AtomicBool::new(false),
                 started_at: std::time::Instant::now(),
+                lane: std::sync::OnceLock::new(),
             }),
         }
     }

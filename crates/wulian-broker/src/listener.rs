@@ -322,7 +322,7 @@ impl Run<'_> {
     /// it was handed (a TLS stream is ~1 KB) next to it.
     fn start<S>(self, stream: S, peer_certificates: Option<Vec<Vec<u8>>>) -> Connection
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+        S: AsyncRead + AsyncWrite + crate::lane::Detach + Unpin + Send + Sync + 'static,
     {
         let transport = transport_info(self.config, peer_certificates);
         let accepted = Accepted::new(

@@ -45,6 +45,8 @@ metrics! {
     counters {
         /// Connections accepted since start.
         connections_total,
+        /// Application connections moved to the application lane since start.
+        application_lane_connections_total,
         /// Connections closed at once because `max_connections` was reached.
         connections_refused_total,
         /// CONNECTs refused by the authenticator.

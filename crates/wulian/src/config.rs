@@ -264,6 +264,8 @@ pub struct MqttConfig {
     pub sys_interval_secs: u64,
     /// Admit clients without credentials on the main listener (development only).
     pub allow_anonymous: bool,
+    /// Serve application clients (API keys) on plain TCP on a thread of their own.
+    pub application_lane: bool,
     /// Further listeners (`[[mqtt.listeners]]`): TLS, WebSocket, more TCP ports.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -410,6 +412,7 @@ impl Default for MqttConfig {
             sys_interval_secs: 10,
             // Anonymous access is for development on a trusted machine only.
             allow_anonymous: false,
+            application_lane: true,
             listeners: Vec::new(),
         }
     }

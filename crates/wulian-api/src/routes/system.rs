@@ -157,6 +157,12 @@ pub async fn metrics(
         b.queue_overflow_total,
     );
     metric(
+        "wulian_mqtt_application_lane_connections_total",
+        "counter",
+        "Application connections served on the application lane's own thread.",
+        b.application_lane_connections_total,
+    );
+    metric(
         "wulian_mqtt_retained_messages",
         "gauge",
         "Retained messages stored.",

@@ -24,7 +24,9 @@ use wulian_mqtt::{Connect, LastWill, Packet};
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Accepts "dev1"/"secret" (tenant t1, device dev1), "dev2"/"secret" (t1, dev2),
-/// "t2dev1"/"secret" (tenant t2, device dev1) and "ops"/"secret" (t1, `$SYS` access).
+/// "t2dev1"/"secret" (tenant t2, device dev1), "ops"/"secret" (t1, `$SYS` access) and
+/// "app"/"secret" (t1, an application that may read every device's topics and publish
+/// commands to them).
 pub struct TestAuth;
 
 #[async_trait::async_trait]
@@ -41,6 +43,20 @@ impl Authenticator for TestAuth {
                     ..TopicPolicy::default()
                 }),
                 sys_access: true,
+            });
+        }
+        if req.username.as_deref() == Some("app") && req.password.as_deref() == Some(b"secret") {
+            return Ok(Identity {
+                tenant: "t1".into(),
+                principal: Principal::Application {
+                    key_id: "app".into(),
+                },
+                policy: Arc::new(TopicPolicy {
+                    publish: vec!["devices/+/commands/#".into()],
+                    subscribe: vec!["devices/#".into()],
+                    ..TopicPolicy::default()
+                }),
+                sys_access: false,
             });
         }
         let (tenant, device) = match req.username.as_deref() {

@@ -3,6 +3,7 @@
 //! send. Every wait is bounded so a broken broker fails tests instead of hanging them.
 
 mod common;
+mod lane;
 mod raw;
 mod retained;
 mod sessions;

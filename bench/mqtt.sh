@@ -134,9 +134,16 @@ start_wulian() { # name extra-args... -> sets S_PID S_HTTP S_PORT S_KEY
   S_KEY=$(sed -n 's/^admin API key: //p' "$WORK/$name.out" | head -1)
   [ -n "$S_KEY" ] || [ -n "${WL_KEY:-}" ] || { echo "wulian printed no admin key" >&2; return 1; }
 }
-# wulian's TLS listener: the same server certificate, device certificates required.
+# wulian's configuration: no connection limit of its own, like Mosquitto's
+# `max_connections -1` (the process's open-file limit bounds both), and a TLS listener on the
+# same server certificate, device certificates required.
 WL_TLS_PORT=$(free_port)
-cat >"$WORK/wulian.toml" <<CONF
+{
+  echo "[mqtt]"
+  echo "max_connections = 1000000"
+  if [ "$TLS_CONNECTIONS" -gt 0 ]; then
+    cat <<CONF
+
 [[mqtt.listeners]]
 kind = "tls"
 addr = "127.0.0.1:$WL_TLS_PORT"
@@ -144,8 +151,9 @@ cert = "$CERTS/server.pem"
 key = "$CERTS/server.key"
 client_auth = "required"
 CONF
-TLS_CONFIG=()
-[ "$TLS_CONNECTIONS" -gt 0 ] && TLS_CONFIG=(--config "$WORK/wulian.toml")
+  fi
+} >"$WORK/wulian.toml"
+TLS_CONFIG=(--config "$WORK/wulian.toml")
 start_wulian wulian "${TLS_CONFIG[@]}"
 WL_PID=$S_PID WL_HTTP=$S_HTTP WL_PORT=$S_PORT WL_KEY=$S_KEY
 

@@ -43,7 +43,36 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every MQTT connection is an open file, and many systems start a process with a soft limit
+/// of 1,024 below a much higher hard limit: raise the soft limit to the hard one, as a server
+/// that holds many sockets should (the broker's own bound is `mqtt.max_connections`).
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        // An unlimited hard limit still stops at the kernel's `nr_open` (2^20 by default).
+        let target = limit.maximum.unwrap_or(1 << 20);
+        if limit.current.is_none_or(|current| current >= target) {
+            return;
+        }
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = ?limit.maximum, "open-file limit raised")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, soft = ?limit.current, "could not raise the open-file limit")
+            }
+        }
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let data_dir = &config.storage.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("Create data directory {}", data_dir.display()))?;

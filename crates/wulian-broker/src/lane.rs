@@ -56,6 +56,8 @@ impl Lane {
                     stop_rx.await.ok();
                 });
             })?;
+        // Blocks the caller (a runtime worker, once per broker) while the thread builds its
+        // runtime: well under a millisecond.
         let handle = handle_rx
             .recv()
             .map_err(|_| io::Error::other("the application lane's thread ended at start"))??;

@@ -209,7 +209,7 @@ where
         let ids = (listener, conn_id, kind);
         let shared = Arc::clone(&t.shared);
         let lane = match identity.principal {
-            Principal::Application { .. } => shared.lane(),
+            Principal::Application { .. } if !crate::lane::on_lane() => shared.lane(),
             _ => None,
         };
         let t = match lane {

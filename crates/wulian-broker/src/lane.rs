@@ -12,8 +12,10 @@
 //! for the cores in turn with the device workers, and its queue overflows while it waits.
 //!
 //! Only a plain TCP socket can move from one runtime's reactor to another's. A TLS or
-//! WebSocket stream keeps state that its crate cannot rebuild around a moved socket, so such
-//! application connections stay on the shared workers.
+//! WebSocket stream keeps state that its crate cannot rebuild around a moved socket, so an
+//! application connection of that kind moves only when its listener is marked for the lane
+//! (`ListenerConfig::application_lane`): then the raw socket moves as it is accepted, before
+//! any handshake, and the whole connection runs here.
 
 use std::io;
 
@@ -24,6 +26,17 @@ use tokio::task::JoinHandle;
 
 /// The lane thread's nice value when the process may lower it (0 is normal, -20 the highest).
 pub(crate) const LANE_NICE: i32 = -5;
+
+thread_local! {
+    /// Set on lane threads: a connection already there does not move again.
+    static ON_LANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on an application lane's thread (a broker's connections only ever
+/// run on that broker's lane).
+pub(crate) fn on_lane() -> bool {
+    ON_LANE.with(std::cell::Cell::get)
+}
 
 /// The lane's runtime. Dropping it stops the thread; connections still on it end.
 pub(crate) struct Lane {
@@ -50,6 +63,7 @@ impl Lane {
                     }
                 };
                 raise_priority();
+                ON_LANE.with(|on| on.set(true));
                 handle_tx.send(Ok(runtime.handle().clone())).ok();
                 // Runs the lane's tasks until the lane is dropped (the sender goes away).
                 runtime.block_on(async {

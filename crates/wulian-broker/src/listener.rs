@@ -78,6 +78,9 @@ pub struct ListenerConfig {
     pub connect_rate: Option<u32>,
     /// Admit clients without credentials (development only).
     pub allow_anonymous: bool,
+    /// Serve every connection of this listener on the application lane from the start, TLS
+    /// and WebSocket included (for a listener that applications use; see `lane.rs`).
+    pub application_lane: bool,
 }
 
 impl ListenerConfig {
@@ -92,6 +95,7 @@ impl ListenerConfig {
             max_connections: None,
             connect_rate: None,
             allow_anonymous: false,
+            application_lane: false,
         }
     }
 }
@@ -178,7 +182,29 @@ pub(crate) async fn serve(
                         debug!(%remote, error = %e, "set_nodelay failed");
                     }
                     let permits = Permits { _broker: permit, _listener: listener_permit };
-                    if let Transport::Tcp = config.transport {
+                    if config.application_lane && let Some(lane) = shared.lane() {
+                        // The raw socket moves before any handshake, so TLS and WebSocket
+                        // connections of this listener run on the lane too.
+                        let socket = match stream.into_std() {
+                            Ok(socket) => socket,
+                            Err(e) => {
+                                debug!(%remote, error = %e, "could not move the connection to the application lane");
+                                continue;
+                            }
+                        };
+                        Metrics::inc(&shared.metrics.application_lane_connections_total);
+                        let on_lane = lane.spawn(open_on_lane(
+                            Arc::clone(&shared),
+                            Arc::clone(&config),
+                            listener_id,
+                            socket,
+                            remote,
+                            permits,
+                            shutdown.clone(),
+                        ));
+                        // Tracked here, so shutdown still waits for it.
+                        tasks.spawn(async move { on_lane.await.ok(); });
+                    } else if let Transport::Tcp = config.transport {
                         // Spawned as it is: this future is what an idle client costs for as
                         // long as it stays connected, so no wrapper around it.
                         let transport = transport_info(&config, None);
@@ -231,6 +257,25 @@ fn transport_info(
         kind: config.transport.kind(),
         allow_anonymous: config.allow_anonymous,
         peer_certificates,
+    }
+}
+
+/// [`open`] on the application lane, for a socket accepted on the shared runtime.
+async fn open_on_lane(
+    shared: Arc<Shared>,
+    config: Arc<ListenerConfig>,
+    listener: u64,
+    socket: std::net::TcpStream,
+    remote: SocketAddr,
+    permits: Permits,
+    shutdown: CancellationToken,
+) {
+    // Registered with the lane's reactor: this runs in the lane's context.
+    match TcpStream::from_std(socket) {
+        Ok(stream) => open(shared, config, listener, stream, remote, permits, shutdown).await,
+        Err(e) => {
+            debug!(%remote, error = %e, "could not move the connection to the application lane")
+        }
     }
 }
 

@@ -45,7 +45,8 @@ metrics! {
     counters {
         /// Connections accepted since start.
         connections_total,
-        /// Application connections moved to the application lane since start.
+        /// Connections moved to the application lane since start (applications after CONNECT,
+        /// and every connection of a listener marked for the lane).
         application_lane_connections_total,
         /// Connections closed at once because `max_connections` was reached.
         connections_refused_total,

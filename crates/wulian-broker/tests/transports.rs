@@ -202,6 +202,25 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
 
 // ---------------------------------------------------------------------------------------
 
+/// A QoS 1 publish round trip as dev1: proves the stream works both ways after CONNACK.
+async fn qos1_round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, packet_id: u16) {
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "devices/dev1/telemetry".into(),
+        packet_id,
+        payload: Bytes::from_static(b"{}"),
+        properties: Default::default(),
+    });
+    stream.write_all(&encode(&publish)).await.unwrap();
+    stream.flush().await.unwrap();
+    match read_packet(stream, &mut BytesMut::new()).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, packet_id),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn tls_listener_serves_mqtt() {
     let server = Server::new();
@@ -217,23 +236,12 @@ async fn tls_listener_serves_mqtt() {
         mqtt_connect(&mut tls, Some(("dev1", "secret"))).await,
         Some(ReasonCode::Success)
     );
-    // A QoS 1 publish round trip proves the stream works both ways after CONNACK.
-    let publish = Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/dev1/telemetry".into(),
-        packet_id: 7,
-        payload: Bytes::from_static(b"{}"),
-        properties: Default::default(),
-    });
-    tls.write_all(&encode(&publish)).await.unwrap();
-    tls.flush().await.unwrap();
-    match read_packet(&mut tls, &mut BytesMut::new()).await {
-        Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, 7),
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
+    qos1_round_trip(&mut tls, 7).await;
     assert_eq!(server.auth.seen.lock()[0].0, TransportKind::Tls);
+    assert_eq!(
+        server.broker.metrics().application_lane_connections_total,
+        0
+    );
 
     // Plain MQTT on a TLS port gets nowhere.
     let mut plain = TcpStream::connect(addr).await.unwrap();
@@ -388,6 +396,43 @@ async fn secure_websocket_listener() {
     let tls = tls_connect(addr, &ca, None).await.unwrap();
     websocket_session(tls, &format!("wss://localhost:{}/mqtt", addr.port())).await;
     assert_eq!(server.auth.seen.lock()[0].0, TransportKind::Wss);
+}
+
+/// A listener marked for the application lane moves each socket there before its TLS or
+/// WebSocket handshake, so those connections run on the lane too (application connections
+/// on other TLS and WebSocket listeners cannot move after CONNECT).
+#[tokio::test]
+async fn a_lane_listener_serves_tls_and_wss_on_the_lane() {
+    let server = Server::new();
+    let ca = ca("server CA");
+    let mut tls_config = ListenerConfig::new(Transport::Tls(server_tls(&ca, ClientAuth::None)));
+    tls_config.application_lane = true;
+    let tls_addr = server.listen(tls_config).await;
+    let mut tls = tls_connect(tls_addr, &ca, None).await.unwrap();
+    assert_eq!(
+        mqtt_connect(&mut tls, Some(("dev1", "secret"))).await,
+        Some(ReasonCode::Success)
+    );
+    qos1_round_trip(&mut tls, 3).await;
+    assert_eq!(
+        server.broker.metrics().application_lane_connections_total,
+        1
+    );
+
+    let mut wss_config = ListenerConfig::new(Transport::Wss {
+        tls: server_tls(&ca, ClientAuth::None),
+        path: "/mqtt".into(),
+    });
+    wss_config.application_lane = true;
+    let wss_addr = server.listen(wss_config).await;
+    let stream = tls_connect(wss_addr, &ca, None).await.unwrap();
+    websocket_session(stream, &format!("wss://localhost:{}/mqtt", wss_addr.port())).await;
+    assert_eq!(
+        server.broker.metrics().application_lane_connections_total,
+        2
+    );
+    let kinds: Vec<TransportKind> = server.auth.seen.lock().iter().map(|s| s.0).collect();
+    assert_eq!(kinds, [TransportKind::Tls, TransportKind::Wss]);
 }
 
 #[tokio::test]

@@ -347,6 +347,10 @@ pub struct ListenerConfig {
     /// Admit clients without credentials (development only).
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// Serve all of this listener's connections on the application lane (a listener for
+    /// applications; TLS and WebSocket included).
+    #[serde(default)]
+    pub application_lane: bool,
 }
 
 impl ListenerConfig {
@@ -689,6 +693,7 @@ addr = "127.0.0.1:8883"
 cert = "server.pem"
 key = "server.key"
 client_auth = "optional"
+application_lane = true
 
 [[mqtt.listeners]]
 kind = "ws"
@@ -699,6 +704,9 @@ connect_rate = 50
         )
         .unwrap();
         assert!(c.mqtt.allow_anonymous);
+        assert!(c.mqtt.application_lane, "on by default");
+        assert!(c.mqtt.listeners[0].application_lane);
+        assert!(!c.mqtt.listeners[1].application_lane, "off by default");
         assert_eq!(c.mqtt.listeners.len(), 2);
         assert_eq!(c.mqtt.listeners[0].client_auth, ClientAuthMode::Optional);
         assert_eq!(c.mqtt.listeners[1].ws_path(), "/mqtt");

@@ -569,6 +569,8 @@ async fn bind_mqtt_listeners(
         listener_config.max_connections = entry.max_connections;
         listener_config.connect_rate = entry.connect_rate;
         listener_config.allow_anonymous = entry.allow_anonymous;
+        // Ignored when `mqtt.application_lane` is off (the broker then has no lane).
+        listener_config.application_lane = entry.application_lane;
         let path = if entry.kind.is_websocket() {
             entry.ws_path()
         } else {

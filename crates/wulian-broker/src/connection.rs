@@ -777,8 +777,6 @@ impl Pending {
     }
 }
 
-/// A connection past CONNACK: what an idle client keeps for as long as it is connected, so
-/// rarely used state is boxed or allocated on first use.
 /// What woke the session loop (see [`Active::poll_event`]).
 enum Event {
     Kicked(ReasonCode),
@@ -786,6 +784,8 @@ enum Event {
     Delivery(Delivery),
 }
 
+/// A connection past CONNACK: what an idle client keeps for as long as it is connected, so
+/// rarely used state is boxed or allocated on first use.
 struct Active<S> {
     t: Transport<S>,
     identity: Identity,

@@ -494,15 +494,15 @@ impl PresenceTracker {
         out
     }
 
+    /// The tenants with tracked devices, copied out so the lock is not held across awaits.
+    fn tenant_names(&self) -> Vec<String> {
+        let devices = self.devices.lock();
+        devices.by_tenant.tenants().map(str::to_string).collect()
+    }
+
     /// Writes the changed records to the registry.
     pub async fn save(&self) -> wulian_registry::Result<usize> {
-        let tenants: Vec<String> = self
-            .devices
-            .lock()
-            .by_tenant
-            .tenants()
-            .map(str::to_string)
-            .collect();
+        let tenants = self.tenant_names();
         let mut saved = 0;
         let mut failed = None;
         for tenant in tenants {
@@ -570,13 +570,7 @@ impl PresenceTracker {
     /// Marks devices silent past their profile's inactivity timeout; returns how many changed.
     pub async fn check_inactivity(&self) -> usize {
         let now = now_ms();
-        let tenants: Vec<String> = self
-            .devices
-            .lock()
-            .by_tenant
-            .tenants()
-            .map(str::to_string)
-            .collect();
+        let tenants = self.tenant_names();
         let mut candidates: Vec<((String, String), i64)> = Vec::new();
         for tenant in tenants {
             // Most fleets' profiles set no timeout: then nothing is copied or looked up.

@@ -207,17 +207,19 @@ where
             }
         };
         let ids = (listener, conn_id, kind);
-        let shared = Arc::clone(&t.shared);
-        let lane = match identity.principal {
-            Principal::Application { .. } if !crate::lane::on_lane() => shared.lane(),
-            _ => None,
-        };
-        let t = match lane {
+        let moves =
+            matches!(identity.principal, Principal::Application { .. }) && !crate::lane::on_lane();
+        let shared = moves.then(|| Arc::clone(&t.shared));
+        let t = match shared.as_deref().and_then(Shared::lane) {
             None => t,
             Some(lane) => match t.detach() {
                 Err(t) => t,
-                Ok(detached) => {
-                    Metrics::inc(&shared.metrics.application_lane_connections_total);
+                Ok(Err(e)) => {
+                    debug!(error = %e, "could not move the connection to the application lane");
+                    return None;
+                }
+                Ok(Ok(detached)) => {
+                    Metrics::inc(&detached.shared.metrics.application_lane_connections_total);
                     let connect = (connect, identity, remote);
                     let moved = detached.admit_on(lane, connect, ids, permits, shutdown.clone());
                     return Some(Err(moved));
@@ -245,7 +247,7 @@ type ConnIds = (u64, SubscriberId, TransportKind);
 /// A TCP connection's state between authentication and CONNACK, detached from the runtime
 /// that accepted it (see [`crate::lane`]).
 struct Detached {
-    socket: std::io::Result<std::net::TcpStream>,
+    socket: std::net::TcpStream,
     bufs: Option<Box<Buffers>>,
     protocol: Protocol,
     shared: Arc<Shared>,
@@ -262,20 +264,13 @@ impl Detached {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let span = tracing::Span::current();
-        let connection = async move {
-            // Registered with the lane's reactor: this runs in the lane's context.
-            let stream = match self.socket.and_then(tokio::net::TcpStream::from_std) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    debug!(error = %e, "could not move the connection to the application lane");
-                    return;
-                }
-            };
+        let (bufs, protocol, shared) = (self.bufs, self.protocol, self.shared);
+        let connection = move |stream| async move {
             let t = Transport {
                 stream,
-                bufs: self.bufs,
-                protocol: self.protocol,
-                shared: self.shared,
+                bufs,
+                protocol,
+                shared,
             };
             let accepted = Active::accept(t, connect, identity, remote, ids, permits).await;
             let (active, info) = match accepted {
@@ -291,7 +286,9 @@ impl Detached {
             let close = active.run(&shutdown).await;
             Box::pin(active.finish(close)).await;
         };
-        lane.spawn(connection.instrument(span))
+        lane.adopt(self.socket, move |stream| {
+            connection(stream).instrument(span)
+        })
     }
 }
 
@@ -313,9 +310,9 @@ struct Transport<S> {
 }
 
 impl<S: Detach> Transport<S> {
-    /// The socket and buffers, detached from this runtime; the transport itself when its
-    /// stream cannot move.
-    fn detach(self) -> Result<Detached, Transport<S>> {
+    /// The socket and buffers, detached from this runtime (the inner error: the reactor kept
+    /// the socket, which is then closed); the transport itself when its stream cannot move.
+    fn detach(self) -> Result<std::io::Result<Detached>, Transport<S>> {
         let Transport {
             stream,
             bufs,
@@ -323,12 +320,12 @@ impl<S: Detach> Transport<S> {
             shared,
         } = self;
         match stream.detach() {
-            Ok(socket) => Ok(Detached {
+            Ok(socket) => Ok(socket.map(|socket| Detached {
                 socket,
                 bufs,
                 protocol,
                 shared,
-            }),
+            })),
             Err(stream) => Err(Transport {
                 stream,
                 bufs,

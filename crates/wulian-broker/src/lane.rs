@@ -81,12 +81,28 @@ impl Lane {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.handle.spawn(future)
+    }
+
+    /// Runs `serve` on the lane with `socket` (detached from the runtime that accepted it)
+    /// registered with the lane's reactor, which only the lane's own context can do.
+    pub(crate) fn adopt<F, Fut>(&self, socket: std::net::TcpStream, serve: F) -> JoinHandle<()>
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(async move {
+            match TcpStream::from_std(socket) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(error = %e, "could not register the connection with the application lane"),
+            }
+        })
     }
 }
 

@@ -193,15 +193,11 @@ pub(crate) async fn serve(
                             }
                         };
                         Metrics::inc(&shared.metrics.application_lane_connections_total);
-                        let on_lane = lane.spawn(open_on_lane(
-                            Arc::clone(&shared),
-                            Arc::clone(&config),
-                            listener_id,
-                            socket,
-                            remote,
-                            permits,
-                            shutdown.clone(),
-                        ));
+                        let (shared, config, shutdown) =
+                            (Arc::clone(&shared), Arc::clone(&config), shutdown.clone());
+                        let on_lane = lane.adopt(socket, move |stream| {
+                            open(shared, config, listener_id, stream, remote, permits, shutdown)
+                        });
                         // Tracked here, so shutdown still waits for it.
                         tasks.spawn(async move { on_lane.await.ok(); });
                     } else if let Transport::Tcp = config.transport {
@@ -257,25 +253,6 @@ fn transport_info(
         kind: config.transport.kind(),
         allow_anonymous: config.allow_anonymous,
         peer_certificates,
-    }
-}
-
-/// [`open`] on the application lane, for a socket accepted on the shared runtime.
-async fn open_on_lane(
-    shared: Arc<Shared>,
-    config: Arc<ListenerConfig>,
-    listener: u64,
-    socket: std::net::TcpStream,
-    remote: SocketAddr,
-    permits: Permits,
-    shutdown: CancellationToken,
-) {
-    // Registered with the lane's reactor: this runs in the lane's context.
-    match TcpStream::from_std(socket) {
-        Ok(stream) => open(shared, config, listener, stream, remote, permits, shutdown).await,
-        Err(e) => {
-            debug!(%remote, error = %e, "could not move the connection to the application lane")
-        }
     }
 }
 

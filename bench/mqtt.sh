@@ -27,7 +27,7 @@ TLS_CONNECTIONS=${TLS_CONNECTIONS:-3000} # idle connections over mutual TLS (0: 
 # sweep offers each rate with a subscriber on devices/+/telemetry and the report keeps each
 # broker's highest delivered rate.
 RAW_MAX_RATE=${RAW_MAX_RATE:-200000}
-RAW_SWEEP=${RAW_SWEEP:-"20000 40000 60000 80000 100000 150000"}
+RAW_SWEEP=${RAW_SWEEP:-"20000 40000 60000 80000 100000 150000 200000"}
 SWEEP_DURATION=${SWEEP_DURATION:-5}
 QOS2_RAW_RATE=${QOS2_RAW_RATE:-50000}
 SOURCE_ADDRS=${SOURCE_ADDRS:-4}     # 127.0.0.1 .. 127.0.0.N as client source addresses
@@ -130,6 +130,7 @@ start_wulian() { # name extra-args... -> sets S_PID S_HTTP S_PORT S_KEY
   S_PID=$!
   PIDS+=("$S_PID")
   wait_port 127.0.0.1 "$S_PORT"
+  wait_port 127.0.0.1 "$S_HTTP"
   # The admin key is printed on the first start only (a restart keeps the one it had).
   S_KEY=$(sed -n 's/^admin API key: //p' "$WORK/$name.out" | head -1)
   [ -n "$S_KEY" ] || [ -n "${WL_KEY:-}" ] || { echo "wulian printed no admin key" >&2; return 1; }

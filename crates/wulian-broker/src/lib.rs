@@ -123,29 +123,19 @@ pub(crate) struct Shared {
     /// The housekeeping task (session expiry, delayed wills) runs once per broker.
     pub(crate) housekeeping_started: AtomicBool,
     pub(crate) started_at: std::time::Instant,
-    /// Started with the first application connection (None: disabled or failed to start).
-    pub(crate) lane: std::sync::OnceLock<Option<lane::Lane>>,
+    /// The application lanes (each started when first needed); None when disabled.
+    pub(crate) lanes: Option<lane::Lanes>,
 }
 
 /// Messages queued for offline persistent sessions by one routing call.
 type Parked = Vec<(Arc<session::Persistent>, session::Queued)>;
 
 impl Shared {
-    /// The application lane, started on first use; None when disabled by the configuration
-    /// or when its thread could not start (application connections then stay where they are).
+    /// The application lane for a new connection (see [`lane::Lanes::pick`]); None when
+    /// disabled by the configuration or when no lane's thread could start (application
+    /// connections then stay where they are).
     pub(crate) fn lane(&self) -> Option<&lane::Lane> {
-        if !self.config.application_lane {
-            return None;
-        }
-        self.lane
-            .get_or_init(|| match lane::Lane::start() {
-                Ok(lane) => Some(lane),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not start the application lane");
-                    None
-                }
-            })
-            .as_ref()
+        self.lanes.as_ref()?.pick()
     }
 
     /// Milliseconds since the broker started: the clock of keep-alive deadlines.
@@ -269,6 +259,9 @@ impl Broker {
             max: config.max_queued_messages,
             overflow: config.queue_overflow,
         };
+        let lanes = config
+            .application_lane
+            .then(|| lane::Lanes::new(config.application_lane_threads));
         Broker {
             shared: Arc::new(Shared {
                 config,
@@ -285,7 +278,7 @@ impl Broker {
                 retained_source: std::sync::OnceLock::new(),
                 housekeeping_started: AtomicBool::new(false),
                 started_at: std::time::Instant::now(),
-                lane: std::sync::OnceLock::new(),
+                lanes,
             }),
         }
     }

@@ -264,8 +264,10 @@ pub struct MqttConfig {
     pub sys_interval_secs: u64,
     /// Admit clients without credentials on the main listener (development only).
     pub allow_anonymous: bool,
-    /// Serve application clients (API keys) on plain TCP on a thread of their own.
+    /// Serve application clients (API keys) on plain TCP on threads of their own.
     pub application_lane: bool,
+    /// Threads of the application lane; 0 = one per core, at most four.
+    pub application_lane_threads: usize,
     /// Further listeners (`[[mqtt.listeners]]`): TLS, WebSocket, more TCP ports.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -417,6 +419,7 @@ impl Default for MqttConfig {
             // Anonymous access is for development on a trusted machine only.
             allow_anonymous: false,
             application_lane: true,
+            application_lane_threads: 0,
             listeners: Vec::new(),
         }
     }

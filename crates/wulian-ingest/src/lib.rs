@@ -6,6 +6,7 @@
 pub mod alarms;
 pub mod auth;
 pub mod commands;
+mod deferred;
 mod device_table;
 pub mod live;
 pub mod models;

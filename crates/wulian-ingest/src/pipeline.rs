@@ -3,20 +3,21 @@
 //! before the transport acknowledges it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use wulian_broker::{
-    ConnectionInfo, Identity, InboundMessage, MessageSink, Principal, SinkError, Staged,
+    ConnectionInfo, Durable, Identity, InboundMessage, MessageSink, Principal, SinkError, Staged,
 };
 use wulian_common::time::now_ms;
 use wulian_common::topics::{DeviceTopic, parse_device_topic};
-use wulian_mqtt::ReasonCode;
+use wulian_mqtt::{QoS, ReasonCode};
 use wulian_tsdb::{SeriesKey, Tsdb, WriteEntry};
 
 use wulian_registry::thing_model::Violation;
 
 use crate::alarms::AlarmService;
 use crate::commands::CommandService;
+use crate::deferred::{Deferred, WriteJob};
 use crate::live::LiveEvents;
 use crate::models::{ModelCache, ModelVerdict};
 use crate::observer::DeviceObserver;
@@ -114,7 +115,11 @@ pub struct IngestMetrics {
 }
 
 pub struct Pipeline {
+    /// The pipeline itself, for writes that outlive the call that staged them.
+    me: Weak<Pipeline>,
     tsdb: Tsdb,
+    /// QoS 0 telemetry waiting for its batch (see `deferred.rs`).
+    deferred: Deferred,
     // Set once at wiring time: the command service publishes through the broker, and the
     // broker delivers to this pipeline, so one of the two has to be attached after creation.
     commands: OnceLock<Arc<CommandService>>,
@@ -150,14 +155,27 @@ impl Lifecycle {
 
 impl Pipeline {
     pub fn new(tsdb: Tsdb) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
+        Arc::new_cyclic(|me| Pipeline {
+            me: me.clone(),
             tsdb,
+            deferred: Deferred::new(),
             commands: OnceLock::new(),
             lifecycle: OnceLock::new(),
             observer: OnceLock::new(),
             live: LiveEvents::new(),
             metrics: IngestMetrics::default(),
         })
+    }
+
+    /// How long QoS 0 telemetry waits for its batch (see `deferred.rs`; 2 ms by default).
+    pub fn set_qos0_batch_window(&self, window: std::time::Duration) {
+        self.deferred.set_window(window);
+    }
+
+    /// Writes the QoS 0 telemetry still waiting for its batch (see `deferred.rs`); call it
+    /// after the transports stopped and before the store closes.
+    pub async fn flush_deferred(&self) {
+        self.deferred.flush().await;
     }
 
     /// The hub of live device events (telemetry, status, twins, commands) for API streams.
@@ -331,7 +349,7 @@ impl Pipeline {
         payloads: Vec<bytes::Bytes>,
     ) -> (
         Vec<Result<usize, IngestError>>,
-        Option<impl Future<Output = Vec<Result<usize, IngestError>>> + Send + '_>,
+        Option<impl Future<Output = Vec<Result<usize, IngestError>>> + Send + 'static>,
     ) {
         let mut checked: Vec<Result<usize, IngestError>> = Vec::with_capacity(payloads.len());
         let mut all = Vec::new();
@@ -359,27 +377,36 @@ impl Pipeline {
         let for_rules = self.rule_messages(&tenant, &device, &all);
         let observed = self.observed(&tenant, &device).then(|| all.clone());
         let live = self.live.telemetry_events(&tenant, &device, &all);
+        // Owned, so that a QoS 0 write can wait for its batch after the call returned.
+        let this = self.me.upgrade();
         let durable = async move {
             let mut results: Vec<Result<usize, IngestError>> = Vec::with_capacity(points.len());
-            if self.tsdb.write(all).await.is_ok() {
-                self.run_rules(for_rules);
-                self.observe_stored(&tenant, &device, observed.as_deref());
+            // `self` is alive while it stages, so this holds; answered like a closed store.
+            let Some(this) = this else {
+                return points
+                    .iter()
+                    .map(|_| Err(IngestError::Store(wulian_tsdb::Error::Closed)))
+                    .collect();
+            };
+            if this.tsdb.write(all).await.is_ok() {
+                this.run_rules(for_rules);
+                this.observe_stored(&tenant, &device, observed.as_deref());
                 if let Some(events) = live {
-                    self.live.publish(&tenant, events);
+                    this.live.publish(&tenant, events);
                 }
                 results.extend(points.iter().map(|p| Ok(p.unwrap_or(0))));
             } else {
                 // Nothing of a refused write is stored: retry one by one for each its own answer.
                 for (payload, p) in payloads.iter().zip(&points) {
                     results.push(match p {
-                        Some(_) => self.store(&tenant, &device, payload).await,
+                        Some(_) => this.store(&tenant, &device, payload).await,
                         None => Ok(0),
                     });
                 }
             }
             for (result, p) in results.iter().zip(&points) {
                 if p.is_some() {
-                    self.count(&tenant, &device, result);
+                    this.count(&tenant, &device, result);
                 }
             }
             results
@@ -587,6 +614,25 @@ impl MessageSink for Pipeline {
                 durable: None,
             };
         };
+        if msgs.iter().all(|m| m.qos == QoS::AtMostOnce) {
+            // Nobody is acknowledged: the write joins the next batch (`deferred.rs`), and its
+            // outcome is counted there, not reported to the connection.
+            let job: WriteJob = Box::pin(async move {
+                write.await;
+            });
+            let durable = match self.deferred.push(job) {
+                Ok(()) => None,
+                Err(job) => {
+                    let n = msgs.len();
+                    let inline: Durable<'a> = Box::pin(async move {
+                        job.await;
+                        vec![Ok(()); n]
+                    });
+                    Some(inline)
+                }
+            };
+            return Staged { accepted, durable };
+        }
         let n = msgs.len();
         let durable = async move {
             let mut results: Vec<Result<(), SinkError>> = vec![Ok(()); n];

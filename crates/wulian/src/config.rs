@@ -122,6 +122,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub durability: DurabilityMode,
     pub fsync_interval_ms: u64,
+    /// QoS 0 MQTT telemetry (never acknowledged) is written in batches gathered over this
+    /// many milliseconds (0: each read's messages at once).
+    pub qos0_batch_ms: u64,
     /// Telemetry older than this many days is dropped, a whole day-partition at a time.
     /// 0 keeps everything. The default for devices whose tenant and profile set no
     /// `retention_days` of their own.
@@ -141,6 +144,8 @@ impl Default for StorageConfig {
             // loss on power failure for throughput.
             durability: DurabilityMode::Sync,
             fsync_interval_ms: 100,
+            // Fresh enough for dashboards and rules; long enough to share a group commit.
+            qos0_batch_ms: 2,
             // Keep everything unless the operator decides otherwise: deleting data is a choice.
             retention_days: 0,
             rollup_1m_retention_days: 90,

@@ -125,6 +125,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let pipeline = Pipeline::new(tsdb.clone());
+    pipeline.set_qos0_batch_window(Duration::from_millis(config.storage.qos0_batch_ms));
     let broker = Broker::open(
         BrokerConfig {
             max_connections: config.mqtt.max_connections,
@@ -261,6 +262,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%http_addr, mqtt_listeners = mqtt_listeners.len(), data_dir = %data_dir.display(), "wulian is serving.");
 
     let state_registry = Arc::clone(&registry);
+    let deferred_writes = Arc::clone(&pipeline);
     let state = AppState {
         registry,
         tsdb: tsdb.clone(),
@@ -365,7 +367,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Err(error) = presence_task.await {
         tracing::warn!(error = %error, "Presence task failed.");
     }
-    // Last: everything acknowledged so far is flushed and fsynced.
+    // QoS 0 telemetry still waiting for its batch, then the store: everything acknowledged
+    // so far is flushed and fsynced.
+    deferred_writes.flush_deferred().await;
     tsdb.close().await.context("Flush the telemetry store")?;
     tracing::info!("Stopped cleanly.");
     Ok(())

@@ -358,27 +358,7 @@ fn devices_are_refused_outside_their_namespace() {
     assert_eq!(r["v311_publish_other_closed"], true, "{r}");
 
     // Refusals are counted, the server keeps serving, and nothing was written for meter-2.
-    let (code, metrics) = {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-H",
-                &format!("Authorization: Bearer {admin}"),
-                &format!("{}/api/v1/metrics", server.http),
-            ])
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8(out.stdout).unwrap())
-    };
-    assert!(code);
-    let counter = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing from metrics"))
-            .parse()
-            .unwrap()
-    };
+    let counter = |name: &str| metric(&server, &admin, name);
     assert!(counter("wulian_mqtt_publish_denied_total") >= 2);
     assert!(counter("wulian_mqtt_subscribe_denied_total") >= 2);
     assert!(counter("wulian_mqtt_auth_failed_total") >= 3);
@@ -447,5 +427,80 @@ fn devices_are_refused_outside_their_namespace() {
         out.status.success(),
         "the server still serves: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of a counter in the server's Prometheus metrics.
+fn metric(server: &TestServer, key: &str, name: &str) -> u64 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            &format!("{}/api/v1/metrics", server.http),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl /api/v1/metrics");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// QoS 0 telemetry waits for its batch (`storage.qos0_batch_ms`); an orderly shutdown writes
+/// what is still waiting before the store closes, so nothing a QoS 0 publisher sent before
+/// SIGTERM is lost.
+#[test]
+fn qos0_telemetry_waiting_for_its_batch_is_written_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // A window far longer than the test, so the messages are certainly still waiting.
+    let config = dir.path().join("wulian.toml");
+    std::fs::write(&config, "[storage]\nqos0_batch_ms = 600000\n").unwrap();
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_args(&data, &["--config", config]);
+    let admin = server.admin_key.clone().unwrap();
+    let token = server.cli_json(&admin, &["devices", "create", "meter-7"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 50 messages, one per line, QoS 0, from one mosquitto_pub.
+    let lines: String = (1..=50)
+        .map(|i| format!("{{\"ts\": {i}000, \"values\": {{\"n\": {i}}}}}\n"))
+        .collect();
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(server.mqtt_args())
+        .args(["-i", "meter-7", "-u", "meter-7", "-P", &token])
+        .args(["-q", "0", "-t", "devices/meter-7/telemetry", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is installed");
+    {
+        use std::io::Write;
+        let mut stdin = publisher.stdin.take().unwrap();
+        stdin.write_all(lines.as_bytes()).unwrap();
+    }
+    assert!(publisher.wait().unwrap().success());
+    eventually(Duration::from_secs(10), "50 publishes received", || {
+        (metric(&server, &admin, "wulian_mqtt_publish_received_total") >= 50).then_some(())
+    });
+    let stored = |server: &TestServer| {
+        telemetry(server, &admin, "meter-7", "keys=n&from=0&to=100000")["series"]["n"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(stored(&server), 0, "the batch waits for its window");
+
+    assert!(server.terminate().success());
+    let server = TestServer::start_with_args(&data, &["--config", config]);
+    assert_eq!(
+        stored(&server),
+        50,
+        "written at shutdown, durable across the restart"
     );
 }

@@ -36,6 +36,9 @@ pub(crate) type WriteJob = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The writes waiting for the next batch.
 pub(crate) struct Deferred {
     inner: Arc<Inner>,
+    /// Where the flusher runs: the runtime that created the pipeline when there is one (not
+    /// an application lane's, which a device on a lane listener would otherwise pick).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct Inner {
@@ -59,6 +62,7 @@ impl Deferred {
                 flusher_started: AtomicBool::new(false),
                 window_us: AtomicU64::new(WINDOW.as_micros() as u64),
             }),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -71,9 +75,18 @@ impl Deferred {
     /// Queues `job` for the next batch. Gives it back when the queue is full or there is no
     /// runtime to write from: the caller then runs it itself.
     pub(crate) fn push(&self, job: WriteJob) -> Result<(), WriteJob> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Err(job);
-        };
+        if !self.inner.flusher_started.load(Ordering::Acquire) {
+            let Some(runtime) = self
+                .runtime
+                .clone()
+                .or_else(|| tokio::runtime::Handle::try_current().ok())
+            else {
+                return Err(job);
+            };
+            if !self.inner.flusher_started.swap(true, Ordering::AcqRel) {
+                runtime.spawn(Arc::clone(&self.inner).run());
+            }
+        }
         let queued = {
             let mut queue = self.inner.lock();
             if queue.len() >= MAX_QUEUED {
@@ -82,9 +95,6 @@ impl Deferred {
             queue.push(job);
             queue.len()
         };
-        if !self.inner.flusher_started.swap(true, Ordering::AcqRel) {
-            runtime.spawn(Arc::clone(&self.inner).run());
-        }
         if queued == 1 || queued == FLUSH_AT {
             self.inner.wake.notify_one();
         }

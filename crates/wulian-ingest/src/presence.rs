@@ -110,6 +110,12 @@ impl ConnectionDetails {
     }
 
     pub fn value(&self) -> Value {
+        self.value_with_client_id(None)
+    }
+
+    /// [`ConnectionDetails::value`], with `device` as the client id when none is kept (the
+    /// saved record needs no owned copy with it filled in).
+    fn value_with_client_id(&self, device: Option<&str>) -> Value {
         json!({
             "transport": "mqtt",
             "listener": self.listener.map(TransportKind::as_str),
@@ -118,7 +124,7 @@ impl ConnectionDetails {
                 Protocol::V311 => "3.1.1",
                 Protocol::V5 => "5.0",
             }),
-            "client_id": self.client_id.as_deref(),
+            "client_id": self.client_id.as_deref().or(device),
             "remote_addr": self.remote_addr.map(|(ip, port)| SocketAddr::new(ip, port).to_string()),
             "keep_alive_s": self.keep_alive_s,
         })
@@ -196,7 +202,7 @@ impl Slot {
             connection: self
                 .connection
                 .as_ref()
-                .map(|c| c.for_device(device).value().to_string()),
+                .map(|c| c.value_with_client_id(Some(device)).to_string()),
             messages_in: self.messages_in,
             bytes_in: self.bytes_in,
         }
@@ -730,12 +736,16 @@ mod connection_details_tests {
             keep_alive: 60,
             transport: TransportKind::Wss,
         };
-        let details = ConnectionDetails::of(&info, "bike-1").for_device("bike-1");
+        let kept = ConnectionDetails::of(&info, "bike-1");
+        let details = kept.for_device("bike-1");
         let expected = json!({
             "transport": "mqtt", "listener": "wss", "tls": true, "protocol": "5.0",
             "client_id": "bike-1", "remote_addr": "192.0.2.7:50123", "keep_alive_s": 60
         });
         assert_eq!(details.value(), expected);
+        // The saved record fills in the client id the tracker leaves out for devices.
+        assert_eq!(kept.value()["client_id"], Value::Null);
+        assert_eq!(kept.value_with_client_id(Some("bike-1")), expected);
         let presence = DevicePresence {
             connection: Some(details.clone()),
             ..DevicePresence::default()

@@ -352,12 +352,13 @@ impl Pipeline {
         Option<impl Future<Output = Vec<Result<usize, IngestError>>> + Send + 'static>,
     ) {
         let mut checked: Vec<Result<usize, IngestError>> = Vec::with_capacity(payloads.len());
+        // Readings now; the store's entries (a series key each) once the messages are routed.
         let mut all = Vec::new();
         for payload in &payloads {
-            match self.checked_entries(tenant, device, payload).await {
-                Ok(entries) => {
-                    checked.push(Ok(entries.len()));
-                    all.extend(entries);
+            match self.checked_readings(tenant, device, payload).await {
+                Ok(readings) => {
+                    checked.push(Ok(readings.len()));
+                    all.extend(readings);
                 }
                 Err(error) => {
                     let refused = Err(error);
@@ -374,9 +375,6 @@ impl Pipeline {
         }
         let points: Vec<Option<usize>> = checked.iter().map(|r| r.as_ref().ok().copied()).collect();
         let (tenant, device) = (tenant.to_string(), device.to_string());
-        let for_rules = self.rule_messages(&tenant, &device, &all);
-        let observed = self.observed(&tenant, &device).then(|| all.clone());
-        let live = self.live.telemetry_events(&tenant, &device, &all);
         // Owned, so that a QoS 0 write can wait for its batch after the call returned.
         let this = self.me.upgrade();
         let durable = async move {
@@ -388,6 +386,11 @@ impl Pipeline {
                     .map(|_| Err(IngestError::Store(wulian_tsdb::Error::Closed)))
                     .collect();
             };
+            // Prepared here, after the broker has routed the messages, not before.
+            let all = entries(&tenant, &device, all);
+            let for_rules = this.rule_messages(&tenant, &device, &all);
+            let observed = this.observed(&tenant, &device).then(|| all.clone());
+            let live = this.live.telemetry_events(&tenant, &device, &all);
             if this.tsdb.write(all).await.is_ok() {
                 this.run_rules(for_rules);
                 this.observe_stored(&tenant, &device, observed.as_deref());
@@ -472,6 +475,17 @@ impl Pipeline {
         device: &str,
         payload: &[u8],
     ) -> Result<Vec<WriteEntry>, IngestError> {
+        let readings = self.checked_readings(tenant, device, payload).await?;
+        Ok(entries(tenant, device, readings))
+    }
+
+    /// [`Pipeline::checked_entries`] before they become the store's entries.
+    async fn checked_readings(
+        &self,
+        tenant: &str,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<Vec<Reading>, IngestError> {
         let now = now_ms();
         let readings = telemetry::parse(payload, now)?;
         if let Some(lifecycle) = self.lifecycle.get() {
@@ -493,7 +507,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(entries(tenant, device, readings))
+        Ok(readings)
     }
 }
 

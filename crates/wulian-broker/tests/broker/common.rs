@@ -518,6 +518,12 @@ impl Raw {
         raw
     }
 
+    /// Subscribes to `filter` (packet id 1) and expects a SUBACK.
+    pub async fn subscribed(&mut self, filter: &str, qos: wulian_mqtt::QoS) {
+        self.send(&crate::sessions::subscribe(filter, qos)).await;
+        assert!(matches!(self.recv().await, Some(Packet::SubAck(_))));
+    }
+
     pub async fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         wulian_mqtt::encode(packet, self.protocol, &mut out).unwrap();

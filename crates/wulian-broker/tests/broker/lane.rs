@@ -9,7 +9,7 @@ use wulian_broker::{BrokerConfig, Properties};
 use wulian_mqtt::{Connect, Disconnect, Packet, Protocol, QoS, ReasonCode};
 
 use crate::common::*;
-use crate::sessions::{ack, publish, server_msg, subscribe};
+use crate::sessions::{ack, publish, server_msg};
 
 fn app_connect(protocol: Protocol, client_id: &str, clean_start: bool) -> Connect {
     let mut c = connect_packet(protocol, client_id, "app", 30);
@@ -32,9 +32,8 @@ async fn an_application_subscriber_runs_on_the_lane_and_gets_every_message() {
     })
     .await;
     let mut app = Raw::connect(b.addr, app_connect(Protocol::V5, "dash", true)).await;
-    app.send(&subscribe("devices/+/telemetry", QoS::AtLeastOnce))
+    app.subscribed("devices/+/telemetry", QoS::AtLeastOnce)
         .await;
-    assert!(matches!(app.recv().await, Some(Packet::SubAck(_))));
     assert_eq!(b.broker.metrics().application_lane_connections_total, 1);
 
     let mut device = Raw::connect(b.addr, {
@@ -76,9 +75,7 @@ async fn an_application_subscriber_runs_on_the_lane_and_gets_every_message() {
 async fn a_persistent_application_session_resumes_on_the_lane() {
     let b = start_default().await;
     let mut app = Raw::connect(b.addr, app_connect(Protocol::V5, "rules", false)).await;
-    app.send(&subscribe("devices/dev1/#", QoS::AtLeastOnce))
-        .await;
-    assert!(matches!(app.recv().await, Some(Packet::SubAck(_))));
+    app.subscribed("devices/dev1/#", QoS::AtLeastOnce).await;
     app.send(&Packet::Disconnect(Disconnect {
         code: ReasonCode::Success,
         properties: Properties::default(),
@@ -147,9 +144,7 @@ async fn the_lane_can_be_turned_off() {
     })
     .await;
     let mut app = Raw::connect(b.addr, app_connect(Protocol::V311, "dash", true)).await;
-    app.send(&subscribe("devices/dev1/#", QoS::AtMostOnce))
-        .await;
-    assert!(matches!(app.recv().await, Some(Packet::SubAck(_))));
+    app.subscribed("devices/dev1/#", QoS::AtMostOnce).await;
     b.broker
         .publish("t1", server_msg("devices/dev1/x", QoS::AtMostOnce, b"1"));
     assert_eq!(app.next_publish().await.payload.as_ref(), b"1");

@@ -69,8 +69,7 @@ pub fn server_msg(topic: &str, qos: QoS, payload: &'static [u8]) -> OutboundMess
 /// Connects, subscribes to `devices/dev1/#` at `qos`, and disconnects normally.
 async fn subscribe_and_leave(b: &TestBroker, connect: Connect, qos: QoS) {
     let mut raw = Raw::connect(b.addr, connect).await;
-    raw.send(&subscribe("devices/dev1/#", qos)).await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.subscribed("devices/dev1/#", qos).await;
     raw.send(&Packet::Disconnect(Disconnect {
         code: ReasonCode::Success,
         properties: Properties::default(),
@@ -145,9 +144,7 @@ async fn clean_session_discards_the_stored_session() {
 async fn unacknowledged_qos1_is_resent_with_dup() {
     let b = start_default().await;
     let mut raw = Raw::connect(b.addr, persistent(Protocol::V311, "s1", None)).await;
-    raw.send(&subscribe("devices/dev1/#", QoS::AtLeastOnce))
-        .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.subscribed("devices/dev1/#", QoS::AtLeastOnce).await;
     b.broker.publish(
         "t1",
         server_msg("devices/dev1/a", QoS::AtLeastOnce, b"once"),
@@ -175,9 +172,7 @@ fn ack_id(id: u16) -> Ack {
 async fn pubrel_is_resent_on_reconnect() {
     let b = start_default().await;
     let mut raw = Raw::connect(b.addr, persistent(Protocol::V5, "s1", Some(60))).await;
-    raw.send(&subscribe("devices/dev1/#", QoS::ExactlyOnce))
-        .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.subscribed("devices/dev1/#", QoS::ExactlyOnce).await;
     b.broker
         .publish("t1", server_msg("devices/dev1/a", QoS::ExactlyOnce, b"two"));
     let p = raw.next_publish().await;
@@ -325,10 +320,7 @@ async fn offline_queue_drop_newest() {
 async fn takeover_resumes_the_session() {
     let b = start_default().await;
     let mut first = Raw::connect(b.addr, persistent(Protocol::V5, "s1", Some(60))).await;
-    first
-        .send(&subscribe("devices/dev1/#", QoS::AtLeastOnce))
-        .await;
-    assert!(matches!(first.recv().await, Some(Packet::SubAck(_))));
+    first.subscribed("devices/dev1/#", QoS::AtLeastOnce).await;
     let (mut second, ack) =
         Raw::connect_ack(b.addr, persistent(Protocol::V5, "s1", Some(60))).await;
     assert!(ack.session_present);
@@ -388,9 +380,8 @@ async fn will_watcher(b: &TestBroker) -> Raw {
     let mut watcher =
         Raw::connect(b.addr, connect_packet(Protocol::V5, "watcher", "dev1", 0)).await;
     watcher
-        .send(&subscribe("devices/dev1/will", QoS::AtMostOnce))
+        .subscribed("devices/dev1/will", QoS::AtMostOnce)
         .await;
-    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
     watcher
 }
 
@@ -527,9 +518,7 @@ async fn inflight_message_survives_restart() {
     };
     let b = start_durable(config.clone()).await;
     let mut raw = Raw::connect(b.addr, persistent(Protocol::V311, "s1", None)).await;
-    raw.send(&subscribe("devices/dev1/#", QoS::AtLeastOnce))
-        .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.subscribed("devices/dev1/#", QoS::AtLeastOnce).await;
     b.broker.publish(
         "t1",
         server_msg("devices/dev1/a", QoS::AtLeastOnce, b"in flight"),
@@ -577,8 +566,7 @@ async fn unsubscribe_is_durable() {
     let b = start_durable(config.clone()).await;
     let mut raw = Raw::connect(b.addr, persistent(Protocol::V311, "s1", None)).await;
     for filter in ["devices/dev1/a", "devices/dev1/b"] {
-        raw.send(&subscribe(filter, QoS::AtLeastOnce)).await;
-        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+        raw.subscribed(filter, QoS::AtLeastOnce).await;
     }
     raw.send(&Packet::Unsubscribe(wulian_mqtt::Unsubscribe {
         packet_id: 2,

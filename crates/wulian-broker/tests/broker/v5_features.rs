@@ -80,9 +80,7 @@ async fn outbound_topic_alias() {
     let mut c = connect_packet(Protocol::V5, "c", "dev1", 0);
     c.properties.topic_alias_maximum = Some(1);
     let mut raw = Raw::connect(b.addr, c).await;
-    raw.send(&subscribe("devices/dev1/#", QoS::AtMostOnce))
-        .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.subscribed("devices/dev1/#", QoS::AtMostOnce).await;
     for topic in ["devices/dev1/a", "devices/dev1/a", "devices/dev1/b"] {
         b.broker.publish(
             "t1",
@@ -197,9 +195,7 @@ async fn sys_statistics_and_access() {
         Some(Packet::SubAck(s)) => assert_eq!(s.codes, vec![ReasonCode::NotAuthorized]),
         other => panic!("expected SUBACK, got {other:?}"),
     }
-    dev.send(&subscribe("devices/dev1/#", QoS::AtMostOnce))
-        .await;
-    assert!(matches!(dev.recv().await, Some(Packet::SubAck(_))));
+    dev.subscribed("devices/dev1/#", QoS::AtMostOnce).await;
     assert!(dev.no_publish_within(Duration::from_millis(300)).await);
 }
 
@@ -260,12 +256,8 @@ async fn shared_subscription_round_robin() {
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(60);
     let mut m3 = Raw::connect(b.addr, c).await;
-    m3.send(&subscribe(
-        "$share/workers/devices/dev1/jobs",
-        QoS::AtLeastOnce,
-    ))
-    .await;
-    assert!(matches!(m3.recv().await, Some(Packet::SubAck(_))));
+    m3.subscribed("$share/workers/devices/dev1/jobs", QoS::AtLeastOnce)
+        .await;
     drop(m3);
     assert!(wait_until(|| !b.broker.is_connected("t1", "m3")).await);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -64,7 +64,8 @@ pub struct BrokerConfig {
     /// Serve application connections (API-key clients) over plain TCP on a thread of their
     /// own, so a fleet's publishing devices cannot delay them (see `lane.rs`).
     pub application_lane: bool,
-    /// Threads of the application lane (at least 1); connections go to the one with the fewest.
+    /// Threads of the application lane (0: one per core, at most four); a new connection goes
+    /// to the least busy.
     pub application_lane_threads: usize,
 }
 
@@ -90,9 +91,7 @@ impl Default for BrokerConfig {
                 .map_or(4, |n| n.get().saturating_mul(2))
                 .max(4),
             application_lane: true,
-            // One per core, at most four: applications are few, a fan-out's deliveries are many.
-            application_lane_threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get().min(4)),
+            application_lane_threads: 0,
         }
     }
 }

@@ -50,10 +50,15 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    /// Room for `threads` lanes (at least one); none is started yet.
+    /// Room for `threads` lanes (0: one per core, at most four); none is started yet.
     pub(crate) fn new(threads: usize) -> Lanes {
+        // Applications are few, but a fan-out's deliveries are many: one lane per core.
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        };
         Lanes {
-            slots: (0..threads.max(1)).map(|_| OnceLock::new()).collect(),
+            slots: (0..threads).map(|_| OnceLock::new()).collect(),
         }
     }
 

@@ -141,10 +141,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             max_publish_bytes_rate: config.mqtt.max_publish_bytes_rate,
             sys_interval: Duration::from_secs(config.mqtt.sys_interval_secs),
             application_lane: config.mqtt.application_lane,
-            application_lane_threads: match config.mqtt.application_lane_threads {
-                0 => BrokerConfig::default().application_lane_threads,
-                n => n,
-            },
+            application_lane_threads: config.mqtt.application_lane_threads,
             queue_overflow: match config.mqtt.queue_overflow {
                 crate::config::QueueOverflowPolicy::DropOldest => QueueOverflow::DropOldest,
                 crate::config::QueueOverflowPolicy::DropNewest => QueueOverflow::DropNewest,

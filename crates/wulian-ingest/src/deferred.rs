@@ -4,9 +4,9 @@
 //! by one as they arrive, at 10,000 messages a second, each cost the store's writer thread a
 //! wake-up, a group commit with its fsync, and a reply: about half of the broker's CPU, and the
 //! margin by which its delivery latency trailed Mosquitto's. Here the writes staged within a
-//! short window ([`WINDOW`] unless configured) go to the store together: one wake-up and one group commit for all of them.
-//! Each keeps its own request, so a refusal (a value of the wrong type for its series) stays
-//! its own.
+//! short window ([`WINDOW`] unless configured) go to the store together: one wake-up and one
+//! group commit for all of them. Each keeps its own request, so a refusal (a value of the
+//! wrong type for its series) stays its own.
 //!
 //! What QoS 0 gives up is bounded: a process killed within the window loses that window's
 //! messages, which is what "at most once" allows; readings become queryable, and rules see

@@ -159,7 +159,7 @@ pub async fn metrics(
     metric(
         "wulian_mqtt_application_lane_connections_total",
         "counter",
-        "Connections moved to the application lane's own thread.",
+        "Connections moved to an application lane thread.",
         b.application_lane_connections_total,
     );
     metric(

@@ -7,9 +7,13 @@
 //! in-flight window stays closed and its queue overflows. On a thread of its own the kernel
 //! schedules it as soon as its socket has data, whatever the devices are doing.
 //!
-//! When it may (root, or `CAP_SYS_NICE`), the lane's thread also raises its scheduling priority
-//! ([`LANE_NICE`]): on a machine the devices keep busy, a thread of normal priority still waits
-//! for the cores in turn with the device workers, and its queue overflows while it waits.
+//! When it may (root, or `CAP_SYS_NICE`), a lane whose connections fall behind also raises its
+//! thread's scheduling priority ([`LANE_NICE`]): on a machine the devices keep busy, a thread
+//! of normal priority still waits for the cores in turn with the device workers, and a
+//! fleet-wide subscriber's queue overflows while it waits. A lane that keeps up stays at normal
+//! priority ([`PriorityTuner`]): there a raised priority gains nothing and costs the rest of
+//! the machine a preemption at every packet, which in a fan-out to a thousand subscribers on
+//! the same machine delayed every delivery's reader by milliseconds.
 //!
 //! Only a plain TCP socket can move from one runtime's reactor to another's. A TLS or
 //! WebSocket stream keeps state that its crate cannot rebuild around a moved socket, so an
@@ -24,24 +28,90 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Waker;
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The lane thread's nice value when the process may lower it (0 is normal, -20 the highest).
+/// A busy lane thread's nice value when the process may lower it (0 is normal, -20 the
+/// highest).
 pub(crate) const LANE_NICE: i32 = -5;
 
+/// How often a lane looks at its connections' backlog.
+const PRIORITY_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+/// A connection of the lane left this many deliveries waiting (a full in-flight window's
+/// worth) in a period: the lane raises its priority.
+const BACKLOG_RAISE: usize = 64;
+/// Periods in a row with every backlog under [`BACKLOG_CALM`] before the priority goes back
+/// to normal: a backlog that the raise itself cleared must stay cleared for a while, or the
+/// priority would flap every period.
+const CALM_PERIODS: u32 = 20;
+const BACKLOG_CALM: usize = 8;
+
 thread_local! {
-    /// Set on lane threads: a connection already there does not move again.
-    static ON_LANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The largest backlog a connection task on this thread left since the lane last looked.
+    static BACKLOG: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The lane's index, on lane threads: a connection already there does not move again, and
+    /// a task waiting there is woken through [`Wakes`].
+    static ON_LANE: std::cell::Cell<Option<LaneIndex>> = const { std::cell::Cell::new(None) };
 }
+
+/// A lane's number among its broker's lanes.
+pub(crate) type LaneIndex = u16;
 
 /// Whether the caller runs on an application lane's thread (a broker's connections only ever
 /// run on that broker's lane).
 pub(crate) fn on_lane() -> bool {
+    current().is_some()
+}
+
+/// The lane the caller runs on, if it runs on one.
+pub(crate) fn current() -> Option<LaneIndex> {
     ON_LANE.with(std::cell::Cell::get)
+}
+
+/// Notes that a connection task on the calling thread took a delivery and left `queued` more
+/// waiting (read by the lane's [`PriorityTuner`]; elsewhere nobody reads it).
+pub(crate) fn note_backlog(queued: usize) {
+    BACKLOG.with(|most| {
+        if queued > most.get() {
+            most.set(queued);
+        }
+    });
+}
+
+/// The wake-ups due after routing one message, held until the routing is done so that many
+/// tasks waiting on one lane cost one hand-off to its thread, not one each.
+///
+/// Waking a task of another runtime from outside it writes to that runtime's eventfd: for a
+/// message to a thousand subscribers on a lane, a thousand system calls on the routing thread,
+/// and the lane thread woken, sent back to sleep and woken again as the deliveries trickle in.
+/// A held group is instead woken from a task on the lane itself, where a wake-up is a push on
+/// its run queue. Tasks that do not wait on a lane are woken at once; dropping `Wakes` wakes
+/// whatever it still holds, so no wake-up is ever lost.
+#[derive(Default)]
+pub(crate) struct Wakes {
+    held: Vec<(LaneIndex, Waker)>,
+}
+
+impl Wakes {
+    /// Wakes `waker` now, or holds it when its task waits on `lane`.
+    pub(crate) fn add(&mut self, lane: Option<LaneIndex>, waker: Waker) {
+        match lane {
+            Some(lane) => self.held.push((lane, waker)),
+            None => waker.wake(),
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        for (_, waker) in self.held.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// The application lanes of a broker, each started on first use.
@@ -89,6 +159,34 @@ impl Lanes {
         }
         best
     }
+
+    /// Wakes what `wakes` holds: a lane's group from a task on that lane when it has more
+    /// than one member, a single wake-up directly (a task spawned for it would cost more).
+    pub(crate) fn wake(&self, mut wakes: Wakes) {
+        if wakes.held.len() < 2 {
+            return; // dropped: woken directly
+        }
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(Some(lane)) = slot.get() else {
+                continue;
+            };
+            let group: Vec<Waker> = wakes
+                .held
+                .extract_if(.., |(held, _)| usize::from(*held) == index)
+                .map(|(_, waker)| waker)
+                .collect();
+            match group.len() {
+                0 => {}
+                1 => group.into_iter().for_each(Waker::wake),
+                _ => {
+                    // If the lane has stopped, its tasks are gone and the wake-ups with them.
+                    drop(lane.handle.spawn(async move {
+                        group.into_iter().for_each(Waker::wake);
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// One lane's runtime. Dropping it stops the thread; connections still on it end.
@@ -126,12 +224,14 @@ impl Lane {
                         return;
                     }
                 };
-                raise_priority();
-                ON_LANE.with(|on| on.set(true));
+                let lane = LaneIndex::try_from(index).unwrap_or(LaneIndex::MAX);
+                ON_LANE.with(|on| on.set(Some(lane)));
                 handle_tx.send(Ok(runtime.handle().clone())).ok();
                 // Runs the lane's tasks until the lane is dropped (the sender goes away).
                 runtime.block_on(async {
+                    let tuner = tokio::spawn(PriorityTuner::new().run());
                     stop_rx.await.ok();
+                    tuner.abort();
                 });
             })?;
         // Blocks the caller (a runtime worker, once per broker) while the thread builds its
@@ -178,13 +278,58 @@ impl Lane {
     }
 }
 
-/// Gives the calling thread [`LANE_NICE`], if the process is allowed to.
-fn raise_priority() {
-    let thread = rustix::thread::gettid();
-    match rustix::process::setpriority_process(Some(thread), LANE_NICE) {
-        Ok(()) => tracing::debug!(nice = LANE_NICE, "application lane priority raised"),
-        // Unprivileged: the lane still has its own thread, at normal priority.
-        Err(e) => tracing::debug!(error = %e, "application lane keeps normal priority"),
+/// Raises the lane thread's priority while its connections fall behind (a backlog of
+/// [`BACKLOG_RAISE`] deliveries in a [`PRIORITY_PERIOD`]) and lowers it again once they have
+/// kept up for [`CALM_PERIODS`]. Runs as a task on the lane, so "this thread" is the lane's.
+struct PriorityTuner {
+    raised: bool,
+    calm: u32,
+    /// The process may not raise priorities: nothing to tune.
+    refused: bool,
+}
+
+impl PriorityTuner {
+    fn new() -> PriorityTuner {
+        PriorityTuner {
+            raised: false,
+            calm: 0,
+            refused: false,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut ticks = tokio::time::interval(PRIORITY_PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.refused {
+            ticks.tick().await;
+            self.observe(BACKLOG.with(|most| most.replace(0)));
+        }
+    }
+
+    /// Moves the priority after a period whose largest backlog was `backlog`.
+    fn observe(&mut self, backlog: usize) {
+        self.calm = if backlog < BACKLOG_CALM {
+            self.calm + 1
+        } else {
+            0
+        };
+        let nice = match self.raised {
+            false if backlog >= BACKLOG_RAISE => LANE_NICE,
+            true if self.calm >= CALM_PERIODS => 0,
+            _ => return,
+        };
+        let thread = rustix::thread::gettid();
+        match rustix::process::setpriority_process(Some(thread), nice) {
+            Ok(()) => {
+                self.raised = nice != 0;
+                tracing::debug!(nice, backlog, "application lane priority changed");
+            }
+            // Unprivileged: the lane still has its own thread, at normal priority.
+            Err(e) => {
+                self.refused = true;
+                tracing::debug!(error = %e, "application lane keeps normal priority");
+            }
+        }
     }
 }
 
@@ -211,6 +356,84 @@ impl<S> Detach for crate::ws::WsIo<S> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that records the name of the thread that woke it.
+    struct Recorded(std::sync::Mutex<Vec<Option<String>>>);
+
+    impl std::task::Wake for Recorded {
+        fn wake(self: Arc<Self>) {
+            let name = std::thread::current().name().map(str::to_owned);
+            self.0.lock().unwrap().push(name);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lanes_held_wake_ups_are_made_on_the_lane_and_none_is_lost() {
+        let lanes = Lanes::new(1);
+        let (socket, _client) = socket_pair().await;
+        lanes.pick().unwrap().adopt(socket, |_stream| async {});
+        let recorded = Arc::new(Recorded(std::sync::Mutex::new(Vec::new())));
+        let mut wakes = Wakes::default();
+        for _ in 0..3 {
+            wakes.add(Some(0), Waker::from(Arc::clone(&recorded)));
+        }
+        wakes.add(None, Waker::from(Arc::clone(&recorded)));
+        assert_eq!(
+            recorded.0.lock().unwrap().len(),
+            1,
+            "not on a lane: woken at once"
+        );
+        lanes.wake(wakes);
+        for _ in 0..100 {
+            if recorded.0.lock().unwrap().len() == 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let names = recorded.0.lock().unwrap().clone();
+        assert_eq!(names.len(), 4);
+        assert!(
+            names[1..]
+                .iter()
+                .all(|n| n.as_deref() == Some("mqtt-app-lane-0"))
+        );
+        // Dropped unsent (no lanes to hand them to): woken where they are.
+        let mut wakes = Wakes::default();
+        wakes.add(Some(1), Waker::from(Arc::clone(&recorded)));
+        drop(wakes);
+        assert_eq!(recorded.0.lock().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_lane_that_falls_behind_raises_its_priority_until_it_keeps_up_again() {
+        // On a thread of its own: the test changes its thread's priority.
+        std::thread::spawn(|| {
+            let me = Some(rustix::thread::gettid());
+            let nice = || rustix::process::getpriority_process(me).unwrap();
+            let base = nice();
+            let mut tuner = PriorityTuner::new();
+            tuner.observe(BACKLOG_RAISE - 1);
+            assert_eq!(nice(), base, "a backlog under a window changes nothing");
+            tuner.observe(BACKLOG_RAISE);
+            if tuner.refused {
+                return; // unprivileged: the lane stays at normal priority
+            }
+            assert_eq!(nice(), LANE_NICE);
+            for _ in 1..CALM_PERIODS {
+                tuner.observe(0);
+            }
+            tuner.observe(BACKLOG_CALM);
+            assert_eq!(nice(), LANE_NICE, "the calm has to last");
+            for _ in 1..CALM_PERIODS {
+                tuner.observe(BACKLOG_CALM - 1);
+            }
+            assert_eq!(nice(), LANE_NICE);
+            tuner.observe(0);
+            assert_eq!(nice(), 0);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[tokio::test]
     async fn runs_tasks_on_its_own_thread_and_ends_them_when_dropped() {

@@ -154,7 +154,7 @@ impl Shared {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        let outcome = self.router.route(tenant, msg);
+        let outcome = self.route_waking(tenant, msg);
         if outcome.dropped > 0 {
             Metrics::add(&self.metrics.messages_dropped_total, outcome.dropped as u64);
         }
@@ -170,11 +170,22 @@ impl Shared {
         (outcome.queued, outcome.parked)
     }
 
+    /// Routes `msg`, then wakes its subscribers' tasks, those of each application lane
+    /// together ([`lane::Wakes`]).
+    fn route_waking(&self, tenant: &str, msg: Arc<RoutedMessage>) -> router::RouteOutcome {
+        let mut wakes = lane::Wakes::default();
+        let outcome = self.router.route(tenant, msg, &mut wakes);
+        if let Some(lanes) = &self.lanes {
+            lanes.wake(wakes);
+        }
+        outcome
+    }
+
     /// Publishes into the broker-wide `$SYS` namespace (memory only: regenerated anyway).
     pub(crate) fn route_sys(&self, msg: RoutedMessage) {
         let msg = Arc::new(msg);
         self.retained.set(sys::SYS_NAMESPACE, Arc::clone(&msg));
-        let outcome = self.router.route(sys::SYS_NAMESPACE, msg);
+        let outcome = self.route_waking(sys::SYS_NAMESPACE, msg);
         if outcome.dropped > 0 {
             Metrics::add(&self.metrics.messages_dropped_total, outcome.dropped as u64);
         }

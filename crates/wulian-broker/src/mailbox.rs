@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 use wulian_mqtt::ReasonCode;
 
+use crate::lane::{self, LaneIndex, Wakes};
 use crate::router::Delivery;
 
 /// A drained queue that grew past this many slots gives its memory back.
@@ -33,6 +34,8 @@ struct State {
     /// The first close request; later ones change nothing (the connection is closing).
     kick: Option<ReasonCode>,
     waker: Option<Waker>,
+    /// The application lane the waker's task runs on, if it runs on one.
+    waker_lane: Option<LaneIndex>,
     /// The receiver waits for deliveries (not only for a close request).
     wants_delivery: bool,
     /// The receiver is gone: deliveries are refused with `Closed`.
@@ -77,6 +80,7 @@ pub(crate) fn listener_mailbox(capacity: usize, listener: u64) -> (Postbox, Mail
             queue: VecDeque::new(),
             kick: None,
             waker: None,
+            waker_lane: None,
             wants_delivery: false,
             closed: false,
         }),
@@ -92,7 +96,17 @@ pub(crate) fn listener_mailbox(capacity: usize, listener: u64) -> (Postbox, Mail
 impl Postbox {
     /// Queues a delivery without waiting: `Full` when the queue is at capacity, `Closed` when
     /// the connection is gone (the delivery is handed back either way).
+    #[cfg(test)]
     pub(crate) fn try_send(&self, delivery: Delivery) -> Result<(), TrySendError<Delivery>> {
+        self.try_send_waking(delivery, &mut Wakes::default())
+    }
+
+    /// [`Postbox::try_send`], with the receiver's wake-up added to `wakes`.
+    pub(crate) fn try_send_waking(
+        &self,
+        delivery: Delivery,
+        wakes: &mut Wakes,
+    ) -> Result<(), TrySendError<Delivery>> {
         let waker = {
             let mut st = self.inner.state.lock();
             if st.closed {
@@ -104,14 +118,14 @@ impl Postbox {
             st.queue.push_back(delivery);
             if st.wants_delivery {
                 st.wants_delivery = false;
-                st.waker.clone()
+                st.waker.clone().map(|waker| (st.waker_lane, waker))
             } else {
                 None
             }
         };
         // Woken outside the lock: the woken task may run on another thread at once.
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some((lane, waker)) = waker {
+            wakes.add(lane, waker);
         }
         Ok(())
     }
@@ -169,12 +183,13 @@ impl Mailbox {
         match st.queue.pop_front() {
             Some(d) => {
                 st.wants_delivery = false;
+                lane::note_backlog(st.queue.len());
                 Poll::Ready(d)
             }
             None => {
                 shrink_idle(&mut st.queue);
                 st.wants_delivery = true;
-                register(&mut st.waker, cx.waker());
+                register(&mut st, cx.waker());
                 Poll::Pending
             }
         }
@@ -196,8 +211,9 @@ impl Mailbox {
     pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
         let mut st = self.inner.state.lock();
         let d = st.queue.pop_front();
-        if d.is_none() {
-            shrink_idle(&mut st.queue);
+        match d {
+            Some(_) => lane::note_backlog(st.queue.len()),
+            None => shrink_idle(&mut st.queue),
         }
         d
     }
@@ -215,7 +231,7 @@ impl Mailbox {
         match st.kick {
             Some(code) => Poll::Ready(code),
             None => {
-                register(&mut st.waker, cx.waker());
+                register(&mut st, cx.waker());
                 Poll::Pending
             }
         }
@@ -239,10 +255,13 @@ impl Drop for Mailbox {
     }
 }
 
-fn register(slot: &mut Option<Waker>, waker: &Waker) {
-    match slot {
+fn register(st: &mut State, waker: &Waker) {
+    match &st.waker {
         Some(current) if current.will_wake(waker) => {}
-        _ => *slot = Some(waker.clone()),
+        _ => {
+            st.waker = Some(waker.clone());
+            st.waker_lane = lane::current();
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use wulian_mqtt::{Properties, QoS, SubscriptionOptions, topic};
 
+use crate::lane::Wakes;
 use crate::mailbox::{Mailbox, Postbox};
 use crate::session::{Persistent, PushOutcome, QueueLimits, Queued};
 
@@ -471,8 +472,14 @@ impl Router {
     }
 
     /// Queues `msg` to every matching subscriber of `tenant`, once per subscriber, without
-    /// waiting: a full queue drops the message for that subscriber.
-    pub(crate) fn route(&self, tenant: &str, msg: Arc<RoutedMessage>) -> RouteOutcome {
+    /// waiting: a full queue drops the message for that subscriber. The subscribers' wake-ups
+    /// that can wait until the routing is done are left in `wakes`.
+    pub(crate) fn route(
+        &self,
+        tenant: &str,
+        msg: Arc<RoutedMessage>,
+        wakes: &mut Wakes,
+    ) -> RouteOutcome {
         let tenants = self.tenants.read();
         let mut outcome = RouteOutcome::default();
         let Some(routes) = tenants.get(tenant) else {
@@ -489,7 +496,7 @@ impl Router {
                 sub_ids,
             };
             let delivery = match &sub.tx {
-                Some(tx) => match tx.try_send(delivery) {
+                Some(tx) => match tx.try_send_waking(delivery, wakes) {
                     Ok(()) => {
                         outcome.queued += 1;
                         continue;
@@ -530,6 +537,10 @@ mod tests {
     use super::*;
     use crate::mailbox::mailbox;
 
+    fn route(r: &Router, tenant: &str, msg: Arc<RoutedMessage>) -> RouteOutcome {
+        r.route(tenant, msg, &mut Wakes::default())
+    }
+
     fn opts(qos: QoS) -> SubscriptionOptions {
         SubscriptionOptions {
             qos,
@@ -556,17 +567,20 @@ mod tests {
         assert!(r.subscribe("t1", 1, "a/+/c", opts(QoS::AtMostOnce), None));
         assert!(r.subscribe("t1", 1, "a/#", opts(QoS::AtLeastOnce), None));
         assert!(r.subscribe("t1", 1, "a/b/c", opts(QoS::ExactlyOnce), None));
-        let out = r.route("t1", msg("a/b/c", QoS::ExactlyOnce, None));
+        let out = route(&r, "t1", msg("a/b/c", QoS::ExactlyOnce, None));
         assert_eq!(out.queued, 1);
         assert_eq!(rx.try_recv().unwrap().qos, QoS::ExactlyOnce);
-        let out = r.route("t1", msg("a/x/c", QoS::ExactlyOnce, None));
+        let out = route(&r, "t1", msg("a/x/c", QoS::ExactlyOnce, None));
         assert_eq!(out.queued, 1);
         assert_eq!(rx.try_recv().unwrap().qos, QoS::AtLeastOnce);
         // `a/#` matches the parent `a`.
-        assert_eq!(r.route("t1", msg("a", QoS::AtMostOnce, None)).queued, 1);
-        assert_eq!(r.route("t1", msg("b", QoS::AtMostOnce, None)).queued, 0);
+        assert_eq!(route(&r, "t1", msg("a", QoS::AtMostOnce, None)).queued, 1);
+        assert_eq!(route(&r, "t1", msg("b", QoS::AtMostOnce, None)).queued, 0);
         // Other tenant: nothing.
-        assert_eq!(r.route("t2", msg("a/b/c", QoS::AtMostOnce, None)).queued, 0);
+        assert_eq!(
+            route(&r, "t2", msg("a/b/c", QoS::AtMostOnce, None)).queued,
+            0
+        );
     }
 
     #[test]
@@ -575,7 +589,10 @@ mod tests {
         let (tx, _rx) = mailbox(10);
         r.register("t", 1, tx);
         r.subscribe("t", 1, "#", opts(QoS::AtMostOnce), None);
-        assert_eq!(r.route("t", msg("$SYS/x", QoS::AtMostOnce, None)).queued, 0);
+        assert_eq!(
+            route(&r, "t", msg("$SYS/x", QoS::AtMostOnce, None)).queued,
+            0
+        );
         r.subscribe(
             "t",
             1,
@@ -587,10 +604,10 @@ mod tests {
             None,
         );
         // `#` still matches (without no-local), `x` does not for the publisher itself.
-        assert_eq!(r.route("t", msg("x", QoS::AtMostOnce, Some(1))).queued, 1);
+        assert_eq!(route(&r, "t", msg("x", QoS::AtMostOnce, Some(1))).queued, 1);
         r.unsubscribe("t", 1, "#");
-        assert_eq!(r.route("t", msg("x", QoS::AtMostOnce, Some(1))).queued, 0);
-        assert_eq!(r.route("t", msg("x", QoS::AtMostOnce, Some(2))).queued, 1);
+        assert_eq!(route(&r, "t", msg("x", QoS::AtMostOnce, Some(1))).queued, 0);
+        assert_eq!(route(&r, "t", msg("x", QoS::AtMostOnce, Some(2))).queued, 1);
     }
 
     #[test]
@@ -599,8 +616,8 @@ mod tests {
         let (tx, _rx) = mailbox(1);
         r.register("t", 1, tx);
         r.subscribe("t", 1, "a/b", opts(QoS::AtMostOnce), None);
-        assert_eq!(r.route("t", msg("a/b", QoS::AtMostOnce, None)).queued, 1);
-        assert_eq!(r.route("t", msg("a/b", QoS::AtMostOnce, None)).dropped, 1);
+        assert_eq!(route(&r, "t", msg("a/b", QoS::AtMostOnce, None)).queued, 1);
+        assert_eq!(route(&r, "t", msg("a/b", QoS::AtMostOnce, None)).dropped, 1);
         r.unregister("t", 1);
         assert!(r.tenants.read().is_empty());
     }
@@ -620,7 +637,7 @@ mod tests {
         r.subscribe("t", 3, "$share/h/a/#", opts(QoS::AtMostOnce), None);
         for _ in 0..4 {
             // One per group: g and h.
-            assert_eq!(r.route("t", msg("a/b", QoS::AtLeastOnce, None)).queued, 2);
+            assert_eq!(route(&r, "t", msg("a/b", QoS::AtLeastOnce, None)).queued, 2);
         }
         let (mut n1, mut n2) = (0, 0);
         while rx1.try_recv().is_some() {
@@ -633,7 +650,7 @@ mod tests {
         // A closed (offline) member gets no share.
         drop(rx2);
         for _ in 0..2 {
-            r.route("t", msg("a/b", QoS::AtLeastOnce, None));
+            route(&r, "t", msg("a/b", QoS::AtLeastOnce, None));
         }
         assert_eq!(std::iter::from_fn(|| rx1.try_recv()).count(), 2);
         assert!(r.unsubscribe("t", 1, "$share/g/a/+"));
@@ -650,6 +667,6 @@ mod tests {
         r.register("t", 1, tx);
         r.subscribe("t", 1, "+/+/#", opts(QoS::AtMostOnce), None);
         let topic = "a/".repeat(30_000);
-        assert_eq!(r.route("t", msg(&topic, QoS::AtMostOnce, None)).queued, 1);
+        assert_eq!(route(&r, "t", msg(&topic, QoS::AtMostOnce, None)).queued, 1);
     }
 }

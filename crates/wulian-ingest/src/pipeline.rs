@@ -342,11 +342,17 @@ impl Pipeline {
     /// now (one result each, refusals counted), and the returned future writes the accepted
     /// ones and resolves, once they are durable, to one result per payload (those refused
     /// in the first step answer `Ok(0)` there and are ignored). `None`: nothing to write.
+    ///
+    /// `joins_batch`: the write waits for the next QoS 0 batch (`deferred.rs`). It then lets
+    /// the batch's other writes prepare before it sends its request, so that the store's
+    /// writer receives them together and commits them as one group, rather than waking for
+    /// the first while the rest are still being prepared.
     async fn stage_telemetry_batch(
         &self,
         tenant: &str,
         device: &str,
         payloads: Vec<bytes::Bytes>,
+        joins_batch: bool,
     ) -> (
         Vec<Result<usize, IngestError>>,
         Option<impl Future<Output = Vec<Result<usize, IngestError>>> + Send + 'static>,
@@ -391,6 +397,9 @@ impl Pipeline {
             let for_rules = this.rule_messages(&tenant, &device, &all);
             let observed = this.observed(&tenant, &device).then(|| all.clone());
             let live = this.live.telemetry_events(&tenant, &device, &all);
+            if joins_batch {
+                tokio::task::yield_now().await;
+            }
             if this.tsdb.write(all).await.is_ok() {
                 this.run_rules(for_rules);
                 this.observe_stored(&tenant, &device, observed.as_deref());
@@ -616,8 +625,9 @@ impl MessageSink for Pipeline {
                 durable: None,
             };
         };
+        let joins_batch = msgs.iter().all(|m| m.qos == QoS::AtMostOnce);
         let (checked, write) = self
-            .stage_telemetry_batch(&identity.tenant, device_id, payloads)
+            .stage_telemetry_batch(&identity.tenant, device_id, payloads, joins_batch)
             .await;
         for (&i, result) in telemetry.iter().zip(checked) {
             accepted[i] = result.map(|_| ()).map_err(sink_error);
@@ -628,7 +638,7 @@ impl MessageSink for Pipeline {
                 durable: None,
             };
         };
-        if msgs.iter().all(|m| m.qos == QoS::AtMostOnce) {
+        if joins_batch {
             // Nobody is acknowledged: the write joins the next batch (`deferred.rs`), and its
             // outcome is counted there, not reported to the connection.
             let job: WriteJob = Box::pin(async move {

@@ -504,3 +504,51 @@ fn qos0_telemetry_waiting_for_its_batch_is_written_at_shutdown() {
         "written at shutdown, durable across the restart"
     );
 }
+
+/// The QoS 0 writes of one batch window reach the store's writer together and share a few
+/// group commits (one WAL write and fsync each), not one each.
+#[test]
+fn qos0_telemetry_of_many_devices_in_one_window_shares_group_commits() {
+    const DEVICES: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough for every publisher below to land in the same window.
+    let config = dir.path().join("wulian.toml");
+    std::fs::write(&config, "[storage]\nqos0_batch_ms = 5000\n").unwrap();
+    let server = TestServer::start_with_args(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let admin = server.admin_key.clone().unwrap();
+    let tokens: Vec<(String, String)> = (0..DEVICES)
+        .map(|i| {
+            let id = format!("meter-{i}");
+            let created = server.cli_json(&admin, &["devices", "create", &id]);
+            (id, created["token"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let groups_before = metric(&server, &admin, "wulian_tsdb_commit_groups_total");
+    let requests_before = metric(&server, &admin, "wulian_tsdb_commit_requests_total");
+    for (id, token) in &tokens {
+        let status = Command::new("mosquitto_pub")
+            .args(server.mqtt_args())
+            .args(["-i", id, "-u", id, "-P", token, "-q", "0"])
+            .args([
+                "-t",
+                &format!("devices/{id}/telemetry"),
+                "-m",
+                r#"{"n": 1}"#,
+            ])
+            .status()
+            .expect("mosquitto_pub is installed");
+        assert!(status.success());
+    }
+    eventually(Duration::from_secs(20), "the batch written", || {
+        let requests = metric(&server, &admin, "wulian_tsdb_commit_requests_total");
+        (requests >= requests_before + DEVICES as u64).then_some(())
+    });
+    let groups = metric(&server, &admin, "wulian_tsdb_commit_groups_total") - groups_before;
+    assert!(
+        groups <= 3,
+        "{DEVICES} QoS 0 writes of one window took {groups} group commits"
+    );
+}

@@ -229,6 +229,18 @@ pub async fn metrics(
         t.wal_bytes,
     );
     metric(
+        "wulian_tsdb_commit_groups_total",
+        "counter",
+        "Group commits of the write-ahead log (one write, and one fsync when durable) since start.",
+        t.commit_groups,
+    );
+    metric(
+        "wulian_tsdb_commit_requests_total",
+        "counter",
+        "Writes and deletes carried by those group commits: requests per group is how well they share.",
+        t.commit_requests,
+    );
+    metric(
         "wulian_tsdb_rollup_files",
         "gauge",
         "Rollup (1-minute and 1-hour summary) files.",

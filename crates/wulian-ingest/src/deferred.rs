@@ -13,8 +13,15 @@
 //! them, up to a window later. Past [`MAX_QUEUED`] waiting writes a publisher writes as
 //! before and waits for the store, so a store that falls behind slows publishers down rather
 //! than growing this queue. [`Deferred::flush`] writes what is waiting (at shutdown).
+//!
+//! A device's readings keep their order: while a device has writes waiting here, its
+//! acknowledged (QoS 1 or 2) write first flushes them ([`Deferred::holds`]). Otherwise a later
+//! reading could reach the store and the rules before an earlier one, and an earlier value
+//! for the same timestamp would replace the later one.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,7 +57,14 @@ struct Inner {
     flusher_started: AtomicBool,
     /// The window, in microseconds.
     window_us: AtomicU64,
+    /// Writes queued or being written, per device (a [`DeviceKey`]).
+    waiting: Mutex<HashMap<DeviceKey, usize>>,
+    hasher: RandomState,
 }
+
+/// A device, as a hash of its tenant and id: two devices that share one only cost an
+/// unneeded flush.
+pub(crate) type DeviceKey = u64;
 
 impl Deferred {
     pub(crate) fn new() -> Deferred {
@@ -61,6 +75,8 @@ impl Deferred {
                 writing: tokio::sync::Mutex::new(()),
                 flusher_started: AtomicBool::new(false),
                 window_us: AtomicU64::new(WINDOW.as_micros() as u64),
+                waiting: Mutex::new(HashMap::new()),
+                hasher: RandomState::new(),
             }),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
@@ -72,9 +88,25 @@ impl Deferred {
         self.inner.window_us.store(us, Ordering::Relaxed);
     }
 
-    /// Queues `job` for the next batch. Gives it back when the queue is full or there is no
-    /// runtime to write from: the caller then runs it itself.
-    pub(crate) fn push(&self, job: WriteJob) -> Result<(), WriteJob> {
+    /// The key of a device of a tenant.
+    pub(crate) fn key(&self, tenant: &str, device: &str) -> DeviceKey {
+        self.inner.hasher.hash_one((tenant, device))
+    }
+
+    /// Whether `device` has writes queued or being written.
+    pub(crate) fn holds(&self, device: DeviceKey) -> bool {
+        self.inner.waiting().contains_key(&device)
+    }
+
+    /// Queues `job`, a write of `device`, for the next batch. Gives it back when the queue is
+    /// full or there is no runtime to write from: the caller then runs it itself.
+    pub(crate) fn push(&self, device: DeviceKey, job: WriteJob) -> Result<(), WriteJob> {
+        *self.inner.waiting().entry(device).or_default() += 1;
+        let inner = Arc::clone(&self.inner);
+        let job: WriteJob = Box::pin(async move {
+            job.await;
+            inner.written(device);
+        });
         if !self.inner.flusher_started.load(Ordering::Acquire) {
             let Some(runtime) = self
                 .runtime
@@ -114,6 +146,21 @@ impl Inner {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, usize>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One write of `device` is done.
+    fn written(&self, device: DeviceKey) {
+        let mut waiting = self.waiting();
+        if let Some(n) = waiting.get_mut(&device) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&device);
+            }
+        }
+    }
+
     /// The flusher task: one batch per wake-up, gathered over the window. Each job sends its
     /// write request on its first poll, so the store's writer receives the whole batch at once
     /// and commits it as one group.
@@ -148,7 +195,7 @@ mod tests {
         let deferred = Deferred::new();
         let done = Arc::new(AtomicUsize::new(0));
         for _ in 0..10 {
-            assert!(deferred.push(counting_job(&done)).is_ok());
+            assert!(deferred.push(0, counting_job(&done)).is_ok());
         }
         assert_eq!(
             done.load(Ordering::SeqCst),
@@ -163,7 +210,7 @@ mod tests {
         }
         assert_eq!(done.load(Ordering::SeqCst), 10);
         // A later write gets a batch of its own.
-        assert!(deferred.push(counting_job(&done)).is_ok());
+        assert!(deferred.push(0, counting_job(&done)).is_ok());
         deferred.flush().await;
         assert_eq!(done.load(Ordering::SeqCst), 11);
     }
@@ -176,9 +223,9 @@ mod tests {
         let writing = Arc::clone(&deferred.inner);
         let held = writing.writing.lock().await;
         for _ in 0..MAX_QUEUED {
-            assert!(deferred.push(counting_job(&done)).is_ok());
+            assert!(deferred.push(0, counting_job(&done)).is_ok());
         }
-        let refused = deferred.push(counting_job(&done));
+        let refused = deferred.push(0, counting_job(&done));
         assert!(refused.is_err(), "the queue is bounded");
         refused.unwrap_err().await;
         drop(held);
@@ -186,10 +233,25 @@ mod tests {
         assert_eq!(done.load(Ordering::SeqCst), MAX_QUEUED + 1);
     }
 
+    #[tokio::test]
+    async fn a_device_is_held_until_its_writes_are_done() {
+        let deferred = Deferred::new();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (deferred.key("t", "a"), deferred.key("t", "b"));
+        assert!(!deferred.holds(a));
+        assert!(deferred.push(a, counting_job(&done)).is_ok());
+        assert!(deferred.push(a, counting_job(&done)).is_ok());
+        assert!(deferred.holds(a));
+        assert!(!deferred.holds(b));
+        deferred.flush().await;
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+        assert!(!deferred.holds(a), "released once written");
+    }
+
     #[test]
     fn without_a_runtime_the_caller_writes() {
         let deferred = Deferred::new();
         let done = Arc::new(AtomicUsize::new(0));
-        assert!(deferred.push(counting_job(&done)).is_err());
+        assert!(deferred.push(0, counting_job(&done)).is_err());
     }
 }

@@ -380,6 +380,7 @@ impl Pipeline {
             return (checked, None);
         }
         let points: Vec<Option<usize>> = checked.iter().map(|r| r.as_ref().ok().copied()).collect();
+        let device_key = self.deferred.key(tenant, device);
         let (tenant, device) = (tenant.to_string(), device.to_string());
         // Owned, so that a QoS 0 write can wait for its batch after the call returned.
         let this = self.me.upgrade();
@@ -399,6 +400,9 @@ impl Pipeline {
             let live = this.live.telemetry_events(&tenant, &device, &all);
             if joins_batch {
                 tokio::task::yield_now().await;
+            } else if this.deferred.holds(device_key) {
+                // The device's earlier QoS 0 readings go first (see `deferred.rs`).
+                this.deferred.flush().await;
             }
             if this.tsdb.write(all).await.is_ok() {
                 this.run_rules(for_rules);
@@ -644,11 +648,18 @@ impl MessageSink for Pipeline {
             let job: WriteJob = Box::pin(async move {
                 write.await;
             });
-            let durable = match self.deferred.push(job) {
+            let key = self.deferred.key(&identity.tenant, device_id);
+            let behind_others = self.deferred.holds(key);
+            let durable = match self.deferred.push(key, job) {
                 Ok(()) => None,
                 Err(job) => {
                     let n = msgs.len();
+                    let deferred = &self.deferred;
                     let inline: Durable<'a> = Box::pin(async move {
+                        // Written here, but not before the device's readings still queued.
+                        if behind_others {
+                            deferred.flush().await;
+                        }
                         job.await;
                         vec![Ok(()); n]
                     });

@@ -5,6 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -505,6 +506,13 @@ fn qos0_telemetry_waiting_for_its_batch_is_written_at_shutdown() {
     );
 }
 
+/// A server in `dir` whose QoS 0 telemetry waits `ms` for its batch.
+fn with_qos0_window(dir: &Path, ms: u64) -> TestServer {
+    let config = dir.join("wulian.toml");
+    std::fs::write(&config, format!("[storage]\nqos0_batch_ms = {ms}\n")).unwrap();
+    TestServer::start_with_args(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
 /// The QoS 0 writes of one batch window reach the store's writer together and share a few
 /// group commits (one WAL write and fsync each), not one each.
 #[test]
@@ -512,12 +520,7 @@ fn qos0_telemetry_of_many_devices_in_one_window_shares_group_commits() {
     const DEVICES: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     // Long enough for every publisher below to land in the same window.
-    let config = dir.path().join("wulian.toml");
-    std::fs::write(&config, "[storage]\nqos0_batch_ms = 5000\n").unwrap();
-    let server = TestServer::start_with_args(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let server = with_qos0_window(dir.path(), 5000);
     let admin = server.admin_key.clone().unwrap();
     let tokens: Vec<(String, String)> = (0..DEVICES)
         .map(|i| {
@@ -550,5 +553,46 @@ fn qos0_telemetry_of_many_devices_in_one_window_shares_group_commits() {
     assert!(
         groups <= 3,
         "{DEVICES} QoS 0 writes of one window took {groups} group commits"
+    );
+}
+
+/// A device's QoS 0 reading waiting for its batch is stored before the device's later QoS 1
+/// reading: with the same timestamp, the later value is the one kept (last write wins), and
+/// rules see them in the order they were sent.
+#[test]
+fn a_devices_waiting_qos0_reading_is_stored_before_its_later_qos1_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = with_qos0_window(dir.path(), 2000);
+    let admin = server.admin_key.clone().unwrap();
+    let token = server.cli_json(&admin, &["devices", "create", "meter-9"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let publish = |qos: &str, n: u32| {
+        let status = Command::new("mosquitto_pub")
+            .args(server.mqtt_args())
+            .args(["-i", "meter-9", "-u", "meter-9", "-P", &token, "-q", qos])
+            .args(["-t", "devices/meter-9/telemetry"])
+            .args(["-m", &format!(r#"{{"ts": 1000, "values": {{"n": {n}}}}}"#)])
+            .status()
+            .expect("mosquitto_pub is installed");
+        assert!(status.success());
+    };
+    publish("0", 90);
+    eventually(
+        Duration::from_secs(10),
+        "the QoS 0 publish received",
+        || (metric(&server, &admin, "wulian_mqtt_publish_received_total") >= 1).then_some(()),
+    );
+    publish("1", 20);
+    // Past the window: a QoS 0 write still waiting would have landed by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    let points = telemetry(&server, &admin, "meter-9", "keys=n&from=0&to=100000");
+    let points = points["series"]["n"].as_array().unwrap().clone();
+    assert_eq!(points.len(), 1, "one timestamp: {points:?}");
+    assert_eq!(
+        points[0]["value"].as_f64(),
+        Some(20.0),
+        "the later reading wins: {points:?}"
     );
 }

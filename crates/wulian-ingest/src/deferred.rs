@@ -17,7 +17,9 @@
 //! A device's readings keep their order: while a device has writes waiting here, its
 //! acknowledged (QoS 1 or 2) write first flushes them ([`Deferred::holds`]). Otherwise a later
 //! reading could reach the store and the rules before an earlier one, and an earlier value
-//! for the same timestamp would replace the later one.
+//! for the same timestamp would replace the later one. A QoS 0 write that finds the queue
+//! full is the exception: it is written at once, as the store is already behind, and making
+//! it flush the queue first would serialise every publisher behind the batches.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,7 +51,7 @@ pub(crate) struct Deferred {
 }
 
 struct Inner {
-    queue: Mutex<Vec<WriteJob>>,
+    queue: Mutex<Queue>,
     /// Wakes the flusher: the queue was empty and is not, or it reached [`FLUSH_AT`].
     wake: Notify,
     /// Held while a batch is written, so that [`Deferred::flush`] also waits for that one.
@@ -57,9 +59,15 @@ struct Inner {
     flusher_started: AtomicBool,
     /// The window, in microseconds.
     window_us: AtomicU64,
-    /// Writes queued or being written, per device (a [`DeviceKey`]).
-    waiting: Mutex<HashMap<DeviceKey, usize>>,
     hasher: RandomState,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<(DeviceKey, WriteJob)>,
+    /// Writes queued or being written, per device; a batch's are counted down once it is
+    /// written (one lock for the batch, not one per write).
+    waiting: HashMap<DeviceKey, usize>,
 }
 
 /// A device, as a hash of its tenant and id: two devices that share one only cost an
@@ -70,12 +78,11 @@ impl Deferred {
     pub(crate) fn new() -> Deferred {
         Deferred {
             inner: Arc::new(Inner {
-                queue: Mutex::new(Vec::new()),
+                queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
                 writing: tokio::sync::Mutex::new(()),
                 flusher_started: AtomicBool::new(false),
                 window_us: AtomicU64::new(WINDOW.as_micros() as u64),
-                waiting: Mutex::new(HashMap::new()),
                 hasher: RandomState::new(),
             }),
             runtime: tokio::runtime::Handle::try_current().ok(),
@@ -95,18 +102,12 @@ impl Deferred {
 
     /// Whether `device` has writes queued or being written.
     pub(crate) fn holds(&self, device: DeviceKey) -> bool {
-        self.inner.waiting().contains_key(&device)
+        self.inner.lock().waiting.contains_key(&device)
     }
 
     /// Queues `job`, a write of `device`, for the next batch. Gives it back when the queue is
     /// full or there is no runtime to write from: the caller then runs it itself.
     pub(crate) fn push(&self, device: DeviceKey, job: WriteJob) -> Result<(), WriteJob> {
-        *self.inner.waiting().entry(device).or_default() += 1;
-        let inner = Arc::clone(&self.inner);
-        let job: WriteJob = Box::pin(async move {
-            job.await;
-            inner.written(device);
-        });
         if !self.inner.flusher_started.load(Ordering::Acquire) {
             let Some(runtime) = self
                 .runtime
@@ -121,11 +122,12 @@ impl Deferred {
         }
         let queued = {
             let mut queue = self.inner.lock();
-            if queue.len() >= MAX_QUEUED {
+            if queue.jobs.len() >= MAX_QUEUED {
                 return Err(job);
             }
-            queue.push(job);
-            queue.len()
+            queue.jobs.push((device, job));
+            *queue.waiting.entry(device).or_default() += 1;
+            queue.jobs.len()
         };
         if queued == 1 || queued == FLUSH_AT {
             self.inner.wake.notify_one();
@@ -136,27 +138,31 @@ impl Deferred {
     /// Writes everything queued now, and waits for a batch already being written.
     pub(crate) async fn flush(&self) {
         let _writing = self.inner.writing.lock().await;
-        let jobs = std::mem::take(&mut *self.inner.lock());
-        futures_util::future::join_all(jobs).await;
+        self.inner.write_queued().await;
     }
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WriteJob>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, usize>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// One write of `device` is done.
-    fn written(&self, device: DeviceKey) {
-        let mut waiting = self.waiting();
-        if let Some(n) = waiting.get_mut(&device) {
-            *n -= 1;
-            if *n == 0 {
-                waiting.remove(&device);
+    /// Writes what is queued now as one batch (the caller holds `writing`).
+    async fn write_queued(&self) {
+        let batch = std::mem::take(&mut self.lock().jobs);
+        let mut devices = Vec::with_capacity(batch.len());
+        let jobs = batch.into_iter().map(|(device, job)| {
+            devices.push(device);
+            job
+        });
+        futures_util::future::join_all(jobs).await;
+        let mut queue = self.lock();
+        for device in devices {
+            if let Some(n) = queue.waiting.get_mut(&device) {
+                *n -= 1;
+                if *n == 0 {
+                    queue.waiting.remove(&device);
+                }
             }
         }
     }
@@ -168,12 +174,11 @@ impl Inner {
         loop {
             self.wake.notified().await;
             let window = Duration::from_micros(self.window_us.load(Ordering::Relaxed));
-            if !window.is_zero() && self.lock().len() < FLUSH_AT {
+            if !window.is_zero() && self.lock().jobs.len() < FLUSH_AT {
                 tokio::time::sleep(window).await;
             }
             let _writing = self.writing.lock().await;
-            let jobs = std::mem::take(&mut *self.lock());
-            futures_util::future::join_all(jobs).await;
+            self.write_queued().await;
         }
     }
 }

@@ -17,7 +17,7 @@ use wulian_registry::thing_model::Violation;
 
 use crate::alarms::AlarmService;
 use crate::commands::CommandService;
-use crate::deferred::{Deferred, WriteJob};
+use crate::deferred::{Deferred, DeviceKey, WriteJob};
 use crate::live::LiveEvents;
 use crate::models::{ModelCache, ModelVerdict};
 use crate::observer::DeviceObserver;
@@ -346,11 +346,13 @@ impl Pipeline {
     /// `joins_batch`: the write waits for the next QoS 0 batch (`deferred.rs`). It then lets
     /// the batch's other writes prepare before it sends its request, so that the store's
     /// writer receives them together and commits them as one group, rather than waking for
-    /// the first while the rest are still being prepared.
+    /// the first while the rest are still being prepared. Otherwise it first flushes the
+    /// batch if `device_key` (the device's [`Deferred::key`]) has writes in it.
     async fn stage_telemetry_batch(
         &self,
         tenant: &str,
         device: &str,
+        device_key: DeviceKey,
         payloads: Vec<bytes::Bytes>,
         joins_batch: bool,
     ) -> (
@@ -380,7 +382,6 @@ impl Pipeline {
             return (checked, None);
         }
         let points: Vec<Option<usize>> = checked.iter().map(|r| r.as_ref().ok().copied()).collect();
-        let device_key = self.deferred.key(tenant, device);
         let (tenant, device) = (tenant.to_string(), device.to_string());
         // Owned, so that a QoS 0 write can wait for its batch after the call returned.
         let this = self.me.upgrade();
@@ -630,8 +631,9 @@ impl MessageSink for Pipeline {
             };
         };
         let joins_batch = msgs.iter().all(|m| m.qos == QoS::AtMostOnce);
+        let key = self.deferred.key(&identity.tenant, device_id);
         let (checked, write) = self
-            .stage_telemetry_batch(&identity.tenant, device_id, payloads, joins_batch)
+            .stage_telemetry_batch(&identity.tenant, device_id, key, payloads, joins_batch)
             .await;
         for (&i, result) in telemetry.iter().zip(checked) {
             accepted[i] = result.map(|_| ()).map_err(sink_error);
@@ -648,7 +650,6 @@ impl MessageSink for Pipeline {
             let job: WriteJob = Box::pin(async move {
                 write.await;
             });
-            let key = self.deferred.key(&identity.tenant, device_id);
             let durable = match self.deferred.push(key, job) {
                 Ok(()) => None,
                 Err(job) => {

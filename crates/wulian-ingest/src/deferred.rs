@@ -150,11 +150,7 @@ impl Inner {
     /// Writes what is queued now as one batch (the caller holds `writing`).
     async fn write_queued(&self) {
         let batch = std::mem::take(&mut self.lock().jobs);
-        let mut devices = Vec::with_capacity(batch.len());
-        let jobs = batch.into_iter().map(|(device, job)| {
-            devices.push(device);
-            job
-        });
+        let (devices, jobs): (Vec<DeviceKey>, Vec<WriteJob>) = batch.into_iter().unzip();
         futures_util::future::join_all(jobs).await;
         let mut queue = self.lock();
         for device in devices {
@@ -167,9 +163,9 @@ impl Inner {
         }
     }
 
-    /// The flusher task: one batch per wake-up, gathered over the window. Each job sends its
-    /// write request on its first poll, so the store's writer receives the whole batch at once
-    /// and commits it as one group.
+    /// The flusher task: one batch per wake-up, gathered over the window. Each job prepares
+    /// on its first poll and sends its write request on the next, so the store's writer
+    /// receives the whole batch at once and commits it as one group.
     async fn run(self: Arc<Self>) {
         loop {
             self.wake.notified().await;

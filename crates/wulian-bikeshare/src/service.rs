@@ -342,6 +342,10 @@ impl BikeShare {
                 b.trip = Some((trip.id.clone(), trip.state));
             }
         }
+        // Under the reload lock, so that a refresh cannot record a check between this read
+        // of the zones and the install of what was read.
+        let _reloading = self.fence_reload.lock().await;
+        let (checked_at, generation) = (now_ms(), self.platform.zones.generation());
         let (fences, stamp) = self.load_fences(tenant).await?;
         let state = TenantState {
             settings,
@@ -352,6 +356,7 @@ impl BikeShare {
             passes,
         };
         self.tenants.write().insert(tenant.to_string(), state);
+        self.fences_checked_now(tenant, checked_at, generation);
         Ok(())
     }
 
@@ -410,24 +415,23 @@ impl BikeShare {
     }
 
     /// Reloads a tenant's fences if its zones changed (a zone deleted and another added in
-    /// the same millisecond would be missed; the next change catches up).
+    /// the same millisecond would be missed; the next change catches up). Returns once the
+    /// fences reflect every zone change made before the call.
     pub async fn refresh_fences(&self, tenant: &str) -> Result<()> {
         // Every lock that closes asks. Zones changed through the API bump the zone cache's
         // generation, which costs nothing to read; the registry itself is asked only when it
         // moved, or every 10 s for changes made around the API.
-        {
-            let now = now_ms();
-            let generation = self.platform.zones.generation();
-            let mut checks = self.fence_checks.lock();
-            if checks
-                .get(tenant)
-                .is_some_and(|&(at, seen)| seen == generation && now - at < 10_000)
-            {
-                return Ok(());
-            }
-            checks.insert(tenant.to_string(), (now, generation));
+        let generation = self.platform.zones.generation();
+        if self.fences_checked(tenant, generation) {
+            return Ok(());
         }
         let _reloading = self.fence_reload.lock().await;
+        // A check recorded only once its reload is installed: a caller that finds one here
+        // (perhaps after waiting for that reload) sees fences at least that fresh.
+        if self.fences_checked(tenant, generation) {
+            return Ok(());
+        }
+        let checked_at = now_ms();
         let registry = Arc::clone(&self.platform.registry);
         let t = tenant.to_string();
         let stamp = tokio::task::spawn_blocking(move || registry.zone_stamp(&t))
@@ -438,15 +442,32 @@ impl BikeShare {
             .read()
             .get(tenant)
             .is_some_and(|t| t.fence_stamp == stamp);
-        if unchanged {
-            return Ok(());
+        if !unchanged {
+            let (fences, stamp) = self.load_fences(tenant).await?;
+            if let Some(t) = self.tenants.write().get_mut(tenant) {
+                t.fences = Arc::new(fences);
+                t.fence_stamp = stamp;
+            }
         }
-        let (fences, stamp) = self.load_fences(tenant).await?;
-        if let Some(t) = self.tenants.write().get_mut(tenant) {
-            t.fences = Arc::new(fences);
-            t.fence_stamp = stamp;
-        }
+        self.fences_checked_now(tenant, checked_at, generation);
         Ok(())
+    }
+
+    /// Whether the tenant's fences were checked at zone `generation` within the last 10 s.
+    fn fences_checked(&self, tenant: &str, generation: u64) -> bool {
+        let now = now_ms();
+        self.fence_checks
+            .lock()
+            .get(tenant)
+            .is_some_and(|&(at, seen)| seen == generation && now - at < 10_000)
+    }
+
+    /// Records a check that began at `at`, when the zone cache was at `generation` (read
+    /// before the registry was, so a change racing the check bumps past it).
+    fn fences_checked_now(&self, tenant: &str, at: i64, generation: u64) {
+        self.fence_checks
+            .lock()
+            .insert(tenant.to_string(), (at, generation));
     }
 
     /// Adds bikes registered since the last look (devices created through the generic API
@@ -698,3 +719,6 @@ fn zone_stamp(zones: &[Zone]) -> (usize, i64) {
         zones.iter().map(|z| z.updated_at).max().unwrap_or(0),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -240,8 +240,13 @@ test("an operator writes a rule, sees where it is wrong, dry-runs and disables i
   const fault = page.getByTestId("fault-sql");
   await expect(fault).toContainText("line 3");
   await expect(fault.locator("pre")).toContainText("3 | WHER temp > 50");
+  // The caret moves to the fault (selecting the "W" of WHER) after the fault renders; a fill
+  // racing that move would type into the selection, so wait for it.
+  const sqlBox = page.getByTestId("rule-sql");
+  await expect(sqlBox).toBeFocused();
+  expect(await sqlBox.evaluate((box: HTMLTextAreaElement) => box.value.slice(box.selectionStart, box.selectionEnd))).toBe("W");
 
-  await page.getByTestId("rule-sql").fill("SELECT device_id, temp\nFROM 'devices/+/telemetry'\nWHERE temp > 50");
+  await sqlBox.fill("SELECT device_id, temp\nFROM 'devices/+/telemetry'\nWHERE temp > 50");
   await page.getByTestId("rule-actions").fill('[{"action": "alarm", "type": "hot", "severity": "sideways"}]');
   await page.getByTestId("rule-save").click();
   await expect(page.getByTestId("fault-actions")).toContainText("Action 1");

@@ -87,6 +87,8 @@ def rows(results, notes):
             ("delivered/s (all subscribers)", ("delivered", "per_sec"), ""),
             ("delivery latency p50", ("delivered", "latency", "p50_ms"), " ms"),
             ("delivery latency p99", ("delivered", "latency", "p99_ms"), " ms"),
+            ("a message's first delivery (median over messages)", ("per_message", "first_ms"), " ms"),
+            ("a message's last delivery (median over messages)", ("per_message", "last_ms"), " ms"),
             ("broker CPU per delivery", "cpu:delivered", " µs"),
         ]),
         ("qos2", "QoS 2 publishes (PUBLISH/PUBREC/PUBREL/PUBCOMP)", [

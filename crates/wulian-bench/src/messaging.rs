@@ -40,6 +40,9 @@ pub(crate) struct Stats {
     pub(crate) first_error: Option<String>,
     pub(crate) publish_latency: Histogram<u64>,
     pub(crate) delivery_latency: Histogram<u64>,
+    /// Every delivery as (send time, latency) in µs, when the scenario looks at each
+    /// message's spread over its subscribers (fan-out); `None` otherwise.
+    pub(crate) deliveries: Option<Vec<(u64, u64)>>,
 }
 
 impl Stats {
@@ -55,6 +58,7 @@ impl Stats {
             first_error: None,
             publish_latency: report::histogram(),
             delivery_latency: report::histogram(),
+            deliveries: None,
         }
     }
 
@@ -79,7 +83,49 @@ impl Stats {
         // Same bounds on both sides, so adding cannot fail.
         self.publish_latency.add(&o.publish_latency).ok();
         self.delivery_latency.add(&o.delivery_latency).ok();
+        match (&mut self.deliveries, o.deliveries) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
     }
+}
+
+/// How each message's deliveries spread over time: for every message that reached all
+/// `subscribers`, its first delivery, 10th percentile, median, 90th percentile and last
+/// delivery (latency from the send time), then the median of each over the messages. Shows
+/// whether a broker starts a fan-out late or delivers it slowly, which one latency histogram
+/// over all deliveries mixes up.
+pub(crate) fn per_message_json(deliveries: &[(u64, u64)], subscribers: usize) -> Value {
+    // Every subscriber gets the same payload, so its send time identifies the message.
+    let mut by_message: HashMap<u64, Vec<u64>> = HashMap::new();
+    for &(sent, latency) in deliveries {
+        by_message.entry(sent).or_default().push(latency);
+    }
+    let mut spreads: [Vec<u64>; 5] = Default::default();
+    for latencies in by_message.values_mut() {
+        if latencies.len() < subscribers.max(1) {
+            continue;
+        }
+        latencies.sort_unstable();
+        let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+        for (spread, q) in spreads.iter_mut().zip([0, 10, 50, 90, 100]) {
+            spread.push(at(q));
+        }
+    }
+    let median_ms = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).map(|us| *us as f64 / 1000.0)
+    };
+    let [first, p10, p50, p90, last] = &mut spreads;
+    json!({
+        "messages": first.len(),
+        "first_ms": median_ms(first),
+        "p10_ms": median_ms(p10),
+        "p50_ms": median_ms(p50),
+        "p90_ms": median_ms(p90),
+        "last_ms": median_ms(last),
+    })
 }
 
 /// When the load runs.
@@ -334,8 +380,11 @@ async fn publish_loop(
 /// Runs one client's event loop until the drain deadline or, for a publisher (`stop_early`),
 /// as soon as the window has ended and nothing is outstanding. Records acknowledgement and
 /// delivery times.
-async fn drive(mut c: Connected, qos: QoS, w: Window, stop_early: bool) -> Stats {
+async fn drive(mut c: Connected, qos: QoS, w: Window, stop_early: bool, each: bool) -> Stats {
     let mut stats = Stats::new();
+    if each {
+        stats.deliveries = Some(Vec::new());
+    }
     let mut pending: HashMap<u16, Instant> = HashMap::new();
     // Bounded by `w.hard_end`: every poll is under that deadline.
     loop {
@@ -375,10 +424,11 @@ async fn drive(mut c: Connected, qos: QoS, w: Window, stop_early: bool) -> Stats
                     stats.received_in_window += 1;
                 }
                 if let Some(sent) = sent_micros(&p.payload) {
-                    report::record(
-                        &mut stats.delivery_latency,
-                        now_micros().saturating_sub(sent),
-                    );
+                    let latency = now_micros().saturating_sub(sent);
+                    report::record(&mut stats.delivery_latency, latency);
+                    if let Some(d) = &mut stats.deliveries {
+                        d.push((sent, latency));
+                    }
                 }
             }
             _ => {}
@@ -417,6 +467,8 @@ struct Plan<'a> {
     duration_secs: u64,
     drain_secs: u64,
     padding: usize,
+    /// Keep every delivery, for [`per_message_json`].
+    per_message: bool,
 }
 
 /// Publishers start together at `t0`; subscribers listen until the drain deadline.
@@ -436,7 +488,7 @@ async fn run_load(
     let mut pub_drivers = JoinSet::new();
     let mut sub_drivers = JoinSet::new();
     for s in subscribers {
-        sub_drivers.spawn(drive(s, plan.qos, w, false));
+        sub_drivers.spawn(drive(s, plan.qos, w, false, plan.per_message));
     }
     for (i, c) in publishers.into_iter().enumerate() {
         let topic = plan.topic_template.replace("{id}", &c.id);
@@ -450,7 +502,7 @@ async fn run_load(
             w,
             padding.clone(),
         ));
-        pub_drivers.spawn(drive(c, plan.qos, w, true));
+        pub_drivers.spawn(drive(c, plan.qos, w, true, false));
     }
     sleep_until(w.t0.into()).await;
     let before = common.broker_pid.and_then(proc_stats::sample);
@@ -564,6 +616,7 @@ async fn load_scenario(
         duration_secs: load.duration_secs,
         drain_secs: load.drain_secs,
         padding: load.payload_padding,
+        per_message: false,
     };
     let clients = publishers.len();
     let (pubs, subs, broker, secs) = run_load(common, publishers, subscribers, &plan).await;
@@ -659,6 +712,7 @@ pub async fn fan_out(
         duration_secs: args.duration_secs,
         drain_secs: args.drain_secs,
         padding: 0,
+        per_message: true,
     };
     let n_subs = subscribed.len();
     let (pubs, subs, broker, secs) = run_load(common, vec![p], subscribed, &plan).await;
@@ -676,6 +730,7 @@ pub async fn fan_out(
             "connect": connect,
             "connect_first_error": connect_stats.first_error,
             "broker": broker,
+            "per_message": per_message_json(subs.deliveries.as_deref().unwrap_or_default(), n_subs),
         }),
         stats_json(&pubs, &subs, secs, qos as u8),
     ))
@@ -684,6 +739,27 @@ pub async fn fan_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_message_spread_counts_messages_that_reached_everyone() {
+        // Two messages to three subscribers (latencies in µs), a third reached only one.
+        let deliveries = [
+            (100, 1_000),
+            (100, 3_000),
+            (100, 2_000),
+            (200, 5_000),
+            (200, 4_000),
+            (200, 6_000),
+            (300, 9_000),
+        ];
+        let v = per_message_json(&deliveries, 3);
+        assert_eq!(v["messages"], 2);
+        // Firsts 1.0 and 4.0 ms, medians 2.0 and 5.0, lasts 3.0 and 6.0: the upper median.
+        assert_eq!(v["first_ms"], 4.0);
+        assert_eq!(v["p50_ms"], 5.0);
+        assert_eq!(v["last_ms"], 6.0);
+        assert_eq!(per_message_json(&[], 3)["first_ms"], Value::Null);
+    }
 
     #[test]
     fn payload_carries_its_send_time() {

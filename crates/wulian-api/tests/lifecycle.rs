@@ -1761,4 +1761,9 @@ async fn profile_and_tenant_retention_settings() {
     assert_eq!(status, StatusCode::OK);
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("wulian_tsdb_retention_partitions_rewritten_total 0"));
+    // Histograms: cumulative buckets in seconds, ending with +Inf.
+    assert!(metrics.contains("# TYPE wulian_tsdb_wal_fsync_seconds histogram"));
+    assert!(metrics.contains("wulian_tsdb_wal_fsync_seconds_bucket{le=\"0.0001\"} "));
+    assert!(metrics.contains("wulian_tsdb_wal_fsync_seconds_bucket{le=\"+Inf\"} "));
+    assert!(metrics.contains("wulian_rules_action_latency_seconds_bucket{le=\"0.001\"} "));
 }

@@ -37,7 +37,6 @@ pub struct LatencyHistogram {
     /// slot counts everything above the largest bound.
     buckets: [AtomicU64; 13],
     sum_us: AtomicU64,
-    count: AtomicU64,
 }
 
 impl LatencyHistogram {
@@ -50,28 +49,14 @@ impl LatencyHistogram {
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus histogram text for `name`.
     pub fn prometheus(&self, name: &str, help: &str) -> String {
-        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "{name}_bucket{{le=\"{}\"}} {cumulative}\n",
-                *bound as f64 / 1000.0
-            ));
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
-        out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {}\n",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
-            self.count.load(Ordering::Relaxed)
-        ));
-        out
+        let bounds = LATENCY_BUCKETS_MS.map(|ms| ms as f64 / 1000.0);
+        let counts = self.buckets.each_ref().map(|b| b.load(Ordering::Relaxed));
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        wulian_common::metrics::histogram_text(name, help, &bounds, &counts, sum)
     }
 }
 

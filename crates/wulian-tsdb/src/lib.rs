@@ -90,7 +90,7 @@ pub use compress::float_column_sizes;
 pub use error::{Error, Result};
 pub use query::PartialBucket;
 pub use retention::{RetentionPolicy, RetentionReport};
-pub use stats::Stats;
+pub use stats::{FSYNC_BUCKETS_US, FsyncLatency, Stats};
 #[doc(hidden)]
 pub use storage::{FaultPoint, inject_fault};
 pub use value::{
@@ -639,6 +639,7 @@ impl Tsdb {
             retention_series_dropped: Counters::get(&c.retention_series_dropped),
             device_floors: Counters::get(&c.device_floors),
             commit_groups: Counters::get(&c.commit_groups),
+            wal_fsync: c.fsync_latency(),
             commit_requests: Counters::get(&c.commit_requests),
             recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),
         }

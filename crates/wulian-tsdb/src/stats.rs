@@ -2,6 +2,21 @@
 //! commit, flush and compaction; `Tsdb::stats` reads them together with the head's counts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the WAL fsync latency buckets, in µs ([`Stats::wal_fsync`]).
+pub const FSYNC_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// How long the WAL's fsyncs took since open: what every durable acknowledgement waits for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsyncLatency {
+    /// Fsyncs per bucket of [`FSYNC_BUCKETS_US`] (each its own, not cumulative), and one more
+    /// for those above the last bound.
+    pub counts: [u64; FSYNC_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+}
 
 /// A point-in-time view of the engine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,6 +62,8 @@ pub struct Stats {
     /// many calls share one WAL write (and, in `Sync` mode, one fsync).
     pub commit_groups: u64,
     pub commit_requests: u64,
+    /// Fsyncs of the WAL and their latency.
+    pub wal_fsync: FsyncLatency,
     /// Whether the last open cut a torn record off the tail of the WAL (logged as a warning).
     pub recovered_torn_tail: bool,
 }
@@ -70,6 +87,8 @@ pub(crate) struct Counters {
     pub device_floors: AtomicU64,
     pub commit_groups: AtomicU64,
     pub commit_requests: AtomicU64,
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    pub fsync_sum_us: AtomicU64,
     pub recovered_torn_tail: std::sync::atomic::AtomicBool,
 }
 
@@ -84,5 +103,23 @@ impl Counters {
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts one fsync of the WAL that took `took`.
+    pub(crate) fn observe_fsync(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        Counters::add(&self.fsync_buckets[bucket], 1);
+        Counters::add(&self.fsync_sum_us, us);
+    }
+
+    pub(crate) fn fsync_latency(&self) -> FsyncLatency {
+        FsyncLatency {
+            counts: self.fsync_buckets.each_ref().map(Counters::get),
+            sum_us: Counters::get(&self.fsync_sum_us),
+        }
     }
 }

@@ -130,6 +130,24 @@ async fn write_then_query_with_out_of_order_and_duplicates() {
     db.close().await.unwrap();
 }
 
+/// Every acknowledged write in `Sync` mode waited for an fsync, and each fsync is counted in
+/// a latency bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wals_fsyncs_are_counted_with_their_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.stats().wal_fsync.counts.iter().sum::<u64>(), 0);
+    let k = key("d", "x");
+    for ts in 1..=3 {
+        db.write(vec![f(&k, ts, 1.0)]).await.unwrap();
+    }
+    let fsync = db.stats().wal_fsync;
+    // Written one after another, each acknowledged only after its own fsync.
+    assert!(fsync.counts.iter().sum::<u64>() >= 3, "{fsync:?}");
+    assert_eq!(fsync.counts.len(), wulian_tsdb::FSYNC_BUCKETS_US.len() + 1);
+    db.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_point_does_not_replace_latest_but_rewrite_of_latest_does() {
     let dir = tempfile::tempdir().unwrap();

@@ -595,4 +595,6 @@ fn a_devices_waiting_qos0_reading_is_stored_before_its_later_qos1_reading() {
         Some(20.0),
         "the later reading wins: {points:?}"
     );
+    // The QoS 1 PUBACK waited for an fsync, which the metrics time.
+    assert!(metric(&server, &admin, "wulian_tsdb_wal_fsync_seconds_count") >= 1);
 }

@@ -455,5 +455,13 @@ pub async fn metrics(
             "Time from a rule firing to its action starting.",
         ));
     }
+    let fsync = &t.wal_fsync;
+    out.push_str(&wulian_common::metrics::histogram_text(
+        "wulian_tsdb_wal_fsync_seconds",
+        "Time the write-ahead log's fsyncs took; every durable acknowledgement waits for one.",
+        &wulian_tsdb::FSYNC_BUCKETS_US.map(|us| us as f64 / 1e6),
+        &fsync.counts,
+        fsync.sum_us as f64 / 1e6,
+    ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -226,14 +226,17 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn spawn(wake: mpsc::WeakSender<Request>) -> std::io::Result<Syncer> {
+    fn spawn(wake: mpsc::WeakSender<Request>, shared: Arc<Shared>) -> std::io::Result<Syncer> {
         let (jobs, rx) = std::sync::mpsc::channel::<File>();
         let (tx, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wulian-tsdb-sync".to_string())
             .spawn(move || {
                 for file in rx {
-                    if tx.send(file.sync_data()).is_err() {
+                    let started = Instant::now();
+                    let synced = file.sync_data();
+                    shared.counters.observe_fsync(started.elapsed());
+                    if tx.send(synced).is_err() {
                         return;
                     }
                     // Never wait: a full channel means the writer has requests to handle,
@@ -606,7 +609,7 @@ impl Running {
 
     fn start_sync(&mut self) -> std::io::Result<()> {
         if self.syncer.is_none() {
-            self.syncer = Some(Syncer::spawn(self.wake.clone())?);
+            self.syncer = Some(Syncer::spawn(self.wake.clone(), Arc::clone(&self.shared))?);
         }
         let file = self.log.sync_handle()?;
         let jobs = self.syncer.as_ref().and_then(|s| s.jobs.as_ref());
@@ -754,7 +757,13 @@ impl Running {
     }
 
     fn sync_or_poison(&mut self) -> Result<()> {
-        self.log.sync().map_err(|source| {
+        let dirty = self.log.is_dirty();
+        let started = Instant::now();
+        let synced = self.log.sync();
+        if dirty {
+            self.shared.counters.observe_fsync(started.elapsed());
+        }
+        synced.map_err(|source| {
             self.poisoned = true;
             tracing::error!(error = %source, segment = self.log.current(), "WAL fsync failed; refusing writes until restart.");
             Error::Io {

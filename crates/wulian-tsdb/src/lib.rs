@@ -639,8 +639,8 @@ impl Tsdb {
             retention_series_dropped: Counters::get(&c.retention_series_dropped),
             device_floors: Counters::get(&c.device_floors),
             commit_groups: Counters::get(&c.commit_groups),
-            wal_fsync: c.fsync_latency(),
             commit_requests: Counters::get(&c.commit_requests),
+            wal_fsync: c.fsync_latency(),
             recovered_torn_tail: c.recovered_torn_tail.load(Ordering::Relaxed),
         }
     }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -459,8 +459,7 @@ fn metric(server: &TestServer, key: &str, name: &str) -> u64 {
 fn qos0_telemetry_waiting_for_its_batch_is_written_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     // A window far longer than the test, so the messages are certainly still waiting.
-    let config = dir.path().join("wulian.toml");
-    std::fs::write(&config, "[storage]\nqos0_batch_ms = 600000\n").unwrap();
+    let config = qos0_window_config(dir.path(), 600_000);
     let config = config.to_str().unwrap();
     let data = dir.path().join("data");
     let server = TestServer::start_with_args(&data, &["--config", config]);
@@ -506,10 +505,16 @@ fn qos0_telemetry_waiting_for_its_batch_is_written_at_shutdown() {
     );
 }
 
-/// A server in `dir` whose QoS 0 telemetry waits `ms` for its batch.
-fn with_qos0_window(dir: &Path, ms: u64) -> TestServer {
+/// A configuration file in `dir` whose QoS 0 telemetry waits `ms` for its batch.
+fn qos0_window_config(dir: &Path, ms: u64) -> PathBuf {
     let config = dir.join("wulian.toml");
     std::fs::write(&config, format!("[storage]\nqos0_batch_ms = {ms}\n")).unwrap();
+    config
+}
+
+/// A server in `dir` whose QoS 0 telemetry waits `ms` for its batch.
+fn with_qos0_window(dir: &Path, ms: u64) -> TestServer {
+    let config = qos0_window_config(dir, ms);
     TestServer::start_with_args(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
@@ -532,18 +537,25 @@ fn qos0_telemetry_of_many_devices_in_one_window_shares_group_commits() {
     let groups_before = metric(&server, &admin, "wulian_tsdb_commit_groups_total");
     let requests_before = metric(&server, &admin, "wulian_tsdb_commit_requests_total");
     for (id, token) in &tokens {
-        let status = Command::new("mosquitto_pub")
-            .args(server.mqtt_args())
-            .args(["-i", id, "-u", id, "-P", token, "-q", "0"])
-            .args([
+        let topic = format!("devices/{id}/telemetry");
+        let out = mosquitto_pub(
+            &server,
+            &[
+                "-i",
+                id,
+                "-u",
+                id,
+                "-P",
+                token,
+                "-q",
+                "0",
                 "-t",
-                &format!("devices/{id}/telemetry"),
+                &topic,
                 "-m",
                 r#"{"n": 1}"#,
-            ])
-            .status()
-            .expect("mosquitto_pub is installed");
-        assert!(status.success());
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
     }
     eventually(Duration::from_secs(20), "the batch written", || {
         let requests = metric(&server, &admin, "wulian_tsdb_commit_requests_total");
@@ -569,14 +581,25 @@ fn a_devices_waiting_qos0_reading_is_stored_before_its_later_qos1_reading() {
         .unwrap()
         .to_string();
     let publish = |qos: &str, n: u32| {
-        let status = Command::new("mosquitto_pub")
-            .args(server.mqtt_args())
-            .args(["-i", "meter-9", "-u", "meter-9", "-P", &token, "-q", qos])
-            .args(["-t", "devices/meter-9/telemetry"])
-            .args(["-m", &format!(r#"{{"ts": 1000, "values": {{"n": {n}}}}}"#)])
-            .status()
-            .expect("mosquitto_pub is installed");
-        assert!(status.success());
+        let message = format!(r#"{{"ts": 1000, "values": {{"n": {n}}}}}"#);
+        let out = mosquitto_pub(
+            &server,
+            &[
+                "-i",
+                "meter-9",
+                "-u",
+                "meter-9",
+                "-P",
+                &token,
+                "-q",
+                qos,
+                "-t",
+                "devices/meter-9/telemetry",
+                "-m",
+                &message,
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
     };
     publish("0", 90);
     eventually(
